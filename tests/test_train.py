@@ -1,0 +1,195 @@
+"""Train step across devices, and the whole trainer: resume after a crash."""
+
+import functools
+import json
+import os
+
+from flax import jax_utils
+import jax
+import numpy as np
+import optax
+import pytest
+
+from configs import fen as fen_config
+from jaxfp import input_pipeline
+from jaxfp import schema as schema_lib
+from jaxfp import train
+from jaxfp.losses import parsing as parsing_losses
+
+GLOBAL_BATCH = 8
+
+
+def _random_ground_truth(rng, num_gms, schema):
+  names = tuple(f'gm_{i}' for i in range(num_gms))
+  return schema_lib.GroundTruth(
+      schema=schema, gm_names=names,
+      continuous=rng.uniform(size=(num_gms, len(schema.continuous))).astype(
+          np.float32),
+      discrete=np.stack([rng.integers(0, k, num_gms)
+                         for k in schema.num_classes], 1).astype(np.int32),
+      coarse=rng.integers(0, 2, (num_gms, len(schema.coarse))).astype(
+          np.int32),
+      fine=rng.integers(0, 2, (num_gms, len(schema.fine))).astype(np.int32),
+      continuous_range=np.tile([0.0, 1.0], (len(schema.continuous), 1)))
+
+
+def _batch(rng, gt, size):
+  rows = rng.integers(0, len(gt), size)
+  batch = {
+      'image': rng.normal(size=(size, 64, 64, 3)).astype(np.float32),
+      'continuous': gt.continuous[rows].copy(),
+      'discrete': gt.discrete[rows], 'coarse': gt.coarse[rows],
+      'fine': gt.fine[rows], 'gm': rows.astype(np.int32),
+      'mask': np.ones(size, np.float32),
+  }
+  batch['continuous'][0, 2] = np.nan  # A missing label must be masked out.
+  return batch
+
+
+def _shard(batch, devices):
+  return jax.tree.map(
+      lambda x: x.reshape((devices, x.shape[0] // devices) + x.shape[1:]),
+      batch)
+
+
+def _first(tree):
+  # flax's unreplicate keeps the device axis of a 1-device pmap when the
+  # process has more local devices, as here; plain indexing does not.
+  return jax.tree.map(lambda x: np.asarray(x)[0], tree)
+
+
+def _run_steps(num_devices, config, state, batches, class_weights, schema):
+  collection = train.metrics_collection(train.metric_names(config))
+  step = jax.pmap(
+      functools.partial(
+          train.train_step, class_weights=class_weights, config=config,
+          schema=schema, learning_rate_fn=optax.constant_schedule(1.0),
+          collection=collection),
+      axis_name=train.AXIS, devices=jax.devices()[:num_devices])
+  state = jax_utils.replicate(state, devices=jax.devices()[:num_devices])
+  keys = jax_utils.replicate(jax.random.key(0),
+                             devices=jax.devices()[:num_devices])
+  losses = []
+  for batch in batches:
+    state, update, _ = step(state, _shard(batch, num_devices), keys)
+    losses.append(_first(update).compute())
+  return _first(state), losses
+
+
+def test_four_devices_match_one_device_on_the_same_global_batch():
+  assert jax.local_device_count() >= 4, 'conftest sets 4 CPU devices'
+  config = fen_config.get_config('test')
+  config.model.dropout_rate = 0.0  # Dropout keys differ per device.
+  schema = schema_lib.ZOO
+  rng = np.random.default_rng(0)
+  gt = _random_ground_truth(rng, 5, schema)
+  class_weights = parsing_losses.parsing_class_weights(gt)
+  model = train.create_model(config, schema)
+  state = train.create_train_state(
+      jax.random.key(1), config, model, 64, optax.constant_schedule(1.0))
+  # Plain SGD with step 1: updated parameters differ exactly by the gradient
+  # difference (Adam's first step is sign(g), which hides magnitudes).
+  state = state.replace(tx=optax.sgd(1e-2),
+                        opt_state=optax.sgd(1e-2).init(state.params))
+  batches = [_batch(rng, gt, GLOBAL_BATCH) for _ in range(2)]
+
+  one, losses_one = _run_steps(1, config, state, batches, class_weights,
+                               schema)
+  four, losses_four = _run_steps(4, config, state, batches, class_weights,
+                                 schema)
+
+  for a, b in zip(losses_one, losses_four):
+    assert set(a) == set(b)
+    for name in a:
+      np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-6,
+                                 err_msg=name)
+  # Compare the updates (after - before). Float32 sums run in another order
+  # on 4 devices, so each tensor's update must match to 1e-4 of its own scale
+  # -- except tensors whose true gradient is zero (conv biases feeding
+  # BatchNorm, which subtracts them again): their updates are rounding noise
+  # and must only stay below 1e-3 of the largest update anywhere.
+  def updates(after):
+    return jax.tree.map(lambda b, a: np.asarray(b) - np.asarray(a),
+                        (after.params, after.batch_stats),
+                        (state.params, state.batch_stats))
+  updates_one, updates_four = updates(one), updates(four)
+  largest = max(float(np.abs(u).max()) for u in jax.tree.leaves(updates_one))
+  for (path, a), b in zip(jax.tree.leaves_with_path(updates_one),
+                          jax.tree.leaves(updates_four)):
+    scale = float(np.abs(a).max())
+    tolerance = (1e-4 * scale if scale > 1e-3 * largest else 1e-3 * largest)
+    np.testing.assert_allclose(b, a, rtol=0, atol=tolerance,
+                               err_msg=jax.tree_util.keystr(path))
+  assert int(one.step) == int(four.step) == 2
+
+
+def test_step_changes_the_parameters():
+  # Guards the test above against comparing two no-op updates.
+  config = fen_config.get_config('test')
+  schema = schema_lib.ZOO
+  rng = np.random.default_rng(1)
+  gt = _random_ground_truth(rng, 5, schema)
+  model = train.create_model(config, schema)
+  state = train.create_train_state(
+      jax.random.key(1), config, model, 64, optax.constant_schedule(1e-3))
+  after, _ = _run_steps(4, config, state, [_batch(rng, gt, GLOBAL_BATCH)],
+                        parsing_losses.parsing_class_weights(gt), schema)
+  changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), state.params,
+                         after.params)
+  assert all(jax.tree.leaves(changed))
+
+
+@pytest.fixture(scope='module')
+def tiny_config(tmp_path_factory):
+  config = fen_config.get_config('test')
+  config.data.cache_dir = str(tmp_path_factory.mktemp('cache'))
+  config.num_train_steps = 6
+  config.checkpoint_every_steps = 2
+  config.eval_every_steps = 100
+  return config
+
+
+class _Crash(Exception):
+  pass
+
+
+def test_crash_and_resume_matches_an_uninterrupted_run(tiny_config, tmp_path,
+                                                       monkeypatch):
+  straight = train.train_and_evaluate(tiny_config, str(tmp_path / 'straight'))
+
+  real_iterator = input_pipeline.train_iterator
+
+  def crashing_iterator(*args, **kwargs):
+    # Dies while fetching the 5th batch: steps 1-4 ran, step 4 checkpointed.
+    for i, batch in enumerate(real_iterator(*args, **kwargs)):
+      if i == 4:
+        raise _Crash('simulated crash mid-run')
+      yield batch
+
+  workdir = str(tmp_path / 'crashed')
+  monkeypatch.setattr(input_pipeline, 'train_iterator', crashing_iterator)
+  with pytest.raises(_Crash):
+    train.train_and_evaluate(tiny_config, workdir)
+  monkeypatch.setattr(input_pipeline, 'train_iterator', real_iterator)
+  assert train.checkpoint_manager(workdir, tiny_config).latest_step() == 4
+
+  resumed = train.train_and_evaluate(tiny_config, workdir)
+  a = jax_utils.unreplicate(straight['state'])
+  b = jax_utils.unreplicate(resumed['state'])
+  assert int(a.step) == int(b.step) == tiny_config.num_train_steps
+  for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state)),
+                  jax.tree.leaves((b.params, b.batch_stats, b.opt_state))):
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-6,
+                               atol=1e-7)
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  assert results['step'] == tiny_config.num_train_steps
+  for key in ('continuous_l1', 'discrete_accuracy'):
+    assert key in results['metrics'] and key in results['baseline_mean']
+
+
+def test_bad_batch_size_is_a_clear_error_before_any_work(tiny_config):
+  config = tiny_config.copy_and_resolve_references()
+  config.batch_size = 6  # Not divisible by 4 devices.
+  with pytest.raises(ValueError, match='batch_size=6 is not divisible'):
+    train.validate(config, 4)
