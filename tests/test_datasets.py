@@ -1,0 +1,307 @@
+"""Tests of the folder reader and the two TFDS builders, on tiny trees."""
+
+import io
+import logging
+import os
+import shutil
+
+import ml_collections
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow_datasets as tfds
+
+import jaxfp.datasets  # pylint: disable=unused-import  # Registers builders.
+from jaxfp import schema
+from jaxfp.datasets import folder
+from jaxfp.datasets import model_parsing
+from jaxfp.datasets import zoo_dataset
+
+GMS = ('gm_b', 'gm_a', 'gm_c')  # Not sorted on purpose.
+SORTED_GMS = tuple(sorted(GMS))
+
+
+def _row(i: int) -> dict:
+  """A distinct ZOO ground-truth row per GM index."""
+  s = schema.ZOO
+  row = {c: float(10 * (i + 1) + j) for j, c in enumerate(s.continuous)}
+  row.update({p.name: p.classes[i % p.num_classes] for p in s.discrete})
+  row.update({c: (i + j) % 2 for j, c in enumerate(s.coarse)})
+  row.update({c: (i + j + 1) % 2 for j, c in enumerate(s.fine)})
+  return row
+
+
+def _png(color, size=16) -> bytes:
+  buf = io.BytesIO()
+  Image.fromarray(np.full((size, size, 3), color, np.uint8)).save(buf, 'PNG')
+  return buf.getvalue()
+
+
+def write_tree(root, gms=GMS, per_gm=4, extra_rows=(), images_dir=True,
+               bad_files=True, ground_truth=True):
+  """GM folders of constant-colour PNGs (+ a truncated and an empty file)."""
+  base = os.path.join(root, 'images') if images_dir else str(root)
+  for g, gm in enumerate(gms):
+    os.makedirs(os.path.join(base, gm))
+    for f in range(per_gm):
+      with open(os.path.join(base, gm, f'{f:03d}.png'), 'wb') as fh:
+        fh.write(_png((10 + 40 * g + 5 * f, 200 - 30 * g, 20 * f)))
+  if bad_files:
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, 'PNG')
+    data = buf.getvalue()
+    with open(os.path.join(base, gms[0], 'truncated.png'), 'wb') as fh:
+      fh.write(data[:len(data) // 2])
+    open(os.path.join(base, gms[-1], 'empty.png'), 'wb').close()
+  if ground_truth:
+    names = list(gms) + list(extra_rows)
+    schema.write_csv(str(root), schema.ZOO, names,
+                     [_row(i) for i in range(len(names))])
+  return base
+
+
+def test_scan_skips_and_counts_bad_files(tmp_path):
+  write_tree(tmp_path)
+  found = folder.scan(str(tmp_path))
+  assert found.gm_names == SORTED_GMS
+  assert found.num_files == 14
+  skipped = []
+  examples = list(folder.generate_examples(found, 8, skipped))
+  assert len(examples) == 12
+  assert sorted(f for f, _ in skipped) == ['gm_b/truncated.png',
+                                           'gm_c/empty.png']
+  assert all(reason for _, reason in skipped)
+  key, ex = examples[0]
+  assert key == ex['file'] == 'gm_a/000.png' and ex['gm'] == 'gm_a'
+  assert ex['image'].shape == (8, 8, 3) and ex['image'].dtype == np.uint8
+  # Sorted walk: GM by GM, file by file.
+  assert [k for k, _ in examples] == sorted(k for k, _ in examples)
+
+
+def test_load_image_modes_and_resize(tmp_path):
+  gray16 = np.array([[0, 32896], [65535, 65535]], np.uint16)
+  Image.fromarray(gray16).save(tmp_path / 'g16.png')
+  out = folder.load_image(str(tmp_path / 'g16.png'), 2)
+  assert out.shape == (2, 2, 3)
+  np.testing.assert_array_equal(out[..., 0], [[0, 128], [255, 255]])
+
+  rgba = np.zeros((4, 4, 4), np.uint8)
+  rgba[..., 0], rgba[..., 3] = 200, 0
+  Image.fromarray(rgba, 'RGBA').save(tmp_path / 'rgba.png')
+  np.testing.assert_array_equal(
+      folder.load_image(str(tmp_path / 'rgba.png'), 4)[..., 0], 200)
+
+  Image.fromarray(np.full((5, 5), 77, np.uint8), 'L').save(tmp_path / 'l.bmp')
+  np.testing.assert_array_equal(
+      folder.load_image(str(tmp_path / 'l.bmp'), 3), 77)
+
+  noise = np.random.default_rng(1).integers(0, 255, (20, 30, 3), np.uint8)
+  Image.fromarray(noise).save(tmp_path / 'n.png')
+  expected = np.asarray(
+      Image.fromarray(noise).resize((7, 7), Image.BILINEAR))
+  np.testing.assert_array_equal(
+      folder.load_image(str(tmp_path / 'n.png'), 7), expected)
+
+  with pytest.raises(folder.ImageError, match='0 bytes'):
+    open(tmp_path / 'z.png', 'wb').close()
+    folder.load_image(str(tmp_path / 'z.png'), 7)
+
+
+def test_gm_folder_without_ground_truth_row_is_an_error(tmp_path):
+  write_tree(tmp_path)
+  os.makedirs(tmp_path / 'images' / 'gm_unlisted')
+  (tmp_path / 'images' / 'gm_unlisted' / 'x.png').write_bytes(_png(1))
+  found = folder.scan(str(tmp_path))
+  with pytest.raises(ValueError, match='gm_unlisted') as e:
+    folder.read_ground_truth(found)
+  assert schema.CSV_NAME in str(e.value)
+
+
+def test_ground_truth_row_without_folder_warns(tmp_path, caplog):
+  write_tree(tmp_path, extra_rows=('gm_gone',))
+  with caplog.at_level(logging.WARNING):
+    table, source = folder.read_ground_truth(folder.scan(str(tmp_path)))
+  assert 'gm_gone' in caplog.text
+  assert table.gm_names == SORTED_GMS
+  assert source.endswith(schema.CSV_NAME)
+  # Rows follow the names, not the csv order (gm_b is csv row 0).
+  full = schema.read_csv(str(tmp_path))
+  np.testing.assert_array_equal(table.discrete[1],
+                                full.discrete[full.index('gm_b')])
+
+
+def _write_npy(directory, n, seed=0):
+  rng = np.random.default_rng(seed)
+  net = np.concatenate([rng.random((n, 9)), rng.integers(0, 4, (n, 3)),
+                        rng.integers(0, 2, (n, 3))], axis=1)
+  coarse = rng.integers(0, 2, (n, 3))
+  fine = rng.integers(0, 2, (n, 10))
+  files = folder.PUBLISHED_NPY_FILES
+  for key, table in (('net', net), ('coarse', coarse), ('fine', fine)):
+    np.save(os.path.join(directory, files[key]), table)
+  return net, coarse, fine
+
+
+def test_published_npy_rows_follow_sorted_folders(tmp_path):
+  # GM folders directly in the root, ground truth in a folder of its own.
+  write_tree(tmp_path, images_dir=False, bad_files=False, ground_truth=False)
+  gt_dir = tmp_path / 'gt'
+  gt_dir.mkdir()
+  net, coarse, fine = _write_npy(str(gt_dir), 3)
+  table, _ = folder.read_ground_truth(folder.scan(str(tmp_path)),
+                                      str(gt_dir))
+  assert table.gm_names == SORTED_GMS
+  np.testing.assert_allclose(table.continuous, net[:, :9], rtol=1e-6)
+  np.testing.assert_array_equal(table.discrete, net[:, 9:])
+  np.testing.assert_array_equal(table.coarse, coarse)
+  np.testing.assert_array_equal(table.fine, fine[:, :8])
+
+
+def _shared_ground_truth():
+  here = os.path.dirname(os.path.abspath(__file__))
+  for d in (os.path.join(here, '..', 'shared'),
+            os.path.join(here, '..', '..', 'shared')):
+    path = os.path.join(d, 'reference', 'ground_truth')
+    if os.path.exists(os.path.join(path,
+                                   folder.PUBLISHED_NPY_FILES['net'])):
+      return path
+  return None
+
+
+@pytest.mark.skipif(_shared_ground_truth() is None,
+                    reason='shared/reference/ground_truth not found')
+def test_the_published_116_gm_tables(tmp_path):
+  names = [f'GM_{i:03d}' for i in range(116)]
+  for gm in names:
+    os.makedirs(tmp_path / gm)
+    (tmp_path / gm / '0.png').write_bytes(_png(0, size=2))
+  gt_dir = _shared_ground_truth()
+  table, _ = folder.read_ground_truth(folder.scan(str(tmp_path)), gt_dir)
+  net = np.load(os.path.join(gt_dir, folder.PUBLISHED_NPY_FILES['net']))
+  assert table.gm_names == tuple(names)
+  np.testing.assert_array_equal(table.discrete[57], net[57, 9:])
+  assert table.schema == schema.PUBLISHED
+
+
+def test_model_parsing_builder(tmp_path):
+  manual = tmp_path / 'manual'
+  write_tree(manual, images_dir=False, ground_truth=False)
+  net, _, _ = _write_npy(str(manual), 3)
+  data_dir = str(tmp_path / 'tfds')
+  ds, info = tfds.load(
+      'model_parsing', split='train', data_dir=data_dir, with_info=True,
+      download_and_prepare_kwargs={
+          'download_config': tfds.download.DownloadConfig(
+              manual_dir=str(manual))})
+  assert info.config_name == 'size_64'
+  assert info.splits['train'].num_examples == 12
+  assert info.features['gm'].names == list(SORTED_GMS)
+  examples = list(tfds.as_numpy(ds))
+  assert {e['image'].shape for e in examples} == {(64, 64, 3)}
+
+  shutil.rmtree(manual)  # Everything a reader needs is in the records.
+  builder = tfds.builder('model_parsing', data_dir=data_dir)
+  meta = builder.info.metadata
+  table = schema.GroundTruth.from_dict(meta['ground_truth'])
+  np.testing.assert_allclose(table.continuous, net[:, :9], rtol=1e-6)
+  assert sorted(f for f, _ in meta['skipped_files']) == [
+      'gm_b/truncated.png', 'gm_c/empty.png']
+  assert meta['gm_counts'] == {'gm_a': 4, 'gm_b': 4, 'gm_c': 4}
+  assert builder.info.features['gm'].names == list(SORTED_GMS)
+
+  # Another ground truth is another config, never the same records.
+  other = model_parsing.ModelParsing(data_dir=data_dir,
+                                     ground_truth_dir=str(tmp_path / 'x'))
+  assert other.builder_config.name.startswith('size_64_gt')
+  assert not other.is_prepared()
+
+
+def test_model_parsing_missing_manual_dir_is_reported(tmp_path):
+  builder = model_parsing.ModelParsing(data_dir=str(tmp_path / 'tfds'))
+  with pytest.raises(AssertionError, match='manual'):
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(tmp_path / 'nowhere')))
+
+
+def _fake_zoo(monkeypatch, tmp_path):
+  """Stands in for jaxfp.zoo: cached() writes a tiny tree, once per config."""
+  import jaxfp.zoo  # pylint: disable=g-import-not-at-top
+  calls = []
+
+  def default_config():
+    return ml_collections.ConfigDict(dict(
+        num_generators=3, images_per_generator=4, image_size=16,
+        train_steps=2, train_batch_size=2, learning_rate=1e-3, seed=0))
+
+  def cached(zoo_config, cache_root):
+    calls.append(zoo_config.to_json())
+    root = os.path.join(cache_root, f'zoo{len(calls)}')
+    write_tree(root, bad_files=False)
+    return root
+
+  monkeypatch.setattr(jaxfp.zoo, 'default_config', default_config,
+                      raising=False)
+  monkeypatch.setattr(jaxfp.zoo, 'cached', cached, raising=False)
+  return default_config, calls
+
+
+def test_zoo_builder_with_a_fake_zoo(monkeypatch, tmp_path):
+  default_config, calls = _fake_zoo(monkeypatch, tmp_path)
+  data_dir = str(tmp_path / 'tfds')
+  kwargs = dict(data_dir=data_dir, zoo_cache_dir=str(tmp_path / 'zoo'))
+
+  ds = tfds.load('jaxfp_zoo', split='train', data_dir=data_dir,
+                 builder_kwargs={'zoo_cache_dir': kwargs['zoo_cache_dir']})
+  assert len(list(ds)) == 12
+  assert len(calls) == 1
+  builder = zoo_dataset.ZooDataset(**kwargs)
+  assert builder.builder_config.name == 'default'
+  assert builder.info.metadata['zoo_config'] == default_config().to_dict()
+  # The default zoo given explicitly is the same records.
+  again = zoo_dataset.ZooDataset(zoo_config=default_config(), **kwargs)
+  assert again.builder_config.name == 'default' and again.is_prepared()
+
+  small = default_config()
+  small.num_generators = 2
+  custom = zoo_dataset.ZooDataset(zoo_config=small, **kwargs)
+  name = custom.builder_config.name
+  assert name != 'default'
+  assert name == zoo_dataset.ZooDataset(zoo_config=small, **kwargs
+                                        ).builder_config.name
+  assert name != zoo_dataset.ZooDataset(zoo_config=small, image_size=32,
+                                        **kwargs).builder_config.name
+  custom.download_and_prepare()
+  assert len(calls) == 2
+  zoo_dataset.ZooDataset(zoo_config=small, **kwargs).download_and_prepare()
+  assert len(calls) == 2  # Built once.
+
+
+def _real_zoo_available():
+  try:
+    from jaxfp import zoo  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return False
+  return callable(getattr(zoo, 'cached', None)) and callable(
+      getattr(zoo, 'default_config', None))
+
+
+@pytest.mark.skipif(not _real_zoo_available(), reason='jaxfp.zoo not written')
+def test_zoo_builder_with_the_real_zoo(tmp_path):
+  from jaxfp import zoo  # pylint: disable=g-import-not-at-top
+  config = zoo.default_config()
+  config.num_generators = 3
+  config.images_per_generator = 3
+  config.train_steps = 2
+  config.image_size = 16
+  builder = zoo_dataset.ZooDataset(
+      zoo_config=config, image_size=16, data_dir=str(tmp_path / 'tfds'),
+      zoo_cache_dir=str(tmp_path / 'zoo'))
+  builder.download_and_prepare()
+  meta = builder.info.metadata
+  assert len(builder.info.features['gm'].names) == 3
+  assert sum(meta['gm_counts'].values()) == 9 - len(meta['skipped_files'])
+  table = schema.GroundTruth.from_dict(meta['ground_truth'])
+  assert table.gm_names == tuple(builder.info.features['gm'].names)
+  example = next(iter(tfds.as_numpy(builder.as_dataset(split='train'))))
+  assert example['image'].shape == (16, 16, 3)
