@@ -50,10 +50,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.name = 'zoo'  # 'zoo' | 'model_parsing'.
   c.cache_dir = ''  # '' = $JAXFP_CACHE or ~/.cache/jaxfp.
   c.image_size = 64
-  try:
-    c.zoo = zoo_dataset.default_zoo_config()
-  except (ImportError, AttributeError):  # The zoo is optional here.
-    c.zoo = ml_collections.ConfigDict()
+  c.zoo = zoo_dataset.default_zoo_config()
   # model_parsing: the published images; ground truth in ground_truth_dir
   # ('' = the manual dir): ground_truth.csv + schema.json, else these tables.
   c.manual_dir = ''

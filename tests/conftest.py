@@ -7,3 +7,15 @@ import os
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+
+import tempfile  # pylint: disable=g-import-not-at-top,g-bad-import-order
+
+import jax  # pylint: disable=g-import-not-at-top,g-bad-import-order
+
+# Tests compile the same small programs many times (each trainer run, each
+# device count); a persistent cache for the session turns repeats into loads.
+jax.config.update('jax_compilation_cache_dir',
+                  tempfile.mkdtemp(prefix='jaxfp-test-jax-cache-'))
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)

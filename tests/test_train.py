@@ -143,7 +143,7 @@ def test_step_changes_the_parameters():
 def tiny_config(tmp_path_factory):
   config = fen_config.get_config('test')
   config.data.cache_dir = str(tmp_path_factory.mktemp('cache'))
-  config.num_train_steps = 6
+  config.num_train_steps = 8
   config.checkpoint_every_steps = 2
   config.eval_every_steps = 100
   return config
@@ -160,9 +160,10 @@ def test_crash_and_resume_matches_an_uninterrupted_run(tiny_config, tmp_path,
   real_iterator = input_pipeline.train_iterator
 
   def crashing_iterator(*args, **kwargs):
-    # Dies while fetching the 5th batch: steps 1-4 ran, step 4 checkpointed.
+    # Dies fetching batch 7. The trainer prefetches two batches ahead, so
+    # that fetch comes right after step 4 (checkpointed) and before step 5.
     for i, batch in enumerate(real_iterator(*args, **kwargs)):
-      if i == 4:
+      if i == 6:
         raise _Crash('simulated crash mid-run')
       yield batch
 
