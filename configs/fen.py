@@ -55,7 +55,7 @@ def get_config(preset: str = '') -> ml_collections.ConfigDict:
 
   if preset == 'cpu':
     config.model.fen_depth = 5
-    config.model.fen_width = 32
+    config.model.fen_width = 16
     config.model.pn_channels = (16, 32, 64, 64, 64)
     config.batch_size = 32
     config.learning_rate = 1e-3

@@ -18,6 +18,17 @@ CHANNELS = (32, 64, 128, 256, 512)
 HIDDEN = (512, 256, 64)
 
 
+def max_pool_2x2(x):
+  """2x2 max pooling, stride 2, odd edges dropped (PyTorch's MaxPool2d(2)).
+
+  Written as a reshape and max: the same values as nn.max_pool, with a
+  gradient that XLA's CPU backend runs about 3x faster than select-and-scatter.
+  """
+  n, h, w, c = x.shape
+  x = x[:, :h // 2 * 2, :w // 2 * 2]
+  return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class ParsingNetwork(nn.Module):
   """Fingerprint [N, H, W, c] -> dict of logits shaped by the schema.
 
@@ -35,9 +46,13 @@ class ParsingNetwork(nn.Module):
   def __call__(self, fingerprint, *, train: bool):
     x = fingerprint.astype(self.dtype)
     for i, channels in enumerate(self.channels):
-      x = nn.Conv(channels, (3, 3), padding=2, dtype=self.dtype,
+      # Padding 2 as published. Padded explicitly: XLA's CPU convolution
+      # with an asymmetric-to-kernel padding of 2 takes a generic path that
+      # measured 6-8x slower than the same pad followed by a VALID conv.
+      x = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
+      x = nn.Conv(channels, (3, 3), padding='VALID', dtype=self.dtype,
                   name=f'conv_{i}')(x)
-      x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+      x = max_pool_2x2(nn.relu(x))
     x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     for i, features in enumerate(HIDDEN):
