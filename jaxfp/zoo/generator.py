@@ -1,0 +1,264 @@
+"""The zoo's image-to-image generators (flax.linen) and their layer counts.
+
+Layout of a `Generator` for an `Architecture`:
+
+  stem conv 3x3 -> nonlinearity
+  [downsampling: stride-2 conv -> norm -> nonlinearity, or 2x2 average pool]
+  blocks: layers_per_block x (conv 3x3 -> norm -> nonlinearity)
+          [-> squeeze-excitation: 2 dense layers]
+          [+ residual input, through a 1x1 conv where the width changes]
+  upsampling x2: nearest or bilinear resize + conv, transposed conv, or
+                 conv + pixel shuffle; then norm -> nonlinearity
+  output conv 3x3 to RGB -> last nonlinearity
+
+With downsampling the input has the output's size; without, half of it (the
+generator super-resolves). Either way there is exactly one upsampling.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxfp.zoo import architecture as arch_lib
+
+_ACTIVATIONS: dict[str, Callable] = {
+    'relu': nn.relu,
+    'leaky_relu': functools.partial(nn.leaky_relu, negative_slope=0.2),
+    'elu': nn.elu,
+    'silu': nn.silu,
+}
+_LAST: dict[str, Callable] = {
+    'none': lambda x: x,
+    'tanh': jnp.tanh,
+    'sigmoid': nn.sigmoid,
+    'hard_tanh': jax.nn.hard_tanh,
+}
+
+
+def output_range(last_nonlinearity: str) -> tuple[float, float]:
+  """The value range a generator's images are trained to (and decoded from)."""
+  return (0.0, 1.0) if last_nonlinearity == 'sigmoid' else (-1.0, 1.0)
+
+
+def input_size(arch: arch_lib.Architecture, image_size: int) -> int:
+  return image_size if arch.downsamples else image_size // 2
+
+
+def _norm(kind: str, train: bool, name: str):
+  """A normalisation layer, or None for 'none'."""
+  if kind == 'batch':
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, name=name)
+  if kind == 'instance':
+    return nn.InstanceNorm(name=name)
+  if kind == 'layer':
+    # Over height, width and channels of each image, as image layer norm is.
+    return nn.LayerNorm(reduction_axes=(1, 2, 3), feature_axes=-1, name=name)
+  return None
+
+
+def _apply_norm(kind: str, train: bool, name: str, x):
+  layer = _norm(kind, train, name)
+  return x if layer is None else layer(x)
+
+
+class AvgPool(nn.Module):
+  """2x2 average pooling, a module so that layer counting can see it."""
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.avg_pool(x, (2, 2), strides=(2, 2))
+
+
+class TransposedConv2x(nn.Module):
+  """Stride-2 transposed convolution with a 3x3 kernel.
+
+  Written as zero insertion followed by an ordinary convolution, which is
+  what a transposed convolution computes: every input pixel scatters one
+  kernel footprint, and the uneven overlap of a 3x3 footprint at stride 2
+  leaves the classic checkerboard trace. XLA's CPU backend runs input-dilated
+  convolutions (`nn.ConvTranspose`) through a slow generic loop; this form
+  runs as a plain convolution, several times faster.
+  """
+  features: int
+
+  @nn.compact
+  def __call__(self, x):
+    n, h, w, c = x.shape
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (3, 3, c, self.features))
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+    spread = jnp.pad(x[:, :, None, :, None, :],
+                     ((0, 0), (0, 0), (0, 1), (0, 0), (0, 1), (0, 0)))
+    spread = spread.reshape(n, 2 * h, 2 * w, c)
+    y = jax.lax.conv_general_dilated(
+        spread, kernel, (1, 1), 'SAME',
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return y + bias
+
+
+class SqueezeExcite(nn.Module):
+  """Channel attention: global mean -> dense -> act -> dense -> sigmoid gate."""
+  activation: str
+
+  @nn.compact
+  def __call__(self, x):
+    channels = x.shape[-1]
+    s = jnp.mean(x, axis=(1, 2))
+    s = _ACTIVATIONS[self.activation](
+        nn.Dense(max(4, channels // 4), name='squeeze')(s))
+    s = nn.sigmoid(nn.Dense(channels, name='excite')(s))
+    return x * s[:, None, None, :]
+
+
+class Block(nn.Module):
+  """layers x (conv -> norm -> act), optional attention and residual."""
+  filters: int
+  layers: int
+  normalization: str
+  activation: str
+  skip_connection: bool
+  channel_attention: bool
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    h = x
+    for j in range(self.layers):
+      h = nn.Conv(self.filters, (3, 3), name=f'conv_{j}')(h)
+      h = _apply_norm(self.normalization, train, f'norm_{j}', h)
+      h = _ACTIVATIONS[self.activation](h)
+    if self.channel_attention:
+      h = SqueezeExcite(self.activation, name='attention')(h)
+    if self.skip_connection:
+      if x.shape[-1] != self.filters:
+        x = nn.Conv(self.filters, (1, 1), name='projection')(x)
+      h = h + x
+    return h
+
+
+class Upsample(nn.Module):
+  """x2 upsampling by one of `architecture.UPSAMPLINGS`, then norm and act."""
+  variant: str
+  filters: int
+  normalization: str
+  activation: str
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    n, h, w, c = x.shape
+    if self.variant in ('nearest_conv', 'bilinear_conv'):
+      method = 'nearest' if self.variant == 'nearest_conv' else 'bilinear'
+      x = jax.image.resize(x, (n, 2 * h, 2 * w, c), method)
+      x = nn.Conv(self.filters, (3, 3), name='conv')(x)
+    elif self.variant == 'transposed_conv':
+      x = TransposedConv2x(self.filters, name='conv')(x)
+    elif self.variant == 'pixel_shuffle':
+      x = nn.Conv(4 * self.filters, (3, 3), name='conv')(x)
+      x = x.reshape(n, h, w, 2, 2, self.filters)
+      x = x.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, self.filters)
+    else:
+      raise ValueError(f'unknown upsampling variant {self.variant!r}')
+    x = _apply_norm(self.normalization, train, 'norm', x)
+    return _ACTIVATIONS[self.activation](x)
+
+
+class Generator(nn.Module):
+  """An image-to-image generator built from an `Architecture`."""
+  arch: arch_lib.Architecture
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    a = self.arch
+    act = _ACTIVATIONS[a.block_nonlinearity]
+    x = act(nn.Conv(a.stem_filters, (3, 3), name='stem')(x))
+    if a.downsampling == 'stride_conv':
+      x = nn.Conv(a.stem_filters, (3, 3), strides=(2, 2), name='down_conv')(x)
+      x = act(_apply_norm(a.normalization, train, 'down_norm', x))
+    elif a.downsampling == 'avg_pool':
+      x = AvgPool(name='down_pool')(x)
+    for i, filters in enumerate(a.block_filters):
+      x = Block(filters, a.layers_per_block, a.normalization,
+                a.block_nonlinearity, a.skip_connection, a.channel_attention,
+                name=f'block_{i}')(x, train)
+    x = Upsample(a.upsampling, a.block_filters[-1], a.normalization,
+                 a.block_nonlinearity, name='upsample')(x, train)
+    x = nn.Conv(3, (3, 3), name='to_rgb')(x)
+    return _LAST[a.last_nonlinearity](x)
+
+
+_CONV_TYPES = (nn.Conv, nn.ConvTranspose, TransposedConv2x)
+_NORM_TYPES = (nn.BatchNorm, nn.LayerNorm, nn.InstanceNorm, nn.GroupNorm)
+
+
+def layer_counts(arch: arch_lib.Architecture, image_size: int) -> dict:
+  """The continuous columns of `schema.ZOO`, counted on the built network.
+
+  The network is traced abstractly (no compile) with every submodule call
+  recorded, so the counts describe what runs, not what was sampled:
+
+    num_conv_layers: convolutions, transposed ones included (also 1x1
+      residual projections and the output conv).
+    num_fc_layers: dense layers (those of channel attention).
+    num_pooling_layers: pooling layers (average-pool downsampling).
+    num_norm_layers: normalisation layers of any kind.
+    num_layers: num_conv_layers + num_fc_layers + num_pooling_layers +
+      num_norm_layers, i.e. every layer with weights plus normalisation and
+      pooling; nonlinearities, resizes and reshapes do not count.
+    num_filters: output channels summed over all conv layers.
+    num_blocks: residual/conv blocks.
+    layers_per_block: main-path convs per block (projections excluded).
+    num_parameters: scalars in the 'params' collection (BatchNorm running
+      statistics are state, not parameters).
+  """
+  model = Generator(arch)
+  size = input_size(arch, image_size)
+  calls = []  # (module, enclosing Block or None)
+  blocks = []
+
+  def record(next_fun, args, kwargs, context):
+    if context.method_name != '__call__':
+      return next_fun(*args, **kwargs)
+    module = context.module
+    if isinstance(module, Block):
+      blocks.append(module)
+      try:
+        return next_fun(*args, **kwargs)
+      finally:
+        blocks.pop()
+    calls.append((module, blocks[-1] if blocks else None))
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    variables = jax.eval_shape(
+        functools.partial(model.init, train=False), jax.random.key(0),
+        jnp.zeros((1, size, size, 3), jnp.float32))
+
+  convs = [m for m, _ in calls if isinstance(m, _CONV_TYPES)]
+  block_names = sorted({b.name for _, b in calls if b is not None})
+  main_path = {name: 0 for name in block_names}
+  for m, b in calls:
+    if b is not None and isinstance(m, _CONV_TYPES) and m.name.startswith(
+        'conv_'):
+      main_path[b.name] += 1
+  per_block = set(main_path.values())
+  if len(per_block) > 1:
+    raise ValueError(f'blocks differ in depth: {main_path}')
+  counts = {
+      'num_conv_layers': len(convs),
+      'num_fc_layers': sum(isinstance(m, nn.Dense) for m, _ in calls),
+      'num_pooling_layers': sum(isinstance(m, AvgPool) for m, _ in calls),
+      'num_norm_layers': sum(isinstance(m, _NORM_TYPES) for m, _ in calls),
+      'num_filters': sum(m.features for m in convs),
+      'num_blocks': len(block_names),
+      'layers_per_block': per_block.pop() if per_block else 0,
+      'num_parameters': sum(
+          int(leaf.size) for leaf in jax.tree.leaves(variables['params'])),
+  }
+  counts['num_layers'] = (counts['num_conv_layers'] + counts['num_fc_layers']
+                          + counts['num_pooling_layers']
+                          + counts['num_norm_layers'])
+  return counts
