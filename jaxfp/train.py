@@ -365,10 +365,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   result = evaluate(p_eval_step, state, config, info, eval_collection)
   _write_eval(writer, num_steps, result)
-  if is_chief:
-    print('\n' + _report(result, workdir, num_steps), flush=True)
   writer.flush()
   manager.close()
+  if is_chief:
+    # Last, so the table is not buried under the libraries' closing logs.
+    print('\n' + _report(result, workdir, num_steps), flush=True)
   result['state'] = state
   return result
 
