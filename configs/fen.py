@@ -14,6 +14,7 @@ A longer run is one override: --config.num_train_steps=20000.
 import ml_collections
 
 from jaxfp import input_pipeline
+from jaxfp.losses import fingerprint as fingerprint_losses
 
 
 def get_config(preset: str = '') -> ml_collections.ConfigDict:
@@ -31,9 +32,8 @@ def get_config(preset: str = '') -> ml_collections.ConfigDict:
   config.model.dtype = 'float32'
 
   config.loss = ml_collections.ConfigDict()
-  # Published parsing weights (shared/reference/README.md).
-  config.loss.fingerprint_weights = ml_collections.ConfigDict(dict(
-      magnitude=0.1, spectrum=0.05, repetitive=0.001, symmetry=1.0))
+  config.loss.fingerprint_weights = ml_collections.ConfigDict(
+      fingerprint_losses.PUBLISHED_WEIGHTS['parsing'])
   config.loss.low_freq_radius = 25
   # One max over the whole (global) batch, as published; False: per image.
   config.loss.batch_global_max = True

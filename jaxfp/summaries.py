@@ -2,10 +2,8 @@
 
 import numpy as np
 
+from jaxfp import input_pipeline
 from jaxfp.losses import fingerprint as fingerprint_losses
-
-# The published per-channel normalisation, undone for display.
-MEAN, STD = 0.6490, 0.1269
 
 
 def _unit_range(x: np.ndarray) -> np.ndarray:
@@ -25,7 +23,8 @@ def fingerprint_panels(images: np.ndarray,
   """
   images = np.asarray(images, np.float32)
   fingerprints = np.asarray(fingerprints, np.float32)
-  shown = np.clip(images * STD + MEAN, 0.0, 1.0)
+  shown = np.clip(images * input_pipeline.STD + input_pipeline.MEAN, 0.0,
+                  1.0)
   spectrum = np.asarray(fingerprint_losses.magnitude_spectrum(fingerprints))
   log_spectrum = _unit_range(np.log1p(spectrum))[..., None].repeat(3, axis=-1)
   return np.concatenate([shown, _unit_range(fingerprints), log_spectrum],
