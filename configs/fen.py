@@ -13,44 +13,16 @@ A longer run is one override: --config.num_train_steps=20000.
 
 import ml_collections
 
+from configs import common
 from jaxfp import input_pipeline
-from jaxfp.losses import fingerprint as fingerprint_losses
 
 
 def get_config(preset: str = '') -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.seed = 0
-
+  config = common.base_config('parsing')
   config.data = input_pipeline.default_data_config()
-
-  config.model = ml_collections.ConfigDict()
-  config.model.fen_depth = 17
-  config.model.fen_width = 64
-  config.model.use_fen = True
   config.model.pn_channels = (32, 64, 128, 256, 512)
-  config.model.dropout_rate = 0.5
-  config.model.dtype = 'float32'
-
-  config.loss = ml_collections.ConfigDict()
-  config.loss.fingerprint_weights = ml_collections.ConfigDict(
-      fingerprint_losses.PUBLISHED_WEIGHTS['parsing'])
-  config.loss.low_freq_radius = 25
-  # One max over the whole (global) batch, as published; False: per image.
-  config.loss.batch_global_max = True
   config.loss.head_weight = 10.0
   config.loss.hierarchical = True
-  # Cross-entropy on sigmoid outputs, the published quirk, for parity only.
-  config.loss.published_sigmoid_ce = False
-
-  config.batch_size = 16
-  config.learning_rate = 1e-4
-  config.lr_schedule = 'constant'
-  config.warmup_steps = 0
-  config.num_train_steps = 80
-  config.log_every_steps = 10
-  config.eval_every_steps = 1000
-  config.checkpoint_every_steps = 40
-  config.keep_checkpoints = 3
   config.num_baseline_shuffles = 20
 
   if preset == 'cpu':

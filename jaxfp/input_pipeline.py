@@ -192,7 +192,7 @@ def load_info(data_config: ml_collections.ConfigDict) -> DataInfo:
   return info
 
 
-def _per_process_batch(global_batch_size: int, local_device_count: int) -> int:
+def per_process_batch(global_batch_size: int, local_device_count: int) -> int:
   processes = jax.process_count()
   if global_batch_size <= 0 or local_device_count <= 0:
     raise ValueError(f'global batch size {global_batch_size} and local device '
@@ -205,7 +205,7 @@ def _per_process_batch(global_batch_size: int, local_device_count: int) -> int:
   return global_batch_size // processes
 
 
-def _local_count(total: int) -> int:
+def local_count(total: int) -> int:
   """Examples this process gets from ds.shard(process_count, index)."""
   p, i = jax.process_count(), jax.process_index()
   return total // p + (1 if i < total % p else 0)
@@ -251,8 +251,9 @@ def _to_batch_element(info: DataInfo):
   return fn
 
 
-def _finish(ds: tf.data.Dataset, per_process: int,
-            local_device_count: int) -> Iterator[dict[str, np.ndarray]]:
+def device_batches(ds: tf.data.Dataset, per_process: int,
+                   local_device_count: int) -> Iterator[dict[str, np.ndarray]]:
+  """Numpy batches shaped [local_device_count, per_device, ...], prefetched."""
   per_device = per_process // local_device_count
   ds = ds.batch(per_process, drop_remainder=True)
   ds = ds.map(lambda b: tf.nest.map_structure(
@@ -270,24 +271,36 @@ def train_iterator(
   The order depends only on `seed` (and the process), so a run resumed with
   `start_step=k` sees exactly the batches k, k+1, ... of an uninterrupted run.
   """
-  per_process = _per_process_batch(global_batch_size, local_device_count)
+  per_process = per_process_batch(global_batch_size, local_device_count)
   if start_step < 0:
     raise ValueError(f'start_step is {start_step}; must be >= 0')
-  local = _local_count(info.num_train_images)
+  local = local_count(info.num_train_images)
   if not local:
     raise ValueError(f'process {jax.process_index()} has no training image '
                      f'({info.num_train_images} images, '
                      f'{jax.process_count()} processes)')
+  ds = shuffled_stream(_examples(data_config, info, info.train_gms), local,
+                       buffer=data_config.shuffle_buffer, seed=seed,
+                       start_step=start_step, per_process=per_process)
+  ds = ds.map(_to_batch_element(info), num_parallel_calls=tf.data.AUTOTUNE)
+  return device_batches(ds, per_process, local_device_count)
+
+
+def shuffled_stream(ds: tf.data.Dataset, size: int, *, buffer: int, seed: int,
+                    start_step: int, per_process: int) -> tf.data.Dataset:
+  """Cached, endlessly reshuffled `ds` (of `size` elements) from a step on.
+
+  The order depends only on `seed`, so `start_step=k` continues exactly where
+  an uninterrupted stream would be after k batches of `per_process`.
+  """
   # Decoded uint8 images are small; cache them once, normalise on the fly.
-  ds = _examples(data_config, info, info.train_gms).cache()
-  buffer = min(data_config.shuffle_buffer or local, local)
-  ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+  ds = ds.cache()
+  ds = ds.shuffle(min(buffer or size, size), seed=seed,
+                  reshuffle_each_iteration=True).repeat()
   # Batches are consecutive runs of this stream (drop_remainder on an endless
   # stream), so skipping elements skips whole batches exactly; skipping
-  # before the map keeps it cheap.
-  ds = ds.skip(start_step * per_process)
-  ds = ds.map(_to_batch_element(info), num_parallel_calls=tf.data.AUTOTUNE)
-  return _finish(ds, per_process, local_device_count)
+  # before any decoding map keeps it cheap.
+  return ds.skip(start_step * per_process)
 
 
 def eval_iterator(
@@ -299,17 +312,27 @@ def eval_iterator(
   The last batch is padded (mask 0). Every process yields the same number of
   batches, so collectives over processes stay in step.
   """
-  per_process = _per_process_batch(global_batch_size, local_device_count)
-  total = info.num_test_images
-  num_batches = math.ceil(math.ceil(total / jax.process_count()) / per_process)
-  pad = num_batches * per_process - _local_count(total)
+  per_process = per_process_batch(global_batch_size, local_device_count)
   ds = _examples(data_config, info, info.test_gms)
   ds = ds.map(_to_batch_element(info), num_parallel_calls=tf.data.AUTOTUNE)
+  ds = padded_pass(ds, info.num_test_images, per_process)
+  return device_batches(ds, per_process, local_device_count)
+
+
+def padded_pass(ds: tf.data.Dataset, total: int,
+                per_process: int) -> tf.data.Dataset:
+  """`ds` (this process's share of `total` elements) padded to whole batches.
+
+  Every process gets the same number of batches, so collectives over
+  processes stay in step. Padding elements have mask 0 (see _padding_value).
+  """
+  num_batches = math.ceil(math.ceil(total / jax.process_count()) / per_process)
+  pad = num_batches * per_process - local_count(total)
   if pad:
     padding = {k: _padding_value(k, spec)
                for k, spec in ds.element_spec.items()}
     ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat(pad))
-  return _finish(ds, per_process, local_device_count)
+  return ds
 
 
 def _padding_value(key: str, spec: tf.TensorSpec) -> tf.Tensor:

@@ -14,7 +14,7 @@ from configs import fen as fen_config
 from jaxfp import input_pipeline
 from jaxfp import schema as schema_lib
 from jaxfp import train
-from jaxfp.losses import parsing as parsing_losses
+from jaxfp.tasks import parsing as parsing_task
 
 GLOBAL_BATCH = 8
 
@@ -58,12 +58,19 @@ def _first(tree):
   return jax.tree.map(lambda x: np.asarray(x)[0], tree)
 
 
-def _run_steps(num_devices, config, state, batches, class_weights, schema):
-  collection = train.metrics_collection(train.metric_names(config))
+def _task(config, gt):
+  info = input_pipeline.DataInfo(
+      ground_truth=gt, train_gms=gt.gm_names, test_gms=(),
+      num_train_images=0, num_test_images=0, skipped_files=())
+  return parsing_task.ParsingTask(config, info=info)
+
+
+def _run_steps(num_devices, task, state, batches):
+  collection = train.metrics_collection(task.train_metric_names)
   step = jax.pmap(
       functools.partial(
-          train.train_step, class_weights=class_weights, config=config,
-          schema=schema, learning_rate_fn=optax.constant_schedule(1.0),
+          train.train_step, task=task,
+          learning_rate_fn=optax.constant_schedule(1.0),
           collection=collection),
       axis_name=train.AXIS, devices=jax.devices()[:num_devices])
   state = jax_utils.replicate(state, devices=jax.devices()[:num_devices])
@@ -83,20 +90,17 @@ def test_four_devices_match_one_device_on_the_same_global_batch():
   schema = schema_lib.ZOO
   rng = np.random.default_rng(0)
   gt = _random_ground_truth(rng, 5, schema)
-  class_weights = parsing_losses.parsing_class_weights(gt)
-  model = train.create_model(config, schema)
+  task = _task(config, gt)
   state = train.create_train_state(
-      jax.random.key(1), config, model, 64, optax.constant_schedule(1.0))
+      jax.random.key(1), config, task.model, 64, optax.constant_schedule(1.0))
   # Plain SGD with step 1: updated parameters differ exactly by the gradient
   # difference (Adam's first step is sign(g), which hides magnitudes).
   state = state.replace(tx=optax.sgd(1e-2),
                         opt_state=optax.sgd(1e-2).init(state.params))
   batches = [_batch(rng, gt, GLOBAL_BATCH) for _ in range(2)]
 
-  one, losses_one = _run_steps(1, config, state, batches, class_weights,
-                               schema)
-  four, losses_four = _run_steps(4, config, state, batches, class_weights,
-                                 schema)
+  one, losses_one = _run_steps(1, task, state, batches)
+  four, losses_four = _run_steps(4, task, state, batches)
 
   for a, b in zip(losses_one, losses_four):
     assert set(a) == set(b)
@@ -129,11 +133,10 @@ def test_step_changes_the_parameters():
   schema = schema_lib.ZOO
   rng = np.random.default_rng(1)
   gt = _random_ground_truth(rng, 5, schema)
-  model = train.create_model(config, schema)
+  task = _task(config, gt)
   state = train.create_train_state(
-      jax.random.key(1), config, model, 64, optax.constant_schedule(1e-3))
-  after, _ = _run_steps(4, config, state, [_batch(rng, gt, GLOBAL_BATCH)],
-                        parsing_losses.parsing_class_weights(gt), schema)
+      jax.random.key(1), config, task.model, 64, optax.constant_schedule(1e-3))
+  after, _ = _run_steps(4, task, state, [_batch(rng, gt, GLOBAL_BATCH)])
   changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), state.params,
                          after.params)
   assert all(jax.tree.leaves(changed))
@@ -175,8 +178,8 @@ def test_crash_and_resume_matches_an_uninterrupted_run(tiny_config, tmp_path,
   assert train.checkpoint_manager(workdir, tiny_config).latest_step() == 4
 
   resumed = train.train_and_evaluate(tiny_config, workdir)
-  a = jax_utils.unreplicate(straight['state'])
-  b = jax_utils.unreplicate(resumed['state'])
+  a = _first(straight['state'])
+  b = _first(resumed['state'])
   assert int(a.step) == int(b.step) == tiny_config.num_train_steps
   for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state)),
                   jax.tree.leaves((b.params, b.batch_stats, b.opt_state))):

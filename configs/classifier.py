@@ -1,0 +1,59 @@
+"""What detection and attribution configs share: a FEN + head classifier on
+folder-per-class images (the built-in real-vs-zoo images by default).
+
+Presets: '' / 'published' (the published networks at 128x128, batch 32, Adam
+1e-4; a short step budget on a CPU), 'cpu' (narrow networks that learn in a
+few minutes on 2 CPU cores), 'test' (tiny, for the test suite).
+"""
+
+import ml_collections
+
+from configs import common
+from jaxfp import class_pipeline
+
+PRESETS = ('', 'published', 'cpu', 'test')
+
+
+def classifier_config(task: str, fen_depth: int, task_weight: float,
+                      preset: str) -> ml_collections.ConfigDict:
+  if preset not in PRESETS:
+    raise ValueError(f'configs/{task}.py has no preset {preset!r}; use one of '
+                     f'{PRESETS}')
+  config = common.base_config(task)
+  config.data = class_pipeline.default_data_config(task, image_size=128)
+  config.model.fen_depth = fen_depth
+  config.model.head_channels = ()  # () = the published head.
+  config.loss.task_weight = task_weight
+  config.batch_size = 32
+
+  if preset == 'cpu':
+    config.model.fen_depth = 5
+    config.model.fen_width = 16
+    config.model.head_channels = ((8, 16, 32, 32, 32) if task == 'detection'
+                                  else (8, 16))
+    config.learning_rate = 1e-3
+    config.lr_schedule = 'warmup_cosine'
+    config.warmup_steps = 30
+    config.num_train_steps = 400
+    config.log_every_steps = 50
+    config.eval_every_steps = 200
+    config.checkpoint_every_steps = 100
+  elif preset == 'test':
+    config.data.image_size = config.data.zoo.image_size = 32
+    config.data.zoo.num_generators = 2 if task == 'detection' else 3
+    config.data.zoo.images_per_generator = 8
+    config.data.zoo.train_steps = 2
+    config.data.num_real = 16 if task == 'detection' else 8
+    config.data.shuffle_buffer = 64
+    config.loss.low_freq_radius = 4
+    config.model.fen_depth = 3
+    config.model.fen_width = 8
+    config.model.head_channels = ((4, 4, 8, 8, 8) if task == 'detection'
+                                  else (4, 4))
+    config.model.dropout_rate = 0.0
+    config.batch_size = 8
+    config.num_train_steps = 4
+    config.log_every_steps = 2
+    config.eval_every_steps = 2
+    config.checkpoint_every_steps = 2
+  return config

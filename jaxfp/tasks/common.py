@@ -1,0 +1,48 @@
+"""Pieces every task shares: the fingerprint constraints and result files."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+
+from jaxfp.losses import fingerprint as fingerprint_losses
+
+AXIS = 'batch'
+FINGERPRINT_TERMS = fingerprint_losses.LOSS_NAMES
+
+
+def uses_fen(config: ml_collections.ConfigDict) -> bool:
+  return bool(config.model.get('use_fen', True))
+
+
+def fingerprint_metric_names(config: ml_collections.ConfigDict):
+  if not uses_fen(config):
+    return ()
+  return tuple(f'fingerprint_{t}' for t in FINGERPRINT_TERMS)
+
+
+def fingerprint_terms(outputs: dict, config: ml_collections.ConfigDict):
+  """Weighted sum of the four constraints on outputs['fingerprint'].
+
+  Reuses outputs['spectrum'] when the model computed it already.
+  """
+  if not uses_fen(config):
+    return 0.0, {}
+  total, terms = fingerprint_losses.fingerprint_losses(
+      outputs['fingerprint'], config.loss.fingerprint_weights,
+      low_freq_radius=config.loss.low_freq_radius,
+      batch_global_max=config.loss.batch_global_max, axis_name=AXIS,
+      spectrum=outputs.get('spectrum'))
+  return total, {f'fingerprint_{k}': v for k, v in terms.items()}
+
+
+def write_results(workdir: str, step: int, header: str, table: str,
+                  payload: dict) -> str:
+  """results.md (header + table) and results.json (payload + step)."""
+  with open(os.path.join(workdir, 'results.md'), 'w') as f:
+    f.write(f'{header}\n\n{table}\n')
+  with open(os.path.join(workdir, 'results.json'), 'w') as f:
+    json.dump({'step': step, **payload}, f, indent=2)
+  return f'{header}\n{table}'

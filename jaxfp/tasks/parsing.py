@@ -1,0 +1,143 @@
+"""Model parsing: FEN + PN predict a generator's hyperparameters.
+
+Trained on the training GMs' images, scored on held-out GMs against the
+paper's random-ground-truth baseline (`jaxfp.metrics`).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from jaxfp import input_pipeline
+from jaxfp import metrics as parsing_metrics
+from jaxfp import models
+from jaxfp import schema as schema_lib
+from jaxfp.losses import parsing as parsing_losses
+from jaxfp.tasks import common
+
+PARSING_TERMS = ('continuous', 'discrete', 'coarse', 'fine')
+
+
+def create_model(config: ml_collections.ConfigDict, schema: schema_lib.Schema,
+                 axis_name: str | None = common.AXIS
+                 ) -> models.FingerprintParser:
+  m = config.model
+  return models.FingerprintParser(
+      schema, fen_depth=m.fen_depth, fen_width=m.fen_width,
+      use_fen=m.use_fen, dropout_rate=m.dropout_rate,
+      pn_channels=tuple(m.pn_channels), dtype=jnp.dtype(m.dtype),
+      axis_name=axis_name)
+
+
+def masked_labels(batch):
+  """Padding rows of an eval batch marked missing, so losses ignore them."""
+  real = batch['mask'] > 0
+  def hide(x, missing):
+    shape = real.shape + (1,) * (x.ndim - real.ndim)
+    return jnp.where(real.reshape(shape), x, missing)
+  return {**batch,
+          'continuous': hide(batch['continuous'], jnp.nan),
+          'discrete': hide(batch['discrete'], schema_lib.MISSING),
+          'coarse': hide(batch['coarse'], schema_lib.MISSING),
+          'fine': hide(batch['fine'], schema_lib.MISSING)}
+
+
+class ParsingTask:
+  """FEN + PN on a dataset of GM folders with a ground-truth table."""
+
+  id_keys = ('gm',)
+  example_key = 'gm'
+
+  def __init__(self, config: ml_collections.ConfigDict, info=None):
+    self.config = config
+    self.info = info if info is not None else input_pipeline.load_info(
+        config.data)
+    gt = self.info.ground_truth
+    self.schema = gt.schema
+    self.class_weights = parsing_losses.parsing_class_weights(
+        gt.select(self.info.train_gms))
+    self.model = create_model(config, self.schema)
+    self.eval_metric_names = ('loss',) + tuple(
+        f'parsing_{t}' for t in PARSING_TERMS)
+    self.train_metric_names = (self.eval_metric_names +
+                               common.fingerprint_metric_names(config))
+
+  def describe(self) -> str:
+    i = self.info
+    return (f'training on {len(i.train_gms)} GMs ({i.num_train_images} '
+            f'images), holding out {len(i.test_gms)} GMs '
+            f'({i.num_test_images} images); {len(i.skipped_files)} images '
+            'skipped as unreadable at build time')
+
+  def _parsing_loss(self, outputs, batch):
+    loss = self.config.loss
+    return parsing_losses.parsing_loss(
+        outputs, batch, self.class_weights, self.schema,
+        head_weight=loss.head_weight, hierarchical=loss.hierarchical,
+        published_sigmoid_ce=loss.published_sigmoid_ce, axis_name=common.AXIS)
+
+  def loss(self, outputs, batch):
+    """Total loss and its named terms for one device's share of the batch."""
+    fp_total, terms = common.fingerprint_terms(outputs, self.config)
+    parse_total, parse_terms = self._parsing_loss(outputs, batch)
+    terms.update({f'parsing_{k}': v for k, v in parse_terms.items()})
+    return fp_total + parse_total, terms
+
+  def eval_outputs(self, outputs, batch):
+    """Probabilities of every head, and the parsing loss."""
+    loss, terms = self._parsing_loss(outputs, masked_labels(batch))
+    predictions = {
+        'continuous': jax.nn.sigmoid(outputs['continuous']),
+        'discrete': tuple(jax.nn.softmax(d) for d in outputs['discrete']),
+        'coarse': jax.nn.softmax(outputs['coarse'])[..., 1],
+        'fine': parsing_losses.fine_probabilities(
+            outputs['coarse'], outputs['fine'], self.schema.fine_to_coarse,
+            hierarchical=self.config.loss.hierarchical),
+    }
+    return predictions, {'loss': loss,
+                         **{f'parsing_{k}': v for k, v in terms.items()}}
+
+  def train_iterator(self, **kwargs):
+    return input_pipeline.train_iterator(self.config.data, self.info,
+                                         **kwargs)
+
+  def eval_iterator(self, **kwargs):
+    return input_pipeline.eval_iterator(self.config.data, self.info, **kwargs)
+
+  def score(self, predictions: dict, ids: dict) -> dict:
+    """Held-out metrics and the random-ground-truth baseline."""
+    rows = ids['gm']
+    gt = self.info.ground_truth
+    model_metrics = parsing_metrics.parsing_metrics(
+        predictions, parsing_metrics.Labels.of(gt, rows), gt.schema)
+    base_mean, base_std = parsing_metrics.random_baseline(
+        predictions, gt, rows, num_shuffles=self.config.num_baseline_shuffles,
+        seed=self.config.seed)
+    return {'metrics': model_metrics, 'baseline_mean': base_mean,
+            'baseline_std': base_std, 'num_images': int(len(rows))}
+
+  def scalars(self, result: dict) -> dict:
+    out = {f'heldout/{k}': v for k, v in result['metrics'].items()}
+    out.update({f'baseline/{k}': v
+                for k, v in result['baseline_mean'].items()})
+    return out
+
+  def report(self, result: dict, workdir: str, step: int) -> str:
+    table = parsing_metrics.markdown_table(
+        result['metrics'], result['baseline_mean'], result['baseline_std'])
+    header = (f'Held-out parsing metrics at step {step} on '
+              f'{result["num_images"]} images (random GT baseline: mean ± '
+              'std over shuffles)')
+    return common.write_results(workdir, step, header, table, {
+        'num_images': result['num_images'], 'metrics': result['metrics'],
+        'baseline_mean': result['baseline_mean'],
+        'baseline_std': result['baseline_std']})
+
+  def meta(self) -> dict:
+    return {'task': 'parsing', 'train_gms': list(self.info.train_gms),
+            'test_gms': list(self.info.test_gms),
+            'ground_truth': self.info.ground_truth.to_dict(),
+            'schema': self.schema.to_dict()}
+
