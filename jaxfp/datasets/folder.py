@@ -148,7 +148,7 @@ def read_ground_truth(
   return table.select(found.gm_names), source
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
   """8-bit RGB; high-bit-depth images are rescaled, not clipped."""
   if img.mode in ('I', 'F') or img.mode.startswith('I;16'):
     a = np.asarray(img, dtype=np.float64)
@@ -169,7 +169,7 @@ def load_image(path: str, image_size: int) -> np.ndarray:
       raise ImageError('empty file (0 bytes)')
     with Image.open(path) as img:
       img.load()  # Decodes fully, so a truncated file fails here.
-      img = _to_rgb(img)
+      img = to_rgb(img)
     if img.size != (image_size, image_size):
       img = img.resize((image_size, image_size), Image.BILINEAR)
     array = np.asarray(img, dtype=np.uint8)

@@ -320,3 +320,20 @@ def parsing_loss(
   total = (terms['continuous'] + terms['discrete'] + terms['coarse']
            + terms['fine'])
   return total, terms
+
+
+def head_probabilities(outputs: dict, fine_to_coarse: Sequence[int], *,
+                       hierarchical: bool = True) -> dict:
+  """Probabilities of every parsing head from the PN's logits.
+
+  Returns {'continuous': [N, C] in [0, 1], 'discrete': tuple of [N, k_d]
+  class probabilities, 'coarse': [N, K] and 'fine': [N, F] probabilities that
+  the loss type was used}.
+  """
+  return {
+      'continuous': jax.nn.sigmoid(outputs['continuous']),
+      'discrete': tuple(jax.nn.softmax(d) for d in outputs['discrete']),
+      'coarse': jax.nn.softmax(outputs['coarse'])[..., 1],
+      'fine': fine_probabilities(outputs['coarse'], outputs['fine'],
+                                 fine_to_coarse, hierarchical=hierarchical),
+  }

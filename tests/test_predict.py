@@ -1,0 +1,200 @@
+"""jaxfp.predict and jaxfp.cluster: bad inputs, batching, grouping."""
+
+import json
+import os
+
+from absl import flags
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from PIL import Image
+from sklearn import metrics as sk_metrics
+
+from configs import fen as fen_config
+from jaxfp import cluster
+from jaxfp import image_files
+from jaxfp import inference
+from jaxfp import predict
+from jaxfp import schema as schema_lib
+from jaxfp.tasks import parsing as parsing_task
+
+SIZE = 64
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+  """A parsing checkpoint of random weights, in the trainer's layout."""
+  config = fen_config.get_config('test')
+  model = parsing_task.create_model(config, schema_lib.ZOO, axis_name=None)
+  variables = jax.jit(lambda k: model.init(
+      k, np.zeros((1, SIZE, SIZE, 3), np.float32), train=False))(
+          jax.random.key(0))
+  state = {'step': 3, 'params': variables['params'],
+           'batch_stats': variables['batch_stats']}
+  directory = tmp_path_factory.mktemp('run')
+  meta = {'config': json.loads(config.to_json_best_effort()),
+          'task': 'parsing', 'schema': schema_lib.ZOO.to_dict()}
+  with ocp.CheckpointManager(directory / 'checkpoints',
+                             item_names=('state', 'meta')) as manager:
+    manager.save(3, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(jax.device_get(state)),
+        meta=ocp.args.JsonSave(meta)))
+  return str(directory)
+
+
+def _write(path, array):
+  Image.fromarray(array).save(path)
+  return str(path)
+
+
+@pytest.fixture()
+def images(tmp_path):
+  rng = np.random.default_rng(0)
+  rgb = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+  good = {
+      'rgb': _write(tmp_path / 'rgb.png', rgb),
+      'wide_jpeg': _write(tmp_path / 'wide.jpg', rng.integers(
+          0, 256, (40, 90, 3), dtype=np.uint8)),
+      'gray': _write(tmp_path / 'gray.bmp', rgb[..., 0]),
+      'rgba': _write(tmp_path / 'rgba.webp', np.concatenate(
+          [rgb, np.full((SIZE, SIZE, 1), 128, np.uint8)], -1)),
+      'sixteen_bit': _write(tmp_path / 'deep.png',
+                            rgb[..., 1].astype(np.uint16) * 257),
+  }
+  bad = {'empty': str(tmp_path / 'empty.png'),
+         'truncated': str(tmp_path / 'truncated.png'),
+         'not_an_image': str(tmp_path / 'notes.jpg')}
+  open(bad['empty'], 'wb').close()
+  with open(good['rgb'], 'rb') as f:
+    data = f.read()
+  with open(bad['truncated'], 'wb') as f:
+    f.write(data[:len(data) // 3])
+  with open(bad['not_an_image'], 'w') as f:
+    f.write('this is text')
+  return good, bad
+
+
+def test_every_good_format_loads_as_rgb_of_the_input_size(images):
+  good, _ = images
+  for name, path in good.items():
+    for policy in image_files.RESIZE_POLICIES:
+      array = image_files.load_image(path, SIZE, policy)
+      assert array.shape == (SIZE, SIZE, 3) and array.dtype == np.uint8, name
+  # 16-bit values are rescaled to 8 bits, not clipped.
+  deep = image_files.load_image(good['sixteen_bit'], SIZE)
+  rgb = image_files.load_image(good['rgb'], SIZE)
+  np.testing.assert_array_equal(deep[..., 0], rgb[..., 1])
+
+
+def test_center_crop_keeps_the_middle_square(tmp_path):
+  wide = np.zeros((SIZE, 2 * SIZE, 3), np.uint8)
+  wide[:, SIZE // 2: 3 * SIZE // 2] = 255  # White centre square.
+  path = _write(tmp_path / 'wide.png', wide)
+  assert image_files.load_image(path, SIZE, 'center_crop').min() == 255
+  assert image_files.load_image(path, SIZE, 'resize').min() == 0
+
+
+def test_bad_inputs_are_named_and_do_not_change_good_outputs(checkpoint,
+                                                             images, tmp_path):
+  good, bad = images
+  loaded = inference.load(checkpoint)
+  alone, failures = predict.predict(loaded, list(good.values()), batch_size=4,
+                                    progress=False)
+  assert not failures
+  empty_dir = tmp_path / 'no_images'
+  empty_dir.mkdir()
+  mixed_inputs = ([bad['empty'], good['rgb'], bad['truncated']] +
+                  list(good.values())[1:] +
+                  [bad['not_an_image'], str(empty_dir),
+                   str(tmp_path / 'missing.png')])
+  mixed, failures = predict.predict(loaded, mixed_inputs, batch_size=4,
+                                    progress=False)
+  failed = dict(failures)
+  assert set(failed) == set(bad.values()) | {str(empty_dir),
+                                             str(tmp_path / 'missing.png')}
+  assert 'empty file' in failed[bad['empty']]
+  assert 'truncated' in failed[bad['truncated']]
+  assert 'no image' in failed[str(empty_dir)]
+  assert 'no such file' in failed[str(tmp_path / 'missing.png')]
+  by_file = {r['file']: r['prediction'] for r in mixed}
+  assert set(by_file) == set(good.values())
+  for record in alone:
+    got, want = by_file[record['file']], record['prediction']
+    for name, value in want['loss_type_probability'].items():
+      assert got['loss_type_probability'][name] == pytest.approx(value,
+                                                                 abs=1e-6)
+    for name, value in want['continuous'].items():
+      assert got['continuous'][name]['normalized'] == pytest.approx(
+          value['normalized'], abs=1e-6)
+
+
+def test_predictions_name_every_head(checkpoint, images):
+  good, _ = images
+  records, _ = predict.predict(inference.load(checkpoint), [good['rgb']],
+                               progress=False)
+  p = records[0]['prediction']
+  schema = schema_lib.ZOO
+  assert set(p['continuous']) == set(schema.continuous)
+  assert set(p['discrete']) == {d.name for d in schema.discrete}
+  assert set(p['loss_type_probability']) == set(schema.coarse + schema.fine)
+  for d in schema.discrete:
+    assert p['discrete'][d.name]['class'] in d.classes
+  text = predict.format_record('parsing', records[0])
+  assert good['rgb'] in text and 'loss types' in text
+
+
+def test_cli_exit_codes_and_json_lines(checkpoint, images, tmp_path):
+  good, bad = images
+  out = tmp_path / 'out.jsonl'
+  if 'checkpoint' not in flags.FLAGS:
+    predict.define_flags()
+  argv = ['predict', f'--checkpoint={checkpoint}', f'--output={out}',
+          '--quiet', good['rgb'], bad['empty']]
+  flags.FLAGS(argv)
+  try:
+    assert predict.main(argv[:1] + [good['rgb'], bad['empty']]) == 1
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])['file'] == good['rgb']
+    assert predict.main(argv[:1] + [good['rgb']]) == 0
+    assert predict.main(argv[:1] + [bad['empty']]) == 2
+    flags.FLAGS.checkpoint = str(tmp_path / 'nowhere')
+    assert predict.main(argv[:1] + [good['rgb']]) == 2
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
+def test_missing_or_wrong_checkpoint_is_a_clear_error(tmp_path):
+  with pytest.raises(inference.CheckpointError, match='does not exist'):
+    inference.load(str(tmp_path / 'nowhere'))
+  (tmp_path / 'empty_run').mkdir()
+  with pytest.raises(inference.CheckpointError, match='holds no checkpoint'):
+    inference.load(str(tmp_path / 'empty_run'))
+
+
+def test_grouping_recovers_well_separated_sources():
+  rng = np.random.default_rng(0)
+  centres = rng.normal(size=(3, 16)) * 5
+  truth = np.repeat(np.arange(3), 20)
+  vectors = centres[truth] + rng.normal(size=(60, 16))
+  unit = cluster.normalize(vectors)
+  labels, k, score = cluster.group(unit)
+  assert k == 3 and score > 0.5
+  assert sk_metrics.adjusted_rand_score(truth, labels) == 1.0
+  labels, k, _ = cluster.group(unit, num_groups=2)
+  assert k == 2 and len(np.unique(labels)) == 2
+
+
+def test_cluster_report_files(checkpoint, images, tmp_path):
+  good, _ = images
+  loaded = inference.load(checkpoint)
+  kept, vectors, failures = cluster.embed(loaded, list(good.values()))
+  assert not failures and len(kept) == len(good)
+  assert vectors.shape == (len(good), 64)
+  unit = cluster.normalize(vectors)
+  labels, k, score = cluster.group(unit, num_groups=2)
+  text = cluster.report(str(tmp_path / 'out'), kept, unit @ unit.T, labels,
+                        k, score)
+  assert '2 groups' in text
+  for name in ('groups.json', 'groups.md', 'similarity.png'):
+    assert os.path.getsize(tmp_path / 'out' / name) > 0
