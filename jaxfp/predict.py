@@ -43,6 +43,7 @@ import tqdm
 from jaxfp import image_files
 from jaxfp import inference
 from jaxfp import summaries
+from jaxfp.tasks import classification
 
 FLAGS = flags.FLAGS
 
@@ -86,7 +87,8 @@ def describe(loaded: inference.Loaded, out: dict, i: int) -> dict:
   probs = out['probabilities'][i]
   by_class = {n: float(p) for n, p in zip(loaded.class_names, probs)}
   if loaded.task == 'detection':
-    return {'fake_probability': float(probs[-1]), 'probabilities': by_class,
+    fake = classification.fake_index(loaded.class_names)
+    return {'fake_probability': float(probs[fake]), 'probabilities': by_class,
             'verdict': loaded.class_names[int(np.argmax(probs))]}
   k = int(np.argmax(probs))
   return {'source': loaded.class_names[k], 'probability': float(probs[k]),

@@ -6,9 +6,15 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxfp import schema as schema_lib
+from jaxfp.losses import fingerprint as fingerprint_losses
+from jaxfp.models import heads
 from jaxfp.models.fen import FingerprintEstimator
 from jaxfp.models import parsing
+from jaxfp.models.heads import AttributionHead
+from jaxfp.models.heads import DetectionHead
 from jaxfp.models.parsing import ParsingNetwork
+
+CLASSIFIER_TASKS = ('detection', 'attribution')
 
 
 class FingerprintParser(nn.Module):
@@ -39,4 +45,51 @@ class FingerprintParser(nn.Module):
     return {'fingerprint': fingerprint, **outputs}
 
 
-__all__ = ['FingerprintEstimator', 'ParsingNetwork', 'FingerprintParser']
+class FingerprintClassifier(nn.Module):
+  """FEN followed by a detection or attribution head.
+
+  Image [N, H, W, 3] -> {'fingerprint': [N, H, W, 3], 'spectrum': [N, H, W]
+  (its magnitude spectrum), 'logits': [N, num_classes]}, all float32.
+
+  The detection head reads the fingerprint (deepfake_detection.py passes
+  the FEN's `residual` to its classifier). The attribution head reads the
+  magnitude spectrum |fftshift(fft2(gray))| as one channel, with no log or
+  scaling: image_attribution.py passes the first output of fen.py's
+  DnCNN.forward (that magnitude) unsqueezed to [N, 1, H, W]. Both files are
+  in vishal3477/Reverse_Engineering_GMs.
+  """
+  task: str
+  num_classes: int
+  fen_depth: int
+  fen_width: int = 64
+  dropout_rate: float = 0.5
+  # Conv widths of the head's blocks; None = the published ones.
+  head_channels: tuple[int, ...] | None = None
+  dtype: Any = jnp.float32
+  axis_name: str | None = None
+  # Width of the head's hidden Dense layer (published 512).
+  head_hidden: int = heads.HIDDEN
+
+  @nn.compact
+  def __call__(self, images, *, train: bool):
+    if self.task not in CLASSIFIER_TASKS:
+      raise ValueError(f'FingerprintClassifier task must be one of '
+                       f'{CLASSIFIER_TASKS}, got {self.task!r}')
+    fingerprint = FingerprintEstimator(
+        self.fen_depth, self.fen_width, dtype=self.dtype,
+        axis_name=self.axis_name, name='fen')(images, train=train)
+    spectrum = fingerprint_losses.magnitude_spectrum(fingerprint)
+    head_cls = DetectionHead if self.task == 'detection' else AttributionHead
+    kwargs = {} if self.head_channels is None else {
+        'channels': tuple(self.head_channels)}
+    head = head_cls(self.num_classes, self.dropout_rate,
+                    hidden=self.head_hidden, dtype=self.dtype, name='head',
+                    **kwargs)
+    head_input = (fingerprint if self.task == 'detection'
+                  else spectrum[..., None])
+    return {'fingerprint': fingerprint, 'spectrum': spectrum,
+            'logits': head(head_input, train=train)}
+
+
+__all__ = ['AttributionHead', 'DetectionHead', 'FingerprintClassifier',
+           'FingerprintEstimator', 'FingerprintParser', 'ParsingNetwork']

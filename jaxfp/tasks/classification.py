@@ -4,8 +4,8 @@ Both are FEN + a small classifier head (`models.FingerprintClassifier`):
 detection reads the fingerprint, attribution its magnitude spectrum. Trained
 on folder-per-class images (`jaxfp.class_pipeline`), scored on a held-out
 split of the same tree. Detection is scored by ROC AUC, average precision and
-accuracy at 0.5 of the probability of the last class ('fake' sorts after
-'real'); attribution by accuracy and the confusion matrix.
+accuracy at 0.5 of the probability of the 'fake' class (`fake_index`);
+attribution by accuracy and the confusion matrix.
 """
 
 from __future__ import annotations
@@ -51,12 +51,28 @@ def cross_entropy(logits, labels, mask, published_sigmoid_ce: bool):
   return jnp.sum(per_image * mask) / jnp.maximum(count, 1.0)
 
 
-def binary_metrics(labels: np.ndarray, fake_score: np.ndarray) -> dict:
-  out = {'accuracy': float(np.mean((fake_score > 0.5) == (labels == 1)))}
-  if len(np.unique(labels)) == 2:
-    out['roc_auc'] = float(sk_metrics.roc_auc_score(labels, fake_score))
+def fake_index(class_names) -> int:
+  """Which of two classes is the generated one.
+
+  Class folders sort by name, so 'fake' comes before 'real': the class named
+  'fake', else the one not named 'real', else (published order) 1.
+  """
+  names = [n.lower() for n in class_names]
+  if 'fake' in names:
+    return names.index('fake')
+  if 'real' in names and len(names) == 2:
+    return 1 - names.index('real')
+  return 1
+
+
+def binary_metrics(is_fake: np.ndarray, fake_score: np.ndarray) -> dict:
+  """Accuracy at 0.5, ROC AUC and average precision; fake is positive."""
+  is_fake = np.asarray(is_fake, bool)
+  out = {'accuracy': float(np.mean((fake_score > 0.5) == is_fake))}
+  if len(np.unique(is_fake)) == 2:
+    out['roc_auc'] = float(sk_metrics.roc_auc_score(is_fake, fake_score))
     out['average_precision'] = float(sk_metrics.average_precision_score(
-        labels, fake_score))
+        is_fake, fake_score))
   return out
 
 
@@ -130,7 +146,11 @@ class ClassificationTask:
     result = {'num_images': int(len(labels)), 'labels': labels,
               'probabilities': probabilities}
     if self.name == 'detection':
-      result['metrics'] = binary_metrics(labels, probabilities[:, 1])
+      fake = fake_index(self.class_names)
+      result['is_fake'] = labels == fake
+      result['fake_score'] = probabilities[:, fake]
+      result['metrics'] = binary_metrics(result['is_fake'],
+                                         result['fake_score'])
     else:
       result['metrics'], result['confusion'] = multiclass_metrics(
           labels, probabilities, self.class_names)
@@ -146,8 +166,8 @@ class ClassificationTask:
     payload = {'num_images': result['num_images'], 'metrics': metrics,
                'class_names': list(self.class_names)}
     if self.name == 'detection':
-      plots.roc_curve(os.path.join(workdir, 'roc.png'), result['labels'],
-                      result['probabilities'][:, 1],
+      plots.roc_curve(os.path.join(workdir, 'roc.png'), result['is_fake'],
+                      result['fake_score'],
                       title=f'Detection ROC, step {step}')
       pictures = 'roc.png'
     else:
