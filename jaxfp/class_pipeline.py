@@ -24,6 +24,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jaxfp import input_pipeline
+from jaxfp import normalization
 from jaxfp.datasets import builtin_classes
 from jaxfp.datasets import folder
 from jaxfp.datasets import image_classes
@@ -139,7 +140,7 @@ def _examples(c, info: ClassInfo, test: bool) -> tf.data.Dataset:
 
 def _to_batch_element(ex):
   image = (tf.cast(ex['image'], tf.float32) / 255.0 -
-           input_pipeline.MEAN) / input_pipeline.STD
+           normalization.MEAN) / normalization.STD
   return {'image': image, 'label': ex['label'],
           'mask': tf.constant(1.0, tf.float32)}
 

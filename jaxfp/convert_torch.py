@@ -41,6 +41,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxfp import models
+from jaxfp import normalization
 from jaxfp import schema as schema_lib
 from jaxfp.models import parsing
 from jaxfp.models import published
@@ -78,11 +79,8 @@ def class_names(task: str, num_classes: int) -> list[str]:
 
 
 def preprocessing(task: str) -> dict[str, Any]:
-  # Imported here: input_pipeline pulls in TensorFlow, which conversion and
-  # `load` otherwise never need.
-  from jaxfp import input_pipeline  # pylint: disable=g-import-not-at-top
-  return {'image_size': IMAGE_SIZE[task], 'mean': input_pipeline.MEAN,
-          'std': input_pipeline.STD}
+  return {'image_size': IMAGE_SIZE[task], 'mean': normalization.MEAN,
+          'std': normalization.STD}
 
 
 # ------------------------------------------------------------ reading ------

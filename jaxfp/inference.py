@@ -19,8 +19,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxfp import input_pipeline
-from jaxfp import models
+from jaxfp import normalization
+from jaxfp import convert_torch
 from jaxfp import schema as schema_lib
 from jaxfp.losses import fingerprint as fingerprint_losses
 from jaxfp.losses import parsing as parsing_losses
@@ -46,8 +46,8 @@ class Loaded:
   schema: schema_lib.Schema | None = None  # Parsing only.
   ground_truth: schema_lib.GroundTruth | None = None  # Parsing, if saved.
   class_names: tuple[str, ...] = ()  # Detection and attribution.
-  mean: float = input_pipeline.MEAN
-  std: float = input_pipeline.STD
+  mean: float = normalization.MEAN
+  std: float = normalization.STD
 
 
 def _manager_dir(path: str) -> str:
@@ -114,7 +114,7 @@ def load(path: str) -> Loaded:
   if task == 'parsing':
     schema, ground_truth = _schema_of(meta)
     model = (parsing.create_model(config, schema, axis_name=None) if config
-             else models.FingerprintParser(schema, **meta['model']))
+             else convert_torch.module_from_meta(meta))
   else:
     class_names = tuple(meta.get('class_names', ()))
     if not class_names:
@@ -122,14 +122,14 @@ def load(path: str) -> Loaded:
                             'class_names in its meta')
     model = (classification.create_model(config, len(class_names),
                                          axis_name=None) if config
-             else models.FingerprintClassifier(**meta['model']))
+             else convert_torch.module_from_meta(meta))
   pre = meta.get('preprocessing', {})
   return Loaded(task=task, model=model, variables=variables, meta=meta,
                 image_size=image_size, step=step, directory=directory,
                 schema=schema, ground_truth=ground_truth,
                 class_names=class_names,
-                mean=float(pre.get('mean', input_pipeline.MEAN)),
-                std=float(pre.get('std', input_pipeline.STD)))
+                mean=float(pre.get('mean', normalization.MEAN)),
+                std=float(pre.get('std', normalization.STD)))
 
 
 def predict_fn(loaded: Loaded):

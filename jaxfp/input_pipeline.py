@@ -32,14 +32,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from jaxfp import normalization
 from jaxfp import schema as schema_lib
 from jaxfp.datasets import folder
 from jaxfp.datasets import model_parsing
 from jaxfp.datasets import zoo_dataset
 
-# Published normalisation, every channel.
-MEAN = 0.6490
-STD = 0.1269
+MEAN = normalization.MEAN
+STD = normalization.STD
 LABEL_KEYS = ('continuous', 'discrete', 'coarse', 'fine')
 DATASETS = ('zoo', 'model_parsing')
 
@@ -57,9 +57,12 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.ground_truth_dir = ''
   c.ground_truth_files = ml_collections.ConfigDict(
       dict(folder.PUBLISHED_NPY_FILES))
-  # Held-out GMs: these names, or (if empty) num_test_gms picked at random
-  # with split_seed.
+  # Held-out GMs: these names; else, with num_folds > 0, fold number `fold`
+  # of num_folds that partition the GMs at random (split_seed); else
+  # num_test_gms picked at random with split_seed.
   c.test_gms = ()
+  c.num_folds = 0
+  c.fold = 0
   c.num_test_gms = 8
   c.split_seed = 0
   c.shuffle_buffer = 0  # 0 = the whole training set (a uniform shuffle).
@@ -156,26 +159,7 @@ def load_info(data_config: ml_collections.ConfigDict) -> DataInfo:
   if empty:
     logging.warning('GMs with no readable image, left out: %s', empty)
   usable = [gm for gm in names if counts[gm]]
-  requested = c.test_gms
-  if isinstance(requested, str):  # 'gm_a,gm_b' from a command line.
-    requested = [n.strip() for n in requested.split(',') if n.strip()]
-  if requested:
-    test = set(requested)
-    unknown = sorted(test - set(names))
-    if unknown:
-      raise ValueError(f'config.data.test_gms names unknown GMs {unknown}; '
-                       f'the valid ones are {list(names)}')
-    unusable = sorted(test - set(usable))
-    if unusable:
-      raise ValueError(f'test GMs {unusable} have no readable image')
-  else:
-    n = c.num_test_gms
-    if not 0 < n < len(usable):
-      raise ValueError(
-          f'config.data.num_test_gms is {n}, but there are {len(usable)} GMs '
-          'with images; need at least one test and one train GM')
-    rng = np.random.default_rng(c.split_seed)
-    test = set(rng.choice(usable, size=n, replace=False).tolist())
+  test = choose_test_gms(c, names, usable)
   train_gms = tuple(gm for gm in usable if gm not in test)
   test_gms = tuple(gm for gm in usable if gm in test)
   if not train_gms:
@@ -190,6 +174,56 @@ def load_info(data_config: ml_collections.ConfigDict) -> DataInfo:
                len(train_gms), info.num_train_images, len(test_gms),
                info.num_test_images, list(test_gms))
   return info
+
+
+def fold_test_gms(gms: Sequence[str], num_folds: int, fold: int,
+                  seed: int) -> tuple[str, ...]:
+  """The test GMs of fold `fold` when `gms` are dealt into `num_folds` folds.
+
+  The folds partition `gms` (sizes differ by at most one) in an order that
+  depends only on `seed` and the GMs, so every fold of one cross-validation
+  sees the same partition.
+  """
+  if not 2 <= num_folds <= len(gms):
+    raise ValueError(f'config.data.num_folds is {num_folds}; need 2 to '
+                     f'{len(gms)} (the number of GMs with images)')
+  if not 0 <= fold < num_folds:
+    raise ValueError(f'config.data.fold is {fold}; need 0 to {num_folds - 1}')
+  order = np.random.default_rng(seed).permutation(len(gms))
+  chosen = np.sort(np.array_split(order, num_folds)[fold])
+  return tuple(gms[i] for i in chosen)
+
+
+def choose_test_gms(c: ml_collections.ConfigDict, names: Sequence[str],
+                    usable: Sequence[str]) -> set[str]:
+  """Held-out GMs: config.data.test_gms, a fold, or num_test_gms at random."""
+  requested = c.test_gms
+  if isinstance(requested, str):  # 'gm_a,gm_b' from a command line.
+    requested = [n.strip() for n in requested.split(',') if n.strip()]
+  num_folds = c.get('num_folds', 0)
+  if requested and num_folds:
+    raise ValueError('config.data.test_gms and config.data.num_folds='
+                     f'{num_folds} both choose the test GMs; set one of them')
+  if requested:
+    test = set(requested)
+    unknown = sorted(test - set(names))
+    if unknown:
+      raise ValueError(f'config.data.test_gms names unknown GMs {unknown}; '
+                       f'the valid ones are {list(names)}')
+    unusable = sorted(test - set(usable))
+    if unusable:
+      raise ValueError(f'test GMs {unusable} have no readable image')
+    return test
+  if num_folds:
+    return set(fold_test_gms(tuple(usable), num_folds, c.get('fold', 0),
+                             c.split_seed))
+  n = c.num_test_gms
+  if not 0 < n < len(usable):
+    raise ValueError(
+        f'config.data.num_test_gms is {n}, but there are {len(usable)} GMs '
+        'with images; need at least one test and one train GM')
+  rng = np.random.default_rng(c.split_seed)
+  return set(rng.choice(usable, size=n, replace=False).tolist())
 
 
 def per_process_batch(global_batch_size: int, local_device_count: int) -> int:

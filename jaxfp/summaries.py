@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from jaxfp import input_pipeline
+from jaxfp import normalization
 from jaxfp.losses import fingerprint as fingerprint_losses
 
 
@@ -23,7 +23,7 @@ def fingerprint_panels(images: np.ndarray,
   """
   images = np.asarray(images, np.float32)
   fingerprints = np.asarray(fingerprints, np.float32)
-  shown = np.clip(images * input_pipeline.STD + input_pipeline.MEAN, 0.0,
+  shown = np.clip(images * normalization.STD + normalization.MEAN, 0.0,
                   1.0)
   spectrum = np.asarray(fingerprint_losses.magnitude_spectrum(fingerprints))
   log_spectrum = _unit_range(np.log1p(spectrum))[..., None].repeat(3, axis=-1)

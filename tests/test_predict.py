@@ -198,3 +198,25 @@ def test_cluster_report_files(checkpoint, images, tmp_path):
   assert '2 groups' in text
   for name in ('groups.json', 'groups.md', 'similarity.png'):
     assert os.path.getsize(tmp_path / 'out' / name) > 0
+
+
+def test_a_converted_published_detector_predicts(tmp_path, images):
+  torch = pytest.importorskip('torch')
+  from jaxfp import convert_torch  # pylint: disable=g-import-not-at-top
+  from jaxfp import torch_models  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(0)
+  fen = torch_models.FEN(3, width=8).eval()
+  head = torch_models.DetectionHead(channels=(4, 4, 8, 8, 8), hidden=16,
+                                    image_size=128).eval()
+  path = tmp_path / 'detector.pth'
+  torch.save(torch_models.published_checkpoint(fen, head, 'detection'), path)
+  convert_torch.write_checkpoint(str(path), 'detection', str(tmp_path / 'out'))
+  loaded = inference.load(str(tmp_path / 'out'))
+  assert loaded.task == 'detection' and loaded.image_size == 128
+  good, bad = images
+  records, failures = predict.predict(loaded, [good['rgb'], bad['empty']],
+                                      progress=False)
+  assert [f for f, _ in failures] == [bad['empty']]
+  p = records[0]['prediction']
+  assert set(p['probabilities']) == {'real', 'fake'}
+  assert p['fake_probability'] == pytest.approx(p['probabilities']['fake'])

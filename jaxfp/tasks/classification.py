@@ -33,6 +33,7 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int,
       task=config.task, num_classes=num_classes, fen_depth=m.fen_depth,
       fen_width=m.fen_width, dropout_rate=m.dropout_rate,
       head_channels=tuple(head_channels) if head_channels else None,
+      head_hidden=m.get('head_hidden', models.heads.HIDDEN),
       dtype=jnp.dtype(m.dtype), axis_name=axis_name)
 
 
