@@ -6,6 +6,7 @@ configs/fen.py, configs/detection.py and configs/attribution.py start from
 
 import ml_collections
 
+from jaxfp import augment
 from jaxfp.losses import fingerprint as fingerprint_losses
 
 
@@ -29,6 +30,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   config.loss.batch_global_max = True
   # Cross-entropy on sigmoid outputs, the published quirk, for parity only.
   config.loss.published_sigmoid_ce = False
+
+  # Training-image perturbations (jaxfp.augment); off unless set.
+  config.augment = augment.default_config()
 
   config.batch_size = 16
   config.learning_rate = 1e-4

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from jaxfp import augment
 from jaxfp import input_pipeline
 from jaxfp import normalization
 from jaxfp.datasets import builtin_classes
@@ -147,25 +148,38 @@ def _to_batch_element(ex):
 
 def train_iterator(c: ml_collections.ConfigDict, info: ClassInfo, *,
                    global_batch_size: int, local_device_count: int, seed: int,
-                   start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-  """Endless shuffled batches of the training images; resumable by step."""
+                   start_step: int = 0,
+                   augmentation: ml_collections.ConfigDict | None = None
+                   ) -> Iterator[dict[str, np.ndarray]]:
+  """Endless shuffled batches of the training images; resumable by step.
+
+  `augmentation`: a `jaxfp.augment` config, applied before normalisation.
+  """
   per_process = input_pipeline.per_process_batch(global_batch_size,
                                                  local_device_count)
   local = input_pipeline.local_count(info.num_train_images)
   ds = input_pipeline.shuffled_stream(
       _examples(c, info, test=False), local, buffer=c.shuffle_buffer,
-      seed=seed, start_step=start_step, per_process=per_process)
+      seed=seed, start_step=start_step, per_process=per_process,
+      augmentation=augmentation)
   ds = ds.map(_to_batch_element, num_parallel_calls=tf.data.AUTOTUNE)
   return input_pipeline.device_batches(ds, per_process, local_device_count)
 
 
 def eval_iterator(c: ml_collections.ConfigDict, info: ClassInfo, *,
-                  global_batch_size: int,
-                  local_device_count: int) -> Iterator[dict[str, np.ndarray]]:
-  """One padded pass over the test images in a fixed order."""
+                  global_batch_size: int, local_device_count: int,
+                  perturb=None) -> Iterator[dict[str, np.ndarray]]:
+  """One padded pass over the test images in a fixed order.
+
+  `perturb`: a map over {'image' uint8, 'index'} (`jaxfp.augment.fixed`)
+  applied before normalisation, for robustness evaluation.
+  """
   per_process = input_pipeline.per_process_batch(global_batch_size,
                                                  local_device_count)
-  ds = _examples(c, info, test=True).map(
-      _to_batch_element, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = _examples(c, info, test=True)
+  if perturb is not None:
+    ds = augment.with_index(ds).map(perturb,
+                                    num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(_to_batch_element, num_parallel_calls=tf.data.AUTOTUNE)
   ds = input_pipeline.padded_pass(ds, info.num_test_images, per_process)
   return input_pipeline.device_batches(ds, per_process, local_device_count)

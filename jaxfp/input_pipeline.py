@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from jaxfp import augment
 from jaxfp import normalization
 from jaxfp import schema as schema_lib
 from jaxfp.datasets import folder
@@ -299,7 +300,8 @@ def device_batches(ds: tf.data.Dataset, per_process: int,
 def train_iterator(
     data_config: ml_collections.ConfigDict, info: DataInfo, *,
     global_batch_size: int, local_device_count: int, seed: int,
-    start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    start_step: int = 0, augmentation: ml_collections.ConfigDict | None = None
+) -> Iterator[dict[str, np.ndarray]]:
   """Endless shuffled batches of the train GMs' images.
 
   The order depends only on `seed` (and the process), so a run resumed with
@@ -315,39 +317,54 @@ def train_iterator(
                      f'{jax.process_count()} processes)')
   ds = shuffled_stream(_examples(data_config, info, info.train_gms), local,
                        buffer=data_config.shuffle_buffer, seed=seed,
-                       start_step=start_step, per_process=per_process)
+                       start_step=start_step, per_process=per_process,
+                       augmentation=augmentation)
   ds = ds.map(_to_batch_element(info), num_parallel_calls=tf.data.AUTOTUNE)
   return device_batches(ds, per_process, local_device_count)
 
 
 def shuffled_stream(ds: tf.data.Dataset, size: int, *, buffer: int, seed: int,
-                    start_step: int, per_process: int) -> tf.data.Dataset:
+                    start_step: int, per_process: int,
+                    augmentation: ml_collections.ConfigDict | None = None
+                    ) -> tf.data.Dataset:
   """Cached, endlessly reshuffled `ds` (of `size` elements) from a step on.
 
   The order depends only on `seed`, so `start_step=k` continues exactly where
-  an uninterrupted stream would be after k batches of `per_process`.
+  an uninterrupted stream would be after k batches of `per_process`. With an
+  `augmentation` config (`jaxfp.augment`) images are perturbed, with random
+  draws fixed by the seed and each element's position in the stream.
   """
   # Decoded uint8 images are small; cache them once, normalise on the fly.
   ds = ds.cache()
   ds = ds.shuffle(min(buffer or size, size), seed=seed,
                   reshuffle_each_iteration=True).repeat()
+  ds = augment.with_index(ds)
   # Batches are consecutive runs of this stream (drop_remainder on an endless
   # stream), so skipping elements skips whole batches exactly; skipping
   # before any decoding map keeps it cheap.
-  return ds.skip(start_step * per_process)
+  ds = ds.skip(start_step * per_process)
+  if augment.is_on(augmentation):
+    ds = ds.map(augment.training(augmentation, seed),
+                num_parallel_calls=tf.data.AUTOTUNE)
+  return ds
 
 
 def eval_iterator(
     data_config: ml_collections.ConfigDict, info: DataInfo, *,
-    global_batch_size: int, local_device_count: int,
+    global_batch_size: int, local_device_count: int, perturb=None,
 ) -> Iterator[dict[str, np.ndarray]]:
   """One pass over the test GMs' images in a fixed order.
 
   The last batch is padded (mask 0). Every process yields the same number of
-  batches, so collectives over processes stay in step.
+  batches, so collectives over processes stay in step. `perturb`: a map over
+  {'image' uint8, 'index'} (`jaxfp.augment.fixed`) applied before
+  normalisation, for robustness evaluation.
   """
   per_process = per_process_batch(global_batch_size, local_device_count)
   ds = _examples(data_config, info, info.test_gms)
+  if perturb is not None:
+    ds = augment.with_index(ds).map(perturb,
+                                    num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.map(_to_batch_element(info), num_parallel_calls=tf.data.AUTOTUNE)
   ds = padded_pass(ds, info.num_test_images, per_process)
   return device_batches(ds, per_process, local_device_count)

@@ -162,3 +162,26 @@ def result_root(cache, task):
   (name,) = [n for n in os.listdir(classes) if n.startswith(task + '-') and
              '.partial' not in n]
   return os.path.join(classes, name)
+
+
+def test_augmented_batches_resume_exactly_and_differ_from_clean(tmp_path):
+  _tree(tmp_path / 'tree', np.random.default_rng(1), {'real': 8, 'fake': 8})
+  config = detection_config.get_config('test')
+  data = config.data
+  data.source, data.root = 'folder', str(tmp_path / 'tree')
+  data.image_size, data.cache_dir = 16, str(tmp_path / 'cache')
+  info = class_pipeline.load_info(data)
+  augmentation = config.augment
+  augmentation.blur_jpeg_prob = 1.0
+
+  def batches(start, aug, n):
+    it = class_pipeline.train_iterator(
+        data, info, global_batch_size=4, local_device_count=4, seed=0,
+        start_step=start, augmentation=aug)
+    return [next(it)['image'] for _ in range(n)]
+
+  straight = batches(0, augmentation, 3)
+  resumed = batches(2, augmentation, 1)
+  np.testing.assert_array_equal(resumed[0], straight[2])
+  clean = batches(0, None, 1)
+  assert not np.array_equal(clean[0], straight[0])

@@ -134,8 +134,9 @@ class ClassificationTask:
                          'classification': classification}
 
   def train_iterator(self, **kwargs):
-    return class_pipeline.train_iterator(self.config.data, self.info,
-                                         **kwargs)
+    return class_pipeline.train_iterator(
+        self.config.data, self.info,
+        augmentation=self.config.get('augment'), **kwargs)
 
   def eval_iterator(self, **kwargs):
     return class_pipeline.eval_iterator(self.config.data, self.info,

@@ -6,14 +6,19 @@ paper's random-ground-truth baseline (`jaxfp.metrics`).
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from jaxfp import input_pipeline
 from jaxfp import metrics as parsing_metrics
 from jaxfp import models
+from jaxfp import plots
 from jaxfp import schema as schema_lib
+from jaxfp import summaries
 from jaxfp.losses import parsing as parsing_losses
 from jaxfp.tasks import common
 
@@ -100,8 +105,9 @@ class ParsingTask:
                          **{f'parsing_{k}': v for k, v in terms.items()}}
 
   def train_iterator(self, **kwargs):
-    return input_pipeline.train_iterator(self.config.data, self.info,
-                                         **kwargs)
+    return input_pipeline.train_iterator(
+        self.config.data, self.info,
+        augmentation=self.config.get('augment'), **kwargs)
 
   def eval_iterator(self, **kwargs):
     return input_pipeline.eval_iterator(self.config.data, self.info, **kwargs)
@@ -116,7 +122,8 @@ class ParsingTask:
         predictions, gt, rows, num_shuffles=self.config.num_baseline_shuffles,
         seed=self.config.seed)
     return {'metrics': model_metrics, 'baseline_mean': base_mean,
-            'baseline_std': base_std, 'num_images': int(len(rows))}
+            'baseline_std': base_std, 'num_images': int(len(rows)),
+            'num_gms': int(len(np.unique(rows)))}
 
   def scalars(self, result: dict) -> dict:
     out = {f'heldout/{k}': v for k, v in result['metrics'].items()}
@@ -125,15 +132,53 @@ class ParsingTask:
     return out
 
   def report(self, result: dict, workdir: str, step: int) -> str:
-    table = parsing_metrics.markdown_table(
-        result['metrics'], result['baseline_mean'], result['baseline_std'])
-    header = (f'Held-out parsing metrics at step {step} on '
-              f'{result["num_images"]} images (random GT baseline: mean ± '
-              'std over shuffles)')
+    """results.md / .json, fingerprints.png and baseline_bars.png."""
+    metrics, mean, std = (result['metrics'], result['baseline_mean'],
+                          result['baseline_std'])
+    shuffles = self.config.num_baseline_shuffles
+    gms = result.get('num_gms', len(self.info.test_gms))
+    header = (f'Held-out parsing metrics at step {step}: {gms} GMs never seen '
+              f'in training, {result["num_images"]} images. Baseline: the '
+              'same predictions scored against the ground truth with each '
+              f'column shuffled across these GMs (mean ± std over {shuffles} '
+              'shuffles). Bold: better than the baseline mean.')
+    table = parsing_metrics.grouped_tables(metrics, mean, std, self.schema)
+    self._pictures(result, workdir, step)
     return common.write_results(workdir, step, header, table, {
-        'num_images': result['num_images'], 'metrics': result['metrics'],
-        'baseline_mean': result['baseline_mean'],
-        'baseline_std': result['baseline_std']})
+        'num_images': result['num_images'], 'num_gms': gms,
+        'test_gms': list(self.info.test_gms),
+        'num_baseline_shuffles': shuffles, 'metrics': metrics,
+        'baseline_mean': mean, 'baseline_std': std})
+
+  def _pictures(self, result: dict, workdir: str, step: int) -> None:
+    examples = result.get('examples')
+    if examples is not None and len(examples[0]):
+      images, fingerprints, rows = examples
+      names = [self.info.ground_truth.gm_names[r] for r in rows]
+      plots.panel_grid(
+          os.path.join(workdir, 'fingerprints.png'),
+          summaries.fingerprint_panels(images, fingerprints), names,
+          title=f'One image of each held-out GM, step {step}')
+    s = self.schema
+    groups = [('aggregates (continuous_l1: lower is better)',
+               [p for p, _ in parsing_metrics.HEADLINE]),
+              ('continuous: L1 error (lower is better)',
+               [f'continuous_l1/{n}' for n in s.continuous]),
+              ('discrete: accuracy',
+               [f'discrete_accuracy/{n}' for n in s.discrete_names]),
+              ('discrete: macro F1',
+               [f'discrete_f1/{n}' for n in s.discrete_names])]
+    levels = {n: 'coarse' for n in s.coarse}
+    levels.update({n: 'fine' for n in s.fine})
+    for metric, what in (('loss_auc', 'AUC'), ('loss_f1', 'F1')):
+      groups.append((f'loss types: {what}',
+                     [f'{metric}/{n}' for n in s.coarse + s.fine]))
+    labels = {f'{m}/{n}': f'{n} ({level})' for n, level in levels.items()
+              for m in ('loss_auc', 'loss_f1')}
+    plots.baseline_bars(
+        os.path.join(workdir, 'baseline_bars.png'), groups,
+        result['metrics'], result['baseline_mean'], result['baseline_std'],
+        labels=labels, title=f'Held-out parsing metrics, step {step}')
 
   def meta(self) -> dict:
     return {'task': 'parsing', 'train_gms': list(self.info.train_gms),
