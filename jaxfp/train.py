@@ -96,12 +96,18 @@ def create_train_state(key, config, model, image_size, learning_rate_fn):
   images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   # Initialised outside pmap: BatchNorm's axis name is unbound there, so
   # init runs the model in inference mode, which needs no cross-device mean.
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      {'params': key}, images)
-  return TrainState.create(
-      apply_fn=model.apply, params=variables['params'],
-      batch_stats=variables.get('batch_stats', {}),
-      tx=optax.adam(learning_rate_fn))
+
+  def create(key):
+    variables = model.init({'params': key}, images, train=False)
+    return TrainState.create(
+        apply_fn=model.apply, params=variables['params'],
+        batch_stats=variables.get('batch_stats', {}),
+        tx=optax.adam(learning_rate_fn))
+  # One program (run eagerly, optax's init compiles one per parameter shape),
+  # unoptimised: it runs once, and XLA CPU's optimising compile of the
+  # random initialisers took ~10x longer (41-52 s for the test model).
+  return jax.jit(create, compiler_options={
+      'xla_backend_optimization_level': 0})(key)
 
 
 def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
@@ -135,7 +141,12 @@ def save_checkpoint(manager, state, step, meta):
   Every process calls this: Orbax synchronises them and writes host numpy
   arrays from the primary process only.
   """
-  host_state = jax.device_get(jax.tree.map(lambda x: x[0], state))
+  # Each leaf's first local shard, copied as is: indexing (x[0]) would
+  # compile and run a small program per leaf, which took minutes in a
+  # multi-process run.
+  host_state = jax.tree.map(
+      lambda x: np.asarray(x)[0],
+      jax.device_get(jax.tree.map(lambda x: x.addressable_data(0), state)))
   manager.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(host_state),
       meta=ocp.args.JsonSave(meta)))
@@ -149,15 +160,18 @@ def _gather_processes(tree):
                       multihost_utils.process_allgather(tree, tiled=True))
 
 
-def evaluate(p_eval_step, state, task, config, collection):
+def evaluate(p_eval_step, state, task, config, collection, perturb=None):
   """One pass over the held-out images: the task's score and examples.
 
   Predictions of every process are gathered, so every process scores the
   whole held-out set. `examples` holds (images, fingerprints, ids) of the
-  first image of each distinct `task.example_key` value.
+  first image of each distinct `task.example_key` value. `perturb` (a
+  `jaxfp.augment.fixed` map) perturbs the held-out images first.
   """
+  extra = {} if perturb is None else {'perturb': perturb}
   batches = task.eval_iterator(global_batch_size=config.batch_size,
-                               local_device_count=jax.local_device_count())
+                               local_device_count=jax.local_device_count(),
+                               **extra)
   flat = lambda x: np.asarray(x).reshape((-1,) + np.shape(x)[2:])
   gathered, losses = [], None
   examples = {}
@@ -212,16 +226,24 @@ def validate(config, local_device_count: int):
     raise ValueError(f'config.task={config.task!r}: use one of {tasks.TASKS}')
 
 
-def chief_first(fn):
+def chief_first(fn, timeout_s: int = 4 * 3600):
   """Runs fn() on process 0, then on the others once it has finished.
 
   Dataset builds write a shared cache; the other processes then only read.
+  They wait at barriers of JAX's coordination service, not in device
+  collectives: a build can take far longer than a collective waits for its
+  last participant (30 s for gloo's CPU collectives). All leave together.
   """
   if jax.process_count() == 1:
     return fn()
-  result = fn() if jax.process_index() == 0 else None
-  multihost_utils.sync_global_devices('jaxfp: process 0 prepared the data')
-  return result if jax.process_index() == 0 else fn()
+  barrier = ocp.multihost.get_barrier_sync_fn()
+  chief = jax.process_index() == 0
+  result = fn() if chief else None
+  barrier(key='jaxfp_chief_done', timeout_ms=timeout_s * 1000)
+  if not chief:
+    result = fn()
+  barrier(key='jaxfp_all_done', timeout_ms=timeout_s * 1000)
+  return result
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -252,7 +274,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   manager = checkpoint_manager(workdir, config)
   state = restore_latest(manager, state)
   start_step = int(state.step)
-  state = jax_utils.replicate(state)
+  # Host copies placed on a mesh named AXIS: flax's default mesh name differs
+  # from that of the pmapped step's outputs, which recompiled step 2.
+  state = jax_utils.replicate(jax.device_get(state), axis_name=AXIS)
   meta = {'config': json.loads(config.to_json_best_effort()), **task.meta()}
 
   train_collection = metrics_collection(task.train_metric_names)
@@ -265,16 +289,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   p_eval_step = jax.pmap(
       functools.partial(eval_step, task=task, collection=eval_collection),
       axis_name=AXIS)
-  dropout_keys = jax_utils.replicate(dropout_key)
+  dropout_keys = jax_utils.replicate(jax.device_get(dropout_key),
+                                     axis_name=AXIS)
 
   num_steps = config.num_train_steps
   train_iter = task.train_iterator(
       global_batch_size=config.batch_size, local_device_count=local_devices,
       seed=config.seed, start_step=start_step)
-  train_iter = jax_utils.prefetch_to_device(train_iter, 2)
+  train_iter = jax_utils.prefetch_to_device(train_iter, 2, axis_name=AXIS)
   report_progress = periodic_actions.ReportProgress(
       num_train_steps=num_steps, writer=writer, every_secs=30)
-  train_metrics = None
+  pending = []
   stopped_at = None
   with preemption.StopOnSignal() as stop:
     try:
@@ -283,16 +308,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           batch = next(train_iter)
           state, update, lr = p_train_step(state, batch, dropout_keys)
         report_progress(step)
-        update = jax.tree.map(lambda x: x[0], update)
-        train_metrics = (update if train_metrics is None
-                         else train_metrics.merge(update))
+        pending.append(update)  # Stays on device; fetched once per log.
         last = step == num_steps
         if step % config.log_every_steps == 0 or last:
-          scalars = train_metrics.compute()
+          updates = [jax.tree.map(lambda x: x[0], u)
+                     for u in jax.device_get(pending)]
+          scalars = functools.reduce(lambda a, b: a.merge(b),
+                                     updates).compute()
           scalars['learning_rate'] = float(lr[0])
           writer.write_scalars(step, scalars)
-          train_metrics = None
-        if stop.requested():
+          pending = []
+        if stop.requested(step):
           logging.warning('Stop requested (%s): saving step %d and exiting; '
                           'launch again to resume.', stop.reason, step)
           save_checkpoint(manager, state, step, meta)
