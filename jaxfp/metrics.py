@@ -2,9 +2,17 @@
 
 Everything here runs on the host in numpy over a whole evaluation pass:
 predictions are per image, ground truth per GM, joined by the GM's row index.
-Continuous parameters are scored by L1 error in normalised [0, 1] units,
-discrete ones by accuracy, loss types by ROC AUC (only where both classes occur
-among the held-out GMs; otherwise the AUC is undefined and left out).
+
+  continuous parameters   L1 error in normalised [0, 1] units
+  discrete parameters     accuracy and macro F1 (over the classes that occur
+                          in the truth or the predictions, as sklearn does)
+  loss types (coarse and  ROC AUC of P(used), and F1 of P(used) > 0.5; both
+  fine)                   only where both classes occur among the held-out
+                          GMs (otherwise AUC is undefined, and F1 would only
+                          count false alarms)
+
+Keys are '<metric>/<hyperparameter>', plus one aggregate per metric (the mean
+over hyperparameters) named '<metric>' (`HEADLINE`).
 
 The baseline is the paper's random ground truth: every column of the held-out
 table is permuted across GMs independently (same marginal distribution, no
@@ -22,7 +30,10 @@ from jaxfp import schema as schema_lib
 
 # Aggregates, in the order reports show them, and which way is better.
 HEADLINE = (('continuous_l1', 'lower'), ('discrete_accuracy', 'higher'),
-            ('loss_auc', 'higher'))
+            ('discrete_f1', 'higher'), ('loss_auc', 'higher'),
+            ('loss_f1', 'higher'))
+# P(loss type used) above this counts as predicting "used" for F1.
+LOSS_THRESHOLD = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +48,23 @@ class Labels:
   def of(cls, ground_truth: schema_lib.GroundTruth, rows: np.ndarray):
     return cls(ground_truth.continuous[rows], ground_truth.discrete[rows],
                ground_truth.coarse[rows], ground_truth.fine[rows])
+
+
+def binary_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
+  """F1 of the positive class (1): 2 TP / (2 TP + FP + FN); NaN if 0 / 0."""
+  truth, predicted = np.asarray(truth) == 1, np.asarray(predicted) == 1
+  true_pos = np.sum(truth & predicted)
+  denominator = 2 * true_pos + np.sum(truth != predicted)
+  return float(2 * true_pos / denominator) if denominator else float('nan')
+
+
+def macro_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
+  """Unweighted mean of per-class F1 over classes in truth or predictions."""
+  truth, predicted = np.asarray(truth), np.asarray(predicted)
+  classes = np.union1d(truth, predicted)
+  # Every class here occurs in one of the two, so no 0 / 0.
+  return float(np.mean([binary_f1(truth == c, predicted == c)
+                        for c in classes]))
 
 
 def parsing_metrics(predictions: dict, labels: Labels,
@@ -60,15 +88,19 @@ def parsing_metrics(predictions: dict, labels: Labels,
     valid = labels.discrete[:, j] != schema_lib.MISSING
     if valid.any():
       guess = np.argmax(predictions['discrete'][j][valid], axis=-1)
-      out[f'discrete_accuracy/{param.name}'] = float(
-          np.mean(guess == labels.discrete[valid, j]))
+      truth = labels.discrete[valid, j]
+      out[f'discrete_accuracy/{param.name}'] = float(np.mean(guess == truth))
+      out[f'discrete_f1/{param.name}'] = macro_f1(truth, guess)
   for group in ('coarse', 'fine'):
     for j, name in enumerate(getattr(schema, group)):
       truth = getattr(labels, group)[:, j]
       valid = truth != schema_lib.MISSING
       if len(np.unique(truth[valid])) == 2:
+        scores = predictions[group][valid, j]
         out[f'loss_auc/{name}'] = float(sk_metrics.roc_auc_score(
-            truth[valid], predictions[group][valid, j]))
+            truth[valid], scores))
+        out[f'loss_f1/{name}'] = binary_f1(
+            truth[valid], (scores > LOSS_THRESHOLD).astype(np.int32))
   for prefix, _ in HEADLINE:
     values = [v for k, v in out.items() if k.startswith(prefix + '/')]
     out[prefix] = float(np.mean(values)) if values else float('nan')
@@ -98,10 +130,23 @@ def random_baseline(predictions: dict, ground_truth: schema_lib.GroundTruth,
   return stat(np.mean), stat(np.std)
 
 
+def direction(metric: str) -> str:
+  """'lower' or 'higher': which way `metric` (or 'metric/name') is better."""
+  return dict(HEADLINE)[metric.split('/')[0]]
+
+
 def beats(metric: str, model: float, baseline: float) -> bool:
-  prefix = metric.split('/')[0]
-  direction = dict(HEADLINE)[prefix]
-  return model < baseline if direction == 'lower' else model > baseline
+  """Better than the baseline (by more than float rounding)."""
+  margin = 1e-9 * max(1.0, abs(baseline))
+  if direction(metric) == 'lower':
+    return model < baseline - margin
+  return model > baseline + margin
+
+
+def ordered_keys(metrics: dict[str, float]) -> list[str]:
+  """Aggregates first (HEADLINE order), then per-hyperparameter keys."""
+  headline = [p for p, _ in HEADLINE if p in metrics]
+  return headline + sorted(k for k in metrics if k not in headline)
 
 
 def markdown_table(model: dict[str, float], baseline_mean: dict[str, float],
@@ -110,12 +155,68 @@ def markdown_table(model: dict[str, float], baseline_mean: dict[str, float],
   lines = ['| metric | model | random GT baseline | beats baseline |',
            '|---|---|---|---|']
   headline = [p for p, _ in HEADLINE]
-  ordered = headline + sorted(k for k in model if k not in headline)
-  for key in ordered:
-    if key not in model or key not in baseline_mean:
+  for key in ordered_keys(model):
+    if key not in baseline_mean:
       continue
     m, b, s = model[key], baseline_mean[key], baseline_std[key]
     name = f'**{key}**' if key in headline else key
     verdict = 'yes' if beats(key, m, b) else 'no'
     lines.append(f'| {name} | {m:.4f} | {b:.4f} ± {s:.4f} | {verdict} |')
   return '\n'.join(lines)
+
+
+def _cells(key, model, mean, std):
+  """Model value (bold if it beats the baseline mean) and the baseline."""
+  if key not in model or key not in mean:
+    return ['–', '–']
+  m = f'{model[key]:.3f}'
+  if beats(key, model[key], mean[key]):
+    m = f'**{m}**'
+  return [m, f'{mean[key]:.3f} ± {std[key]:.3f}']
+
+
+def _table(header, rows):
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
+  return '\n'.join(lines)
+
+
+def grouped_tables(model: dict[str, float], baseline_mean: dict[str, float],
+                   baseline_std: dict[str, float],
+                   schema: schema_lib.Schema) -> str:
+  """The readable report: aggregates, then one row per hyperparameter.
+
+  Model values that beat the baseline mean are in bold; the baseline column
+  says by how much chance alone moves each figure (its std over shuffles).
+  A dash marks a metric left undefined on these GMs (one class only).
+  """
+  summary = []
+  for prefix, better in HEADLINE:
+    summary.append([f'{prefix} ({better} is better)'] +
+                   _cells(prefix, model, baseline_mean, baseline_std))
+  cont = [[name] + _cells(f'continuous_l1/{name}', model, baseline_mean,
+                          baseline_std) for name in schema.continuous]
+  disc = [[p.name, str(p.num_classes)] +
+          _cells(f'discrete_accuracy/{p.name}', model, baseline_mean,
+                 baseline_std) +
+          _cells(f'discrete_f1/{p.name}', model, baseline_mean, baseline_std)
+          for p in schema.discrete]
+  loss_rows = [(name, 'coarse') for name in schema.coarse] + [
+      (name, f'fine ({schema.coarse[g]})')
+      for name, g in zip(schema.fine, schema.fine_to_coarse)]
+  loss = [[name, level] +
+          _cells(f'loss_auc/{name}', model, baseline_mean, baseline_std) +
+          _cells(f'loss_f1/{name}', model, baseline_mean, baseline_std)
+          for name, level in loss_rows]
+  baseline = 'baseline'
+  return '\n\n'.join([
+      _table(['aggregate (mean over hyperparameters)', 'model',
+              'random GT baseline'], summary),
+      'Continuous parameters: L1 error in normalised [0, 1] units (lower is '
+      'better)\n\n' + _table(['parameter', 'L1', baseline], cont),
+      'Discrete parameters: accuracy and macro F1\n\n' + _table(
+          ['parameter', 'classes', 'accuracy', baseline, 'macro F1',
+           baseline], disc),
+      f'Loss types: ROC AUC and F1 at P(used) > {LOSS_THRESHOLD}\n\n' + _table(
+          ['loss type', 'level', 'AUC', baseline, 'F1', baseline], loss),
+  ])

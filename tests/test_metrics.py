@@ -90,3 +90,70 @@ def test_a_perfect_model_beats_the_random_baseline():
   table = metrics.markdown_table(model, mean, std)
   assert '| **continuous_l1** | 0.0000 |' in table
   assert table.count('| yes |') >= 3
+
+
+def test_f1_scores_match_hand_computation():
+  gt = _table(['g0', 'g1'], [[0.5, 0.5], [1.0, np.nan]], [[0], [2]],
+              [[1], [0]], [[0, 1], [1, -1]])
+  rows = np.array([0, 1, 1])
+  out = metrics.parsing_metrics(_predictions(), metrics.Labels.of(gt, rows),
+                                SCHEMA)
+  # norm: truth 0, 2, 2; predicted 0, 1, 1. Class 0: F1 1; class 1 (only
+  # predicted): 0; class 2 (never predicted): 0 -> macro (1 + 0 + 0) / 3.
+  assert out['discrete_f1/norm'] == pytest.approx(1 / 3)
+  assert out['discrete_f1'] == pytest.approx(1 / 3)
+  # pixel: truth 1, 0, 0; P > 0.5 at 0.9, 0.6 -> TP 1, FP 1, FN 0: 2/3.
+  assert out['loss_f1/pixel'] == pytest.approx(2 / 3)
+  # l1: truth 0, 1, 1; predicted 0, 0, 1 -> TP 1, FN 1: 2/3. mse: one class
+  # only, so no F1 either.
+  assert out['loss_f1/l1'] == pytest.approx(2 / 3)
+  assert 'loss_f1/mse' not in out
+  assert out['loss_f1'] == pytest.approx(2 / 3)
+
+
+def test_f1_agrees_with_sklearn():
+  sk_metrics = pytest.importorskip('sklearn.metrics')
+  rng = np.random.default_rng(3)
+  for _ in range(20):
+    truth = rng.integers(0, 4, 30)
+    predicted = rng.integers(0, 4, 30)
+    predicted[predicted == 3] = 2  # A class only in the truth.
+    assert metrics.macro_f1(truth, predicted) == pytest.approx(
+        sk_metrics.f1_score(truth, predicted, average='macro',
+                            zero_division=0))
+    binary_truth, binary_pred = truth % 2, predicted % 2
+    assert metrics.binary_f1(binary_truth, binary_pred) == pytest.approx(
+        sk_metrics.f1_score(binary_truth, binary_pred))
+  assert np.isnan(metrics.binary_f1([0, 0], [0, 0]))
+
+
+def test_baseline_covers_f1_and_tables_show_every_hyperparameter():
+  rng = np.random.default_rng(0)
+  num_gms = 6
+  gt = _table([f'g{i}' for i in range(num_gms)],
+              rng.uniform(size=(num_gms, 2)), np.arange(num_gms)[:, None] % 3,
+              np.arange(num_gms)[:, None] % 2,
+              np.stack([np.arange(num_gms) % 2, np.ones(num_gms, int)], 1))
+  rows = np.repeat(np.arange(num_gms), 2)
+  predictions = {
+      'continuous': rng.uniform(size=(len(rows), 2)),
+      'discrete': (rng.dirichlet(np.ones(3), len(rows)),),
+      'coarse': rng.uniform(size=(len(rows), 1)),
+      'fine': rng.uniform(size=(len(rows), 2)),
+  }
+  model = metrics.parsing_metrics(predictions, metrics.Labels.of(gt, rows),
+                                  SCHEMA)
+  mean, std = metrics.random_baseline(predictions, gt, rows, num_shuffles=5,
+                                      seed=0)
+  for key in ('discrete_f1', 'discrete_f1/norm', 'loss_f1', 'loss_f1/pixel'):
+    assert key in mean and std[key] >= 0
+  # mse is used by every GM: no AUC, no F1, shown as a dash.
+  assert 'loss_auc/mse' not in model and 'loss_f1/mse' not in mean
+  text = metrics.grouped_tables(model, mean, std, SCHEMA)
+  for name in ('| a |', '| b |', '| norm | 3 |', '| pixel | coarse |',
+               '| l1 | fine (pixel) |', '| mse | fine (pixel) | – | – |'):
+    assert name in text
+  for prefix, better in metrics.HEADLINE:
+    assert f'{prefix} ({better} is better)' in text
+  assert metrics.direction('continuous_l1/a') == 'lower'
+  assert metrics.direction('loss_f1') == 'higher'

@@ -1,0 +1,20 @@
+"""Ablation: each fingerprint constraint removed in turn (weight 0).
+
+The paper's ablation of its four FEN constraints: magnitude, spectrum
+(low-frequency energy), repetitive (high-frequency peak) and energy
+symmetry. 'all' keeps every one at its published weight.
+"""
+
+from configs import sweeps
+from jaxfp.losses import fingerprint as fingerprint_losses
+
+
+def get_config(preset=None):
+  return sweeps.base_config(preset)
+
+
+def get_sweep(preset=None):
+  del preset  # Same runs for every preset.
+  return [('all', {})] + [
+      (f'no_{term}', {f'loss.fingerprint_weights.{term}': 0.0})
+      for term in fingerprint_losses.LOSS_NAMES]

@@ -1,0 +1,133 @@
+"""Evaluating checkpoints: a trained run, one step, and the converted layout."""
+
+import json
+import os
+
+import jax
+from matplotlib import image as mpl_image
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import fen as fen_config
+from jaxfp import evaluate
+from jaxfp import train
+from jaxfp.tasks import parsing as parsing_task
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """A 2-step run of configs/fen.py:test, checkpointed at steps 1 and 2."""
+  config = fen_config.get_config('test')
+  # Same cache path as tests/test_sweep.py: the test zoo is built once.
+  config.data.cache_dir = str(tmp_path_factory.getbasetemp() /
+                              'jaxfp-shared-test-cache')
+  config.num_train_steps = 2
+  config.checkpoint_every_steps = 1
+  config.eval_every_steps = 100
+  workdir = str(tmp_path_factory.mktemp('run'))
+  result = train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  return config, workdir, result, results
+
+
+def _assert_same_metrics(a, b):
+  assert set(a) == set(b)
+  for key in a:
+    assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+
+
+def test_evaluating_a_run_reproduces_its_final_metrics(trained, tmp_path):
+  _, workdir, _, results = trained
+  out = str(tmp_path / 'eval')
+  result = evaluate.evaluate_checkpoint(workdir, workdir=out)
+  assert result['step'] == 2
+  _assert_same_metrics(result['metrics'], results['metrics'])
+  _assert_same_metrics(result['baseline_mean'], results['baseline_mean'])
+  with open(os.path.join(out, 'results.json')) as f:
+    written = json.load(f)
+  assert written['test_gms'] == results['test_gms']
+  for key in ('discrete_f1', 'loss_f1'):
+    assert key in written['metrics'] and key in written['baseline_std']
+  with open(os.path.join(out, 'results.md')) as f:
+    text = f.read()
+  assert 'macro F1' in text and 'random GT baseline' in text
+  # One row per held-out GM: image | fingerprint | spectrum.
+  assert mpl_image.imread(os.path.join(out, 'fingerprints.png')).ndim == 3
+  assert mpl_image.imread(os.path.join(out, 'baseline_bars.png')).ndim == 3
+  assert len(result['examples'][2]) == len(results['test_gms'])
+
+
+def test_a_step_folder_and_the_checkpoint_split(trained, tmp_path):
+  config, workdir, _, results = trained
+  step_dir = os.path.join(workdir, 'checkpoints', '1')
+  assert evaluate.find_checkpoint(step_dir) == (
+      os.path.join(workdir, 'checkpoints'), 1)
+  with pytest.raises(FileNotFoundError, match=r'no step 7.*\[1, 2\]'):
+    evaluate.find_checkpoint(workdir, step=7)
+  # A config that would hold out other GMs: the checkpoint's split wins,
+  # unless asked for the config's.
+  other = config.copy_and_resolve_references()
+  other.data.num_folds, other.data.fold = 3, 2
+  result = evaluate.evaluate_checkpoint(step_dir, workdir=str(tmp_path / 'a'),
+                                        config=other)
+  assert result['step'] == 1
+  assert list(result['config'].data.test_gms) == results['test_gms']
+  as_config = evaluate.config_for({'config': json.loads(config.to_json())},
+                                  other, use_checkpoint_split=False)
+  assert as_config.data.num_folds == 3 and not as_config.data.test_gms
+
+
+def test_the_network_comes_from_the_checkpoint(trained):
+  config, _, _, _ = trained
+  meta = {'config': json.loads(config.to_json())}
+  wider = config.copy_and_resolve_references()
+  wider.model.fen_width = 16
+  wider.loss.hierarchical = not config.loss.hierarchical
+  merged = evaluate.config_for(meta, wider)
+  assert merged.model.fen_width == config.model.fen_width
+  assert merged.loss.hierarchical == config.loss.hierarchical
+  # Variables that do not fit the configured network: a clear error.
+  task_model = parsing_task.create_model(wider, _schema())
+  with pytest.raises(ValueError, match='does not fit.*fen'):
+    evaluate.check_variables(task_model, 64, _variables(trained))
+
+
+def _schema():
+  from jaxfp import schema  # pylint: disable=g-import-not-at-top
+  return schema.ZOO
+
+
+def _variables(trained):
+  state = jax.tree.map(lambda x: np.asarray(x)[0], trained[2]['state'])
+  return {'params': state.params, 'batch_stats': state.batch_stats}
+
+
+def test_converted_checkpoint_layout(trained, tmp_path):
+  """{'step', 'params', 'batch_stats'} + meta 'model' (jaxfp.convert_torch)."""
+  config, _, _, results = trained
+  m = config.model
+  meta = {'task': 'parsing', 'source': 'test',
+          'model': {'fen_depth': m.fen_depth, 'fen_width': m.fen_width,
+                    'use_fen': True, 'dropout_rate': 0.5,
+                    'pn_channels': list(m.pn_channels), 'dtype': 'float32'},
+          'schema': _schema().to_dict()}
+  directory = str(tmp_path / 'converted' / 'checkpoints')
+  manager = ocp.CheckpointManager(directory, item_names=('state', 'meta'),
+                                  options=ocp.CheckpointManagerOptions(
+                                      create=True))
+  manager.save(0, args=ocp.args.Composite(
+      state=ocp.args.StandardSave({'step': 0, **_variables(trained)}),
+      meta=ocp.args.JsonSave(meta)))
+  manager.wait_until_finished()
+  manager.close()
+  with pytest.raises(ValueError, match='pass --config'):
+    evaluate.evaluate_checkpoint(str(tmp_path / 'converted'))
+  data_config = config.copy_and_resolve_references()
+  data_config.data.test_gms = tuple(results['test_gms'])
+  result = evaluate.evaluate_checkpoint(str(tmp_path / 'converted'),
+                                        config=data_config)
+  assert result['step'] == 0
+  _assert_same_metrics(result['metrics'], results['metrics'])
+  assert os.path.exists(tmp_path / 'converted' / 'results.md')

@@ -1,0 +1,162 @@
+"""Sweeps: shipped sweep files expand; a tiny sweep runs, resumes, tables."""
+
+import csv
+import glob
+import importlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import fen as fen_config
+from jaxfp import input_pipeline
+from jaxfp import sweep
+from jaxfp import train
+
+REAL_TRAIN = train.train_and_evaluate
+SWEEP_FILES = sorted(p for p in glob.glob('configs/sweeps/*.py')
+                     if not p.endswith('__init__.py'))
+
+
+def test_every_shipped_sweep_expands_into_valid_configs():
+  assert {'constraints', 'components', 'folds', 'learning_rate',
+          'loss_weights'} <= {os.path.basename(p)[:-3] for p in SWEEP_FILES}
+  for path in SWEEP_FILES:
+    module = importlib.import_module(
+        'configs.sweeps.' + os.path.basename(path)[:-3])
+    runs, average = sweep.load_sweep(f'{path}:test')
+    assert len(runs) >= 2, path
+    for name, _, config in sweep.expand(module.get_config('test'), runs):
+      train.validate(config, 4)
+      assert name
+    assert average == path.endswith('folds.py')
+
+
+def test_constraint_ablation_zeroes_one_weight_per_run():
+  module = importlib.import_module('configs.sweeps.constraints')
+  base = module.get_config('test')
+  runs = dict((n, c) for n, _, c in sweep.expand(base, module.get_sweep()))
+  published = dict(base.loss.fingerprint_weights)
+  for term in published:
+    weights = dict(runs[f'no_{term}'].loss.fingerprint_weights)
+    assert weights == {**published, term: 0.0}
+  assert dict(runs['all'].loss.fingerprint_weights) == published
+
+
+def test_bad_overrides_and_names_fail_before_running():
+  base = fen_config.get_config('test')
+  with pytest.raises(ValueError, match='config.loss.no_such_field'):
+    sweep.expand(base, [('a', {'loss.no_such_field': 1.0})])
+  with pytest.raises(ValueError, match='more than once'):
+    sweep.expand(base, [('a', {}), ('a', {'seed': 1})])
+  with pytest.raises(ValueError, match='folder names'):
+    sweep.expand(base, [('a/b', {})])
+
+
+def test_folds_partition_the_gms_deterministically():
+  gms = tuple(f'gm_{i:02d}' for i in range(10))
+  folds = [input_pipeline.fold_test_gms(gms, 4, k, seed=3) for k in range(4)]
+  assert sorted(sum(folds, ())) == list(gms)  # Every GM in exactly one fold.
+  assert sorted(len(f) for f in folds) == [2, 2, 3, 3]
+  assert folds[1] == input_pipeline.fold_test_gms(gms, 4, 1, seed=3)
+  assert folds != [input_pipeline.fold_test_gms(gms, 4, k, seed=4)
+                   for k in range(4)]
+  with pytest.raises(ValueError, match='fold is 4'):
+    input_pipeline.fold_test_gms(gms, 4, 4, seed=0)
+  with pytest.raises(ValueError, match='num_folds is 11'):
+    input_pipeline.fold_test_gms(gms, 11, 0, seed=0)
+  c = input_pipeline.default_data_config()
+  c.num_folds, c.fold, c.split_seed = 4, 1, 3
+  assert input_pipeline.choose_test_gms(c, gms, gms) == set(folds[1])
+  c.test_gms = ('gm_00',)
+  with pytest.raises(ValueError, match='test_gms and config.data.num_folds'):
+    input_pipeline.choose_test_gms(c, gms, gms)
+
+
+TINY_SWEEP = '''
+AVERAGE_RUNS = True
+
+def get_sweep(arg=None):
+  return [('seed_0', {'seed': 0}), ('seed_1', {'seed': 1})]
+'''
+
+
+@pytest.fixture(scope='module')
+def tiny_sweep(tmp_path_factory):
+  # Same cache path as tests/test_evaluate.py: the test zoo is built once.
+  cache = tmp_path_factory.getbasetemp() / 'jaxfp-shared-test-cache'
+  sweep_file = tmp_path_factory.mktemp('sweep_file') / 'tiny.py'
+  sweep_file.write_text(TINY_SWEEP)
+  runs, average = sweep.load_sweep(str(sweep_file))
+  base = fen_config.get_config('test')
+  base.data.cache_dir = str(cache)
+  base.num_train_steps = 2
+  base.eval_every_steps = 100
+  base.checkpoint_every_steps = 2
+  workdir = str(tmp_path_factory.mktemp('sweep'))
+  text = sweep.run_sweep(base, runs, workdir, average=average)
+  return base, runs, workdir, text
+
+
+def _read_csv(workdir):
+  with open(os.path.join(workdir, 'sweep.csv'), newline='') as f:
+    return list(csv.DictReader(f))
+
+
+def test_tiny_sweep_tables_every_run_and_the_mean(tiny_sweep):
+  _, _, workdir, text = tiny_sweep
+  with open(os.path.join(workdir, 'sweep.md')) as f:
+    assert f.read().strip() == text.strip()
+  assert '2 of 2 runs finished' in text
+  assert '| seed_0 | seed=0 | 2 |' in text and '| seed_1 | seed=1 | 2 |' in text
+  assert '| mean ± std over 2 runs |' in text
+  assert '| **continuous_l1** |' in text  # The per-metric average table.
+  rows = _read_csv(workdir)
+  assert [r['run'] for r in rows] == ['seed_0', 'seed_1', 'mean', 'std']
+  results = []
+  for name in ('seed_0', 'seed_1'):
+    with open(os.path.join(workdir, name, 'results.json')) as f:
+      results.append(json.load(f))
+  for key in ('continuous_l1', 'discrete_f1', 'loss_f1'):
+    values = [r['metrics'][key] for r in results]
+    for row, value in zip(rows, values):
+      assert float(row[key]) == pytest.approx(value)
+      assert row[f'{key}:baseline_std'] != ''
+    assert float(rows[2][key]) == pytest.approx(np.mean(values))
+    assert float(rows[3][key]) == pytest.approx(np.std(values))
+  assert results[0]['metrics'] != results[1]['metrics']  # Seeds differ.
+
+
+def test_finished_runs_are_not_run_again_and_interrupted_ones_resume(
+    tiny_sweep, monkeypatch):
+  base, runs, workdir, text = tiny_sweep
+
+  def must_not_run(config, workdir):
+    raise AssertionError(f'{workdir} ran again')
+  monkeypatch.setattr(train, 'train_and_evaluate', must_not_run)
+  assert sweep.run_sweep(base, runs, workdir, average=True) == text
+
+  # seed_1 lost its results (stopped after its last checkpoint): only it
+  # runs, from that checkpoint, so it only evaluates and gives the same row.
+  calls = []
+  def counting(config, run_dir):
+    calls.append(os.path.basename(run_dir))
+    return REAL_TRAIN(config, run_dir)
+  monkeypatch.setattr(train, 'train_and_evaluate', counting)
+  os.remove(os.path.join(workdir, 'seed_1', 'results.json'))
+  again = sweep.run_sweep(base, runs, workdir, average=True)
+  assert calls == ['seed_1']
+  assert _strip_wall(again) == _strip_wall(text)
+
+
+def _strip_wall(text):
+  return [line.rsplit('|', 2)[0] for line in text.splitlines()]
+
+
+def test_a_finished_run_with_another_config_is_an_error(tiny_sweep):
+  base, runs, workdir, _ = tiny_sweep
+  changed = base.copy_and_resolve_references()
+  changed.num_train_steps = 3
+  with pytest.raises(ValueError, match='num_train_steps: 2 -> 3'):
+    sweep.run_sweep(changed, runs, workdir)
