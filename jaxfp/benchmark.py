@@ -317,13 +317,7 @@ def task_workloads(opts: Options, task_name: str, device,
   size = config.data.image_size
   lr_fn = train.create_learning_rate_fn(config)
   init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
-  # One jit around the whole state creation (called eagerly, optax's init
-  # compiles one small program per parameter shape), compiled without
-  # optimisation: it runs once, and XLA CPU's optimising compile of the
-  # many threefry initialisers takes tens of seconds.
-  state = jax.jit(
-      lambda k: train.create_train_state(k, config, task.model, size, lr_fn),
-      compiler_options={'xla_backend_optimization_level': 0})(init_key)
+  state = train.create_train_state(init_key, config, task.model, size, lr_fn)
   description = _describe(config)
   torch_spec = dict(config=config, batch=batch, task=task)
   out = {}

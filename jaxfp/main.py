@@ -6,6 +6,11 @@
 
 Every config field can be overridden with --config.<field>=<value>. Running
 again with the same workdir resumes from its latest checkpoint.
+
+Several processes (hosts of a TPU pod, GPUs of a SLURM job, or
+launch/local.sh) run this same command; `jaxfp.distributed` joins them
+before training. Only process 0 logs below WARNING, writes summaries and
+results.
 """
 
 from absl import app
@@ -14,6 +19,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from jaxfp import distributed
 from jaxfp import train
 
 FLAGS = flags.FLAGS
@@ -21,14 +27,28 @@ flags.DEFINE_string('workdir', None, 'Directory for checkpoints, summaries '
                     'and results.')
 config_flags.DEFINE_config_file('config', None, 'Training configuration.',
                                 lock_config=True)
+flags.DEFINE_enum('distributed', None, distributed.MODES,
+                  'Multi-process start-up: auto (explicit values, else a '
+                  'detected TPU pod / SLURM / Open MPI cluster, else one '
+                  f'process), on, off. Default: ${distributed.ENV_MODE} or '
+                  'auto.')
+flags.DEFINE_string('coordinator_address', None, 'host:port of process 0. '
+                    f'Default: ${distributed.ENV_COORDINATOR}.')
+flags.DEFINE_integer('num_processes', None, 'Number of processes. Default: '
+                     f'${distributed.ENV_NUM_PROCESSES}.')
+flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1. '
+                     f'Default: ${distributed.ENV_PROCESS_ID}.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.info('JAX process %d/%d, local devices: %s', jax.process_index(),
-               jax.process_count(), jax.local_devices())
+  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                         FLAGS.process_id, FLAGS.distributed)
+  if jax.process_index() > 0:
+    # The other processes repeat process 0's lines; keep their warnings.
+    logging.set_verbosity(logging.WARNING)
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

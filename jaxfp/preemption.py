@@ -1,10 +1,21 @@
 """Stop cleanly when the machine is being taken away (SIGTERM).
 
 Spot and preemptible VMs, SLURM (`--signal`, `scancel`) and Kubernetes send
-SIGTERM some seconds before they kill a job. The trainer installs
-`StopOnSignal` around its loop and asks `requested()` after every step; when
-it says yes the trainer saves a checkpoint and returns, and the next launch
-resumes from that step.
+SIGTERM some seconds before they kill a job. The trainer enters
+`StopOnSignal` around its loop and asks `requested(step)` after every step;
+when it says yes the trainer saves a checkpoint and returns, and the next
+launch resumes from that step.
+
+Every process of a run must stop at the same step, since the save is a
+collective. Two ways to agree on it:
+
+  * with `jax.distributed` running, its preemption service catches SIGTERM
+    on any process and the coordinator picks the step (the largest step any
+    process has reached, plus one); between signals, asking costs no
+    communication;
+  * otherwise (one process, or the service switched off) a Python signal
+    handler records the signal, and with several processes every step
+    all-gathers the flags, so a signal to one process stops them all.
 """
 
 from __future__ import annotations
@@ -20,18 +31,24 @@ import numpy as np
 SIGNALS = (signal.SIGTERM,)
 
 
-class StopOnSignal:
-  """Context manager: records SIGTERM instead of dying; restores on exit.
+def _coordinated() -> bool:
+  """True when JAX's preemption service owns SIGTERM in this process."""
+  return (jax.distributed.is_initialized() and
+          bool(jax.config.jax_enable_preemption_service))
 
-  With several processes, `requested()` is a collective: it is true on every
-  process as soon as any one of them was signalled, so all stop at the same
-  step (and all take part in the final checkpoint save).
+
+class StopOnSignal:
+  """Context manager: turns SIGTERM into a request to stop at a step.
+
+  `requested(step)` must be called by every process at every step, with the
+  same step numbers; it is true on all of them at the same step.
   """
 
   def __init__(self, signals=SIGNALS):
     self._signals = tuple(signals)
     self._previous = {}
     self._received = None
+    self._coordinated = False
     self.reason = ''
 
   def _handle(self, signum, frame):
@@ -41,20 +58,33 @@ class StopOnSignal:
                     self._received)
 
   def __enter__(self):
+    # JAX's preemption service installed its own SIGTERM handler; a Python
+    # handler would replace it and leave the other processes uninformed.
+    self._coordinated = (_coordinated() and
+                         set(self._signals) == {signal.SIGTERM})
     # Signal handlers can only be installed from the main thread (a trainer
     # run in a worker thread simply does not react to signals).
-    if threading.current_thread() is threading.main_thread():
+    if (not self._coordinated and
+        threading.current_thread() is threading.main_thread()):
       for s in self._signals:
         self._previous[s] = signal.signal(s, self._handle)
     return self
 
   def __exit__(self, *exc):
     for s, handler in self._previous.items():
-      signal.signal(s, handler)
+      # None: the previous handler was not installed from Python.
+      signal.signal(s, signal.SIG_DFL if handler is None else handler)
     self._previous.clear()
     return False
 
-  def requested(self) -> bool:
+  def requested(self, step: int) -> bool:
+    """Whether to save and stop after `step`; the same on every process."""
+    if self._coordinated:
+      if multihost_utils.reached_preemption_sync_point(step):
+        self.reason = ('SIGTERM to one of the processes (JAX preemption '
+                       'service)')
+        return True
+      return False
     local = self._received is not None
     if jax.process_count() > 1:
       flags = multihost_utils.process_allgather(np.int32(local))

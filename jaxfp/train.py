@@ -150,6 +150,11 @@ def save_checkpoint(manager, state, step, meta):
   manager.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(host_state),
       meta=ocp.args.JsonSave(meta)))
+  # Orbax's background finalisation reports `step` to JAX's preemption sync
+  # (reached_preemption_sync_point); done later, while the loop reports newer
+  # steps, it would rewind the step that processes compare on SIGTERM, and
+  # they could disagree on where to stop. Finishing here keeps it in order.
+  manager.wait_until_finished()
 
 
 def _gather_processes(tree):

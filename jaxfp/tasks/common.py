@@ -45,4 +45,4 @@ def write_results(workdir: str, step: int, header: str, table: str,
     f.write(f'{header}\n\n{table}\n')
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump({'step': step, **payload}, f, indent=2)
-  return f'{header}\n{table}'
+  return f'{header}\n\n{table}'
