@@ -247,20 +247,6 @@ def _holder_step(compiled, state, *rest):
   return step, sync
 
 
-def _random_ground_truth(schema, num_gms: int, seed: int = 0):
-  rng = np.random.default_rng(seed)
-  return schema_lib.GroundTruth(
-      schema=schema, gm_names=tuple(f'gm_{i}' for i in range(num_gms)),
-      continuous=rng.uniform(size=(num_gms, len(schema.continuous))).astype(
-          np.float32),
-      discrete=np.stack([rng.integers(0, k, num_gms)
-                         for k in schema.num_classes], 1).astype(np.int32),
-      coarse=rng.integers(0, 2, (num_gms, len(schema.coarse))).astype(
-          np.int32),
-      fine=rng.integers(0, 2, (num_gms, len(schema.fine))).astype(np.int32),
-      continuous_range=np.tile([0.0, 1.0], (len(schema.continuous), 1)))
-
-
 def task_config(opts: Options, task: str):
   """The published recipe of `task` from configs/ (their test preset under
   --smoke), at the benchmark's batch size and dtype."""
@@ -282,7 +268,8 @@ def _task_and_batch(config, batch_size: int):
   if config.task == 'parsing':
     # The published heads (9 continuous, 4-4-4-2-2-2 discrete, 3 coarse and
     # 8 fine), so that the PyTorch ParsingHead matches.
-    gt = _random_ground_truth(schema_lib.PUBLISHED, 116)
+    gt = schema_lib.random_ground_truth(schema_lib.PUBLISHED, 116,
+                                        np.random.default_rng(0))
     info = input_pipeline.DataInfo(
         ground_truth=gt, train_gms=gt.gm_names, test_gms=(),
         num_train_images=0, num_test_images=0, skipped_files=())

@@ -387,3 +387,22 @@ def from_published_npy(net_path: str, coarse_path: str, fine_path: str,
       coarse=coarse.astype(np.int32),
       fine=fine[:, :len(schema.fine)].astype(np.int32),
       continuous_range=np.full((c, 2), np.nan, np.float32))
+
+
+def random_ground_truth(schema: Schema, num_gms: int,
+                        rng: np.random.Generator) -> GroundTruth:
+  """Random labels for GMs named gm_0, gm_1, ...: for benchmarks and tests.
+
+  Draws, in order, the continuous, discrete, coarse and fine columns from
+  `rng`; continuous ranges are [0, 1].
+  """
+  return GroundTruth(
+      schema=schema, gm_names=tuple(f'gm_{i}' for i in range(num_gms)),
+      continuous=rng.uniform(size=(num_gms, len(schema.continuous))).astype(
+          np.float32),
+      discrete=np.stack([rng.integers(0, k, num_gms)
+                         for k in schema.num_classes], 1).astype(np.int32),
+      coarse=rng.integers(0, 2, (num_gms, len(schema.coarse))).astype(
+          np.int32),
+      fine=rng.integers(0, 2, (num_gms, len(schema.fine))).astype(np.int32),
+      continuous_range=np.tile([0.0, 1.0], (len(schema.continuous), 1)))

@@ -44,17 +44,7 @@ def problem():
   config.model.dropout_rate = 0.0  # Dropout keys differ per device.
   schema = schema_lib.ZOO
   rng = np.random.default_rng(0)
-  names = tuple(f'gm_{i}' for i in range(NUM_GMS))
-  gt = schema_lib.GroundTruth(
-      schema=schema, gm_names=names,
-      continuous=rng.uniform(size=(NUM_GMS, len(schema.continuous))).astype(
-          np.float32),
-      discrete=np.stack([rng.integers(0, k, NUM_GMS)
-                         for k in schema.num_classes], 1).astype(np.int32),
-      coarse=rng.integers(0, 2, (NUM_GMS, len(schema.coarse))).astype(
-          np.int32),
-      fine=rng.integers(0, 2, (NUM_GMS, len(schema.fine))).astype(np.int32),
-      continuous_range=np.tile([0.0, 1.0], (len(schema.continuous), 1)))
+  gt = schema_lib.random_ground_truth(schema, NUM_GMS, rng)
   info = input_pipeline.DataInfo(
       ground_truth=gt, train_gms=gt.gm_names, test_gms=(),
       num_train_images=0, num_test_images=0, skipped_files=())

@@ -19,20 +19,6 @@ from jaxfp.tasks import parsing as parsing_task
 GLOBAL_BATCH = 8
 
 
-def _random_ground_truth(rng, num_gms, schema):
-  names = tuple(f'gm_{i}' for i in range(num_gms))
-  return schema_lib.GroundTruth(
-      schema=schema, gm_names=names,
-      continuous=rng.uniform(size=(num_gms, len(schema.continuous))).astype(
-          np.float32),
-      discrete=np.stack([rng.integers(0, k, num_gms)
-                         for k in schema.num_classes], 1).astype(np.int32),
-      coarse=rng.integers(0, 2, (num_gms, len(schema.coarse))).astype(
-          np.int32),
-      fine=rng.integers(0, 2, (num_gms, len(schema.fine))).astype(np.int32),
-      continuous_range=np.tile([0.0, 1.0], (len(schema.continuous), 1)))
-
-
 def _batch(rng, gt, size):
   rows = rng.integers(0, len(gt), size)
   batch = {
@@ -89,7 +75,7 @@ def test_four_devices_match_one_device_on_the_same_global_batch():
   config.model.dropout_rate = 0.0  # Dropout keys differ per device.
   schema = schema_lib.ZOO
   rng = np.random.default_rng(0)
-  gt = _random_ground_truth(rng, 5, schema)
+  gt = schema_lib.random_ground_truth(schema, 5, rng)
   task = _task(config, gt)
   state = train.create_train_state(
       jax.random.key(1), config, task.model, 64, optax.constant_schedule(1.0))
@@ -132,7 +118,7 @@ def test_step_changes_the_parameters():
   config = fen_config.get_config('test')
   schema = schema_lib.ZOO
   rng = np.random.default_rng(1)
-  gt = _random_ground_truth(rng, 5, schema)
+  gt = schema_lib.random_ground_truth(schema, 5, rng)
   task = _task(config, gt)
   state = train.create_train_state(
       jax.random.key(1), config, task.model, 64, optax.constant_schedule(1e-3))
