@@ -17,10 +17,10 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
 from jaxfp import normalization
 from jaxfp import convert_torch
+from jaxfp import evaluate
 from jaxfp import schema as schema_lib
 from jaxfp.losses import fingerprint as fingerprint_losses
 from jaxfp.losses import parsing as parsing_losses
@@ -50,36 +50,15 @@ class Loaded:
   std: float = normalization.STD
 
 
-def _manager_dir(path: str) -> str:
-  path = os.path.abspath(os.path.expanduser(path))
-  if not os.path.isdir(path):
-    raise CheckpointError(f'checkpoint {path} does not exist or is not a '
-                          'directory')
-  inner = os.path.join(path, 'checkpoints')
-  return inner if os.path.isdir(inner) else path
-
-
 def _restore(path: str):
-  directory = _manager_dir(path)
-  manager = ocp.CheckpointManager(directory, item_names=('state', 'meta'))
-  step = manager.latest_step()
-  if step is None:
-    raise CheckpointError(
-        f'{directory} holds no checkpoint (expected numbered step folders '
-        'with state/ and meta/, as written by jaxfp.main or '
-        'jaxfp.convert_torch)')
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-  manager.close()
-  state = restored.state
-  for key in ('params',):
-    if key not in state:
-      raise CheckpointError(f'{directory}/{step}/state has no {key!r} '
-                            f'(found {sorted(state)})')
-  variables = {'params': state['params'],
-               'batch_stats': state.get('batch_stats') or {}}
-  return directory, int(step), jax.tree.map(np.asarray, variables), dict(
-      restored.meta)
+  """(directory, step, numpy variables, meta) of the latest checkpoint."""
+  try:
+    directory, step = evaluate.find_checkpoint(
+        os.path.expanduser(path))
+    variables, meta = evaluate.read_checkpoint(directory, step)
+  except (FileNotFoundError, ValueError) as e:
+    raise CheckpointError(str(e)) from e
+  return directory, step, jax.tree.map(np.asarray, variables), meta
 
 
 def _schema_of(meta: dict):
