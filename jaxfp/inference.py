@@ -18,9 +18,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxfp import normalization
 from jaxfp import convert_torch
 from jaxfp import evaluate
+from jaxfp import normalization
 from jaxfp import schema as schema_lib
 from jaxfp.losses import fingerprint as fingerprint_losses
 from jaxfp.losses import parsing as parsing_losses
