@@ -27,17 +27,10 @@ def classifier_config(task: str, fen_depth: int, task_weight: float,
   config.batch_size = 32
 
   if preset == 'cpu':
-    config.model.fen_depth = 5
-    config.model.fen_width = 16
+    common.cpu_preset(config, num_train_steps=400, warmup_steps=30,
+                      eval_every_steps=200, checkpoint_every_steps=100)
     config.model.head_channels = ((8, 16, 32, 32, 32) if task == 'detection'
                                   else (8, 16))
-    config.learning_rate = 1e-3
-    config.lr_schedule = 'warmup_cosine'
-    config.warmup_steps = 30
-    config.num_train_steps = 400
-    config.log_every_steps = 50
-    config.eval_every_steps = 200
-    config.checkpoint_every_steps = 100
   elif preset == 'test':
     config.data.image_size = config.data.zoo.image_size = 32
     config.data.zoo.num_generators = 2 if task == 'detection' else 3

@@ -26,17 +26,10 @@ def get_config(preset: str = '') -> ml_collections.ConfigDict:
   config.num_baseline_shuffles = 20
 
   if preset == 'cpu':
-    config.model.fen_depth = 5
-    config.model.fen_width = 16
+    common.cpu_preset(config, num_train_steps=1500, warmup_steps=50,
+                      eval_every_steps=500, checkpoint_every_steps=250)
     config.model.pn_channels = (16, 32, 64, 64, 64)
     config.batch_size = 32
-    config.learning_rate = 1e-3
-    config.lr_schedule = 'warmup_cosine'
-    config.warmup_steps = 50
-    config.num_train_steps = 1500
-    config.log_every_steps = 50
-    config.eval_every_steps = 500
-    config.checkpoint_every_steps = 250
   elif preset == 'test':
     config.data.zoo.num_generators = 6
     config.data.zoo.images_per_generator = 6

@@ -29,7 +29,6 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -169,11 +168,8 @@ def main(argv):
   paths = argv[1:]
   if not paths or not FLAGS.checkpoint or not FLAGS.workdir:
     raise app.UsageError('usage: --checkpoint=DIR --workdir=OUT FOLDER...')
-  logging.set_verbosity(logging.WARNING)
-  try:
-    loaded = inference.load(FLAGS.checkpoint)
-  except inference.CheckpointError as e:
-    print(f'error: {e}', file=sys.stderr)
+  loaded = inference.load_for_command_line(FLAGS.checkpoint)
+  if loaded is None:
     return 2
   files, problems = image_files.find_images(paths)
   kept, vectors, failures = embed(loaded, files, kind=FLAGS.embedding,

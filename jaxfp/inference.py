@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from typing import Any
 
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
@@ -153,3 +155,17 @@ def predict_fn(loaded: Loaded):
     return out
 
   return lambda images: jax.device_get(run(loaded.variables, images))
+
+
+def load_for_command_line(path: str) -> Loaded | None:
+  """`load`, quietly: library INFO logs off, a bad checkpoint one line.
+
+  Returns None (after printing `error: ...` to stderr) if unusable.
+  """
+  # Checkpoint I/O logs at INFO would drown a command's table.
+  logging.set_verbosity(logging.WARNING)
+  try:
+    return load(path)
+  except CheckpointError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return None

@@ -35,7 +35,6 @@ from collections.abc import Sequence
 
 from absl import app
 from absl import flags
-from absl import logging
 import numpy as np
 from PIL import Image
 import tqdm
@@ -162,12 +161,8 @@ def main(argv):
     raise app.UsageError('give at least one image file or folder')
   if FLAGS.checkpoint is None:
     raise app.UsageError('--checkpoint is required')
-  # Library INFO logs (checkpoint I/O) would drown the table.
-  logging.set_verbosity(logging.WARNING)
-  try:
-    loaded = inference.load(FLAGS.checkpoint)
-  except inference.CheckpointError as e:
-    print(f'error: {e}', file=sys.stderr)
+  loaded = inference.load_for_command_line(FLAGS.checkpoint)
+  if loaded is None:
     return 2
   records, failures = predict(
       loaded, paths, policy=FLAGS.resize, batch_size=FLAGS.batch_size,
