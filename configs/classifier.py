@@ -9,7 +9,7 @@ few minutes on 2 CPU cores), 'test' (tiny, for the test suite).
 import ml_collections
 
 from configs import common
-from jaxfp import class_pipeline
+from configs import data
 
 PRESETS = ('', 'published', 'cpu', 'test')
 
@@ -20,7 +20,7 @@ def classifier_config(task: str, fen_depth: int, task_weight: float,
     raise ValueError(f'configs/{task}.py has no preset {preset!r}; use one of '
                      f'{PRESETS}')
   config = common.base_config(task)
-  config.data = class_pipeline.default_data_config(task, image_size=128)
+  config.data = data.classes(task, image_size=128)
   config.model.fen_depth = fen_depth
   config.model.head_channels = ()  # () = the published head.
   config.loss.task_weight = task_weight
@@ -37,16 +37,8 @@ def classifier_config(task: str, fen_depth: int, task_weight: float,
     config.data.zoo.images_per_generator = 8
     config.data.zoo.train_steps = 2
     config.data.num_real = 16 if task == 'detection' else 8
-    config.data.shuffle_buffer = 64
+    common.test_preset(config)
     config.loss.low_freq_radius = 4
-    config.model.fen_depth = 3
-    config.model.fen_width = 8
     config.model.head_channels = ((4, 4, 8, 8, 8) if task == 'detection'
                                   else (4, 4))
-    config.model.dropout_rate = 0.0
-    config.batch_size = 8
-    config.num_train_steps = 4
-    config.log_every_steps = 2
-    config.eval_every_steps = 2
-    config.checkpoint_every_steps = 2
   return config

@@ -14,14 +14,14 @@ A longer run is one override: --config.num_train_steps=20000.
 import ml_collections
 
 from configs import common
-from jaxfp import input_pipeline
+from configs import data
 
 
 def get_config(preset: str = '') -> ml_collections.ConfigDict:
   config = common.base_config('parsing')
-  config.data = input_pipeline.default_data_config()
+  config.data = data.parsing()
   config.model.pn_channels = (32, 64, 128, 256, 512)
-  config.loss.head_weight = 10.0
+  config.loss.head_weight = 10.0  # Published: every parsing head loss x 10.
   config.loss.hierarchical = True
   config.num_baseline_shuffles = 20
 
@@ -35,16 +35,8 @@ def get_config(preset: str = '') -> ml_collections.ConfigDict:
     config.data.zoo.images_per_generator = 6
     config.data.zoo.train_steps = 2
     config.data.num_test_gms = 2
-    config.data.shuffle_buffer = 64
-    config.model.fen_depth = 3
-    config.model.fen_width = 8
+    common.test_preset(config)
     config.model.pn_channels = (4, 4, 8, 8, 8)
-    config.model.dropout_rate = 0.0
-    config.batch_size = 8
-    config.num_train_steps = 4
-    config.log_every_steps = 2
-    config.eval_every_steps = 2
-    config.checkpoint_every_steps = 2
     config.num_baseline_shuffles = 3
   elif preset not in ('', 'published'):
     raise ValueError(f'configs/fen.py has no preset {preset!r}; use one of '

@@ -1,4 +1,4 @@
-"""Trains and evaluates a model-parsing run.
+"""Trains and evaluates a run.
 
   python -m jaxfp.main --config=configs/fen.py --workdir=runs/fen
   python -m jaxfp.main --config=configs/fen.py:cpu --workdir=runs/fen_cpu \
@@ -8,19 +8,20 @@ Every config field can be overridden with --config.<field>=<value>. Running
 again with the same workdir resumes from its latest checkpoint.
 
 Several processes (hosts of a TPU pod, GPUs of a SLURM job, or
-launch/local.sh) run this same command; `jaxfp.distributed` joins them
+launch/local.sh) run this same command; `jaxfp.core.distributed` joins them
 before training. Only process 0 logs below WARNING, writes summaries and
-results.
+results. Exit status: 0 (also after a SIGTERM that saved a checkpoint), or
+2 for a user error (a bad flag or config field).
 """
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 from ml_collections import config_flags
 
-from jaxfp import distributed
 from jaxfp import train
+from jaxfp.core import console
+from jaxfp.core import distributed
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, summaries '
@@ -41,16 +42,16 @@ flags.DEFINE_integer('process_id', None, 'This process, 0..num_processes-1. '
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+@console.command
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                          FLAGS.process_id, FLAGS.distributed)
   if jax.process_index() > 0:
-    # The other processes repeat process 0's lines; keep their warnings.
-    logging.set_verbosity(logging.WARNING)
+    console.warnings_only()
   train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  console.run(main)

@@ -4,45 +4,16 @@ r"""Runs a checkpoint on image files and folders and reports what it sees.
   python -m jaxfp.predict --checkpoint=runs/det --output=scores.jsonl \
       --panels_dir=panels/ /data/images
 
-Inputs: files and folders (searched recursively for .png .jpg .jpeg .webp
-.bmp); grayscale, palette, RGBA (alpha dropped) and 16-bit images become
-8-bit RGB. Size policy (--resize): 'resize' (default, as published) scales
-the whole image to the model's input size, ignoring its aspect ratio;
-'center_crop' first cuts the largest centred square, then scales it.
-
-Per image, by the checkpoint's task:
-  parsing      every architecture hyperparameter by name (continuous ones in
-               [0, 1] and, when the ground-truth ranges are known, in their
-               original units), the discrete ones' classes, and each loss
-               type with the probability that it was used;
-  detection    the probability that the image is fake;
-  attribution  the predicted source and every source's probability.
-A table goes to the terminal, JSON lines to --output, and with --panels_dir
-one PNG per image: the image, its fingerprint and its spectrum.
-
-Unreadable, truncated or empty files and folders without images get one line
-each on stderr and are skipped; every other image is still processed. Exit
-status: 0 all inputs processed, 1 some failed, 2 nothing to do or a bad
-checkpoint.
+See `jaxfp.inference.predict`. Exit status: 0 all inputs processed, 1 some
+skipped, 2 nothing processed or a user error (a bad flag or checkpoint).
 """
-
-from __future__ import annotations
-
-import json
-import os
-import sys
-from collections.abc import Sequence
 
 from absl import app
 from absl import flags
-import numpy as np
-from PIL import Image
-import tqdm
 
-from jaxfp import image_files
-from jaxfp import inference
-from jaxfp import summaries
-from jaxfp.tasks import classification
+from jaxfp.core import console
+from jaxfp.data import images
+from jaxfp.inference import predict
 
 FLAGS = flags.FLAGS
 
@@ -55,134 +26,23 @@ def define_flags():
   flags.DEFINE_string('output', None, 'Write one JSON object per image here.')
   flags.DEFINE_string('panels_dir', None, 'Write image | fingerprint | '
                       'spectrum PNGs here.')
-  flags.DEFINE_enum('resize', 'resize', image_files.RESIZE_POLICIES,
+  flags.DEFINE_enum('resize', 'resize', images.RESIZE_POLICIES,
                     'How images of another size become the input size.')
   flags.DEFINE_integer('batch_size', 32, 'Images per compiled call.')
   flags.DEFINE_bool('quiet', False, 'No table on the terminal.')
 
 
-def describe(loaded: inference.Loaded, out: dict, i: int) -> dict:
-  """The JSON-able prediction for image i of a batch's outputs."""
-  if loaded.task == 'parsing':
-    s = loaded.schema
-    continuous = {name: {'normalized': float(out['continuous'][i, j])}
-                  for j, name in enumerate(s.continuous)}
-    if loaded.ground_truth is not None:
-      raw = loaded.ground_truth.denormalize(out['continuous'][i])
-      for j, name in enumerate(s.continuous):
-        if np.isfinite(raw[j]):
-          continuous[name]['value'] = float(raw[j])
-    discrete = {}
-    for p, probs in zip(s.discrete, out['discrete']):
-      k = int(np.argmax(probs[i]))
-      discrete[p.name] = {'class': p.classes[k],
-                          'probability': float(probs[i, k])}
-    loss_types = {name: float(out['coarse'][i, j])
-                  for j, name in enumerate(s.coarse)}
-    loss_types.update({name: float(out['fine'][i, j])
-                       for j, name in enumerate(s.fine)})
-    return {'continuous': continuous, 'discrete': discrete,
-            'loss_type_probability': loss_types}
-  probs = out['probabilities'][i]
-  by_class = {n: float(p) for n, p in zip(loaded.class_names, probs)}
-  if loaded.task == 'detection':
-    fake = classification.fake_index(loaded.class_names)
-    return {'fake_probability': float(probs[fake]), 'probabilities': by_class,
-            'verdict': loaded.class_names[int(np.argmax(probs))]}
-  k = int(np.argmax(probs))
-  return {'source': loaded.class_names[k], 'probability': float(probs[k]),
-          'probabilities': by_class}
-
-
-def format_record(task: str, record: dict) -> str:
-  """A few readable lines for one image."""
-  p = record['prediction']
-  head = record['file']
-  if task == 'detection':
-    return f'{head}\n  {p["verdict"]}  P(fake) = {p["fake_probability"]:.3f}'
-  if task == 'attribution':
-    ranked = sorted(p['probabilities'].items(), key=lambda kv: -kv[1])
-    return (f'{head}\n  source: {p["source"]} ({p["probability"]:.3f}); ' +
-            ', '.join(f'{n} {v:.3f}' for n, v in ranked))
-  lines = [head]
-  cont = []
-  for name, v in p['continuous'].items():
-    value = f'{v["value"]:.4g}' if 'value' in v else '?'
-    cont.append(f'{name} {value} ({v["normalized"]:.2f})')
-  lines.append('  architecture: ' + ', '.join(cont))
-  lines.append('  ' + ', '.join(
-      f'{n}: {v["class"]} ({v["probability"]:.2f})'
-      for n, v in p['discrete'].items()))
-  lines.append('  loss types P(used): ' + ', '.join(
-      f'{n} {v:.2f}' for n, v in p['loss_type_probability'].items()))
-  return '\n'.join(lines)
-
-
-def _panel_name(path: str, index: int) -> str:
-  stem = os.path.splitext(os.path.basename(path))[0]
-  return f'{index:05d}_{stem}.png'
-
-
-def predict(loaded: inference.Loaded, paths: Sequence[str], *,
-            policy: str = 'resize', batch_size: int = 32,
-            panels_dir: str | None = None, progress: bool = True
-            ) -> tuple[list[dict], list[tuple[str, str]]]:
-  """Predictions for every readable image, and (path, reason) failures."""
-  files, failures = image_files.find_images(paths)
-  run = inference.predict_fn(loaded)
-  records = []
-  if panels_dir:
-    os.makedirs(panels_dir, exist_ok=True)
-  bar = tqdm.tqdm(total=len(files), unit='img', disable=not progress,
-                  file=sys.stderr)
-  for batch_paths, images in image_files.batches(
-      files, loaded, policy, batch_size, failures):
-    out = run(images)
-    for i, path in enumerate(batch_paths):
-      record = {'file': path, 'task': loaded.task,
-                'prediction': describe(loaded, out, i)}
-      if panels_dir:
-        panel = summaries.fingerprint_panels(images[i:i + 1],
-                                             out['fingerprint'][i:i + 1])[0]
-        name = _panel_name(path, len(records))
-        Image.fromarray(np.uint8(np.clip(panel, 0, 1) * 255)).save(
-            os.path.join(panels_dir, name))
-        record['panel'] = name
-      records.append(record)
-    bar.update(len(batch_paths))
-  bar.update(len(files) - bar.n)
-  bar.close()
-  return records, failures
-
-
+@console.command
 def main(argv):
-  paths = argv[1:]
-  if not paths:
+  if len(argv) < 2:
     raise app.UsageError('give at least one image file or folder')
   if FLAGS.checkpoint is None:
     raise app.UsageError('--checkpoint is required')
-  loaded = inference.load_for_command_line(FLAGS.checkpoint)
-  if loaded is None:
-    return 2
-  records, failures = predict(
-      loaded, paths, policy=FLAGS.resize, batch_size=FLAGS.batch_size,
-      panels_dir=FLAGS.panels_dir)
-  for path, reason in failures:
-    print(f'skipped {path}: {reason}', file=sys.stderr)
-  if FLAGS.output:
-    with open(FLAGS.output, 'w') as f:
-      for record in records:
-        f.write(json.dumps(record) + '\n')
-  if not FLAGS.quiet:
-    for record in records:
-      print(format_record(loaded.task, record))
-  print(f'{len(records)} images processed, {len(failures)} failed '
-        f'(checkpoint: {loaded.task}, step {loaded.step})', file=sys.stderr)
-  if not records:
-    return 2
-  return 1 if failures else 0
+  return predict.run(FLAGS.checkpoint, argv[1:], policy=FLAGS.resize,
+                     batch_size=FLAGS.batch_size, output=FLAGS.output,
+                     panels_dir=FLAGS.panels_dir, table=not FLAGS.quiet)
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(lambda argv: sys.exit(main(argv)))
+  console.run(main)

@@ -2,10 +2,13 @@
 
 What is learned (model, losses, data, scores) comes from the task named by
 `config.task` (`jaxfp.tasks`). Read top to bottom: the learning-rate
-schedule, the pmapped train and eval steps, the train state, checkpoints,
-evaluation, and last `train_and_evaluate`, the only function with a loop and
+schedule, the pmapped train and eval steps, the train state, evaluation,
+and last `train_and_evaluate`, the only function with a loop and
 side effects. Data parallel over every device of every process (pmap over
-`AXIS`); see `jaxfp.distributed` for multi-host start-up.
+`AXIS`); see `jaxfp.core.distributed` for multi-host start-up.
+
+TensorFlow (tf.data, TensorBoard files) is imported only when a run reads
+data or writes summaries, so the steps run on hosts without it.
 """
 
 from __future__ import annotations
@@ -16,9 +19,7 @@ import os
 from typing import Any
 
 from absl import logging
-from clu import metric_writers
 from clu import metrics as clu_metrics
-from clu import periodic_actions
 import flax
 from flax import jax_utils
 from flax.training import train_state
@@ -28,15 +29,16 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 
-from jaxfp import preemption
-from jaxfp import summaries
+from jaxfp import checkpoints
 from jaxfp import tasks
+from jaxfp.core import console
+from jaxfp.core import distributed
+from jaxfp.core import preemption
+from jaxfp.report import summaries
 from jaxfp.tasks import common
 
-AXIS = tasks.AXIS
-FINGERPRINT_TERMS = common.FINGERPRINT_TERMS
+AXIS = distributed.AXIS
 
 
 def create_learning_rate_fn(config: ml_collections.ConfigDict):
@@ -110,53 +112,6 @@ def create_train_state(key, config, model, image_size, learning_rate_fn):
       'xla_backend_optimization_level': 0})(key)
 
 
-def checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-      os.path.join(os.path.abspath(workdir), 'checkpoints'),
-      options=ocp.CheckpointManagerOptions(
-          max_to_keep=config.keep_checkpoints, create=True),
-      item_names=('state', 'meta'))
-
-
-def restore_latest(manager, state):
-  """The latest checkpoint's state, or `state` unchanged if there is none.
-
-  Restored as host numpy arrays, which every process can read whatever its
-  devices; the trainer replicates them onto its devices.
-  """
-  step = manager.latest_step()
-  if step is None:
-    return state
-  logging.info('Resuming from the checkpoint of step %d in %s', step,
-               manager.directory)
-  target = jax.device_get(state)
-  restored = manager.restore(
-      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-  return restored.state
-
-
-def save_checkpoint(manager, state, step, meta):
-  """Saves the replicated `state` (device 0's copy) at `step`.
-
-  Every process calls this: Orbax synchronises them and writes host numpy
-  arrays from the primary process only.
-  """
-  # Each leaf's first local shard, copied as is: indexing (x[0]) would
-  # compile and run a small program per leaf, which took minutes in a
-  # multi-process run.
-  host_state = jax.tree.map(
-      lambda x: np.asarray(x)[0],
-      jax.device_get(jax.tree.map(lambda x: x.addressable_data(0), state)))
-  manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(host_state),
-      meta=ocp.args.JsonSave(meta)))
-  # Orbax's background finalisation reports `step` to JAX's preemption sync
-  # (reached_preemption_sync_point); done later, while the loop reports newer
-  # steps, it would rewind the step that processes compare on SIGTERM, and
-  # they could disagree on where to stop. Finishing here keeps it in order.
-  manager.wait_until_finished()
-
-
 def _gather_processes(tree):
   """Concatenates per-process numpy arrays of equal shapes (axis 0)."""
   if jax.process_count() == 1:
@@ -171,7 +126,7 @@ def evaluate(p_eval_step, state, task, config, collection, perturb=None):
   Predictions of every process are gathered, so every process scores the
   whole held-out set. `examples` holds (images, fingerprints, ids) of the
   first image of each distinct `task.example_key` value. `perturb` (a
-  `jaxfp.augment.fixed` map) perturbs the held-out images first.
+  `jaxfp.data.augment.fixed` map) perturbs the held-out images first.
   """
   extra = {} if perturb is None else {'perturb': perturb}
   batches = task.eval_iterator(global_batch_size=config.batch_size,
@@ -222,33 +177,15 @@ def validate(config, local_device_count: int):
     raise ValueError(f'config.loss.low_freq_radius={radius} gives a '
                      f'{2 * radius + 1}-pixel window, larger than '
                      f'config.data.image_size={size}')
-  unknown = set(config.loss.fingerprint_weights) - set(FINGERPRINT_TERMS)
+  terms = common.FINGERPRINT_TERMS
+  unknown = set(config.loss.fingerprint_weights) - set(terms)
   if unknown:
     raise ValueError(f'config.loss.fingerprint_weights has unknown keys '
-                     f'{sorted(unknown)}; known: {list(FINGERPRINT_TERMS)}')
+                     f'{sorted(unknown)}; known: {list(terms)}')
   jnp.dtype(config.model.dtype)  # Raises on an unknown dtype name.
-  if config.get('task', 'parsing') not in tasks.TASKS:
-    raise ValueError(f'config.task={config.task!r}: use one of {tasks.TASKS}')
-
-
-def chief_first(fn, timeout_s: int = 4 * 3600):
-  """Runs fn() on process 0, then on the others once it has finished.
-
-  Dataset builds write a shared cache; the other processes then only read.
-  They wait at barriers of JAX's coordination service, not in device
-  collectives: a build can take far longer than a collective waits for its
-  last participant (30 s for gloo's CPU collectives). All leave together.
-  """
-  if jax.process_count() == 1:
-    return fn()
-  barrier = ocp.multihost.get_barrier_sync_fn()
-  chief = jax.process_index() == 0
-  result = fn() if chief else None
-  barrier(key='jaxfp_chief_done', timeout_ms=timeout_s * 1000)
-  if not chief:
-    result = fn()
-  barrier(key='jaxfp_all_done', timeout_ms=timeout_s * 1000)
-  return result
+  if config.get('task', 'parsing') not in tasks.names():
+    raise ValueError(f'config.task={config.task!r}: use one of '
+                     f'{tasks.names()}')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -265,9 +202,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   validate(config, local_devices)
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=not is_chief)
-  task = chief_first(lambda: tasks.create(config))
+  writer = summaries.writer(workdir, chief=is_chief)
+  task = distributed.chief_first(lambda: tasks.create(config))
   logging.info('Task %s', task.describe())
   writer.write_hparams(dict(flax.traverse_util.flatten_dict(
       config.to_dict(), sep='.')))
@@ -276,8 +212,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
   state = create_train_state(init_key, config, task.model,
                              config.data.image_size, learning_rate_fn)
-  manager = checkpoint_manager(workdir, config)
-  state = restore_latest(manager, state)
+  manager = checkpoints.of_run(workdir, config.keep_checkpoints)
+  state = checkpoints.restore_latest(manager, state)
   start_step = int(state.step)
   # Host copies placed on a mesh named AXIS: flax's default mesh name differs
   # from that of the pmapped step's outputs, which recompiled step 2.
@@ -302,17 +238,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       global_batch_size=config.batch_size, local_device_count=local_devices,
       seed=config.seed, start_step=start_step)
   train_iter = jax_utils.prefetch_to_device(train_iter, 2, axis_name=AXIS)
-  report_progress = periodic_actions.ReportProgress(
-      num_train_steps=num_steps, writer=writer, every_secs=30)
+  progress = console.Progress(num_steps, initial=start_step,
+                              enabled=is_chief)
   pending = []
   stopped_at = None
-  with preemption.StopOnSignal() as stop:
+  with preemption.StopOnSignal() as stop, progress:
     try:
       for step in range(start_step + 1, num_steps + 1):
         with jax.profiler.StepTraceAnnotation('train', step_num=step):
           batch = next(train_iter)
           state, update, lr = p_train_step(state, batch, dropout_keys)
-        report_progress(step)
         pending.append(update)  # Stays on device; fetched once per log.
         last = step == num_steps
         if step % config.log_every_steps == 0 or last:
@@ -321,22 +256,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           scalars = functools.reduce(lambda a, b: a.merge(b),
                                      updates).compute()
           scalars['learning_rate'] = float(lr[0])
+          progress.update(step, loss=float(scalars['loss']))
+          scalars['steps_per_sec'] = progress.rate
           writer.write_scalars(step, scalars)
           pending = []
+        else:
+          progress.update(step)
         if stop.requested(step):
           logging.warning('Stop requested (%s): saving step %d and exiting; '
                           'launch again to resume.', stop.reason, step)
-          save_checkpoint(manager, state, step, meta)
+          checkpoints.save(manager, state, step, meta)
           stopped_at = step
           break
         if step % config.eval_every_steps == 0 and not last:
-          with report_progress.timed('eval'):
-            result = evaluate(p_eval_step, state, task, config,
-                              eval_collection)
+          result = evaluate(p_eval_step, state, task, config, eval_collection)
+          progress.note(eval_line(task, step, result))
           _write_eval(writer, task, step, result)
         if step % config.checkpoint_every_steps == 0 or last:
-          with report_progress.timed('checkpoint'):
-            save_checkpoint(manager, state, step, meta)
+          checkpoints.save(manager, state, step, meta)
     finally:
       # A crash mid-run still finishes the checkpoint being written, so the
       # next launch resumes from it.
@@ -356,6 +293,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   result['state'] = state
   result['preempted'] = False
   return result
+
+
+def eval_line(task, step: int, result: dict) -> str:
+  """One line of the task's headline metrics (and baselines, if any)."""
+  metrics, baseline = result['metrics'], result.get('baseline_mean', {})
+  parts = []
+  for key, _ in task.headline:
+    if key in metrics:
+      part = f'{key} {metrics[key]:.3f}'
+      if key in baseline:
+        part += f' (baseline {baseline[key]:.3f})'
+      parts.append(part)
+  return f'step {step}: held-out ' + ', '.join(parts)
 
 
 def _write_eval(writer, task, step, result):

@@ -1,8 +1,8 @@
 """A few SGD steps of the parsing trainer's train_step, on every device.
 
 Run by tests/test_multihost.py in several processes (each its own simulated
-CPU devices, joined by `jaxfp.distributed`); the test runs the same steps in
-one process and compares. Process p feeds rows [p*n, (p+1)*n) of every
+CPU devices, joined by `jaxfp.core.distributed`); the test runs the same
+steps in one process and compares. Process p feeds rows [p*n, (p+1)*n) of every
 global batch, n = global batch / processes, as the input pipeline's
 per-process shards do. Writes the updated parameters of this process to an
 npz:
@@ -22,10 +22,10 @@ import numpy as np
 import optax
 
 from configs import fen as fen_config
-from jaxfp import distributed
-from jaxfp import input_pipeline
-from jaxfp import schema as schema_lib
 from jaxfp import train
+from jaxfp.core import distributed
+from jaxfp.core import schema as schema_lib
+from jaxfp.data import splits
 from jaxfp.tasks import parsing as parsing_task
 
 GLOBAL_BATCH = 8
@@ -45,7 +45,7 @@ def problem():
   schema = schema_lib.ZOO
   rng = np.random.default_rng(0)
   gt = schema_lib.random_ground_truth(schema, NUM_GMS, rng)
-  info = input_pipeline.DataInfo(
+  info = splits.DataInfo(
       ground_truth=gt, train_gms=gt.gm_names, test_gms=(),
       num_train_images=0, num_test_images=0, skipped_files=())
   task = parsing_task.ParsingTask(config, info=info)

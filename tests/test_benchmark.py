@@ -10,8 +10,12 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxfp import benchmark
-from jaxfp import flops
+from configs import detection as detection_config
+from configs import fen as fen_config
+from jaxfp.bench import flops
+from jaxfp.bench import options
+from jaxfp.bench import profile
+from jaxfp.bench import run
 from jaxfp.models import fen
 
 # FEN-3 of width 4 on 8x8 RGB images, 3x3 convs with padding 1: per image,
@@ -70,7 +74,7 @@ def test_conv_kinds_from_cudnn_names_and_cpu_windows():
     return {'name': name, 'opcode': 'custom-call', 'op_name': op_name,
             'files': set(), 'calls': None, 'target': target,
             'window': window}
-  kind = benchmark._conv_kind  # pylint: disable=protected-access
+  kind = profile._conv_kind  # pylint: disable=protected-access
   assert kind(instruction('cudnn-conv-bw-filter.3'), 0) == 'conv kernel grad'
   assert kind(instruction('cudnn-conv-bw-input.1'), 0) == 'conv input grad'
   assert kind(instruction('fusion.2', 'jit(f)/jvp(M)/conv_general_dilated'),
@@ -82,9 +86,9 @@ def test_conv_kinds_from_cudnn_names_and_cpu_windows():
 
 def test_smoke_run_writes_every_requested_row(tmp_path):
   output = tmp_path / 'bench.json'
-  result = benchmark.run(benchmark.Options(
+  result = run.run(smoke_options(
       rows=('parsing_train', 'detection_infer', 'input_pipeline'),
-      smoke=True, output=str(output), profile_dir=str(tmp_path / 'prof')))
+      output=str(output), profile_dir=str(tmp_path / 'prof')))
   saved = json.loads(output.read_text())
   assert set(saved['rows']) == {'parsing_train', 'detection_infer',
                                 'input_pipeline'}
@@ -101,10 +105,17 @@ def test_smoke_run_writes_every_requested_row(tmp_path):
   if saved['environment']['torch']:
     assert train['torch_images_per_s'] > 0
     assert train['jaxfp_over_torch'] > 0
-  table = benchmark.format_table(result)
+  table = run.format_table(result)
   assert '| parsing_train | 2 |' in table
 
 
 def test_unknown_row_is_named():
   with pytest.raises(ValueError, match='parsing_trian'):
-    benchmark.Options(rows=('parsing_trian',))
+    smoke_options(rows=('parsing_trian',))
+
+
+def smoke_options(**kwargs) -> options.Options:
+  """What `python -m jaxfp.benchmark --smoke` measures."""
+  return options.Options(parsing_config=fen_config.get_config('test'),
+                         detection_config=detection_config.get_config('test'),
+                         smoke=True, **kwargs)

@@ -12,18 +12,19 @@ from sklearn import metrics as sk_metrics
 
 from configs import attribution as attribution_config
 from configs import detection as detection_config
-from jaxfp import class_pipeline
-from jaxfp import inference
-from jaxfp import predict
 from jaxfp import train
+from jaxfp.core import schema
+from jaxfp.data import classes as class_pipeline
+from jaxfp.inference import network
+from jaxfp.inference import predict
 from jaxfp.tasks import classification
 
 
 def test_fake_index_follows_the_class_names():
-  assert classification.fake_index(('fake', 'real')) == 0
-  assert classification.fake_index(('real', 'stylegan')) == 1
-  assert classification.fake_index(('generated', 'real')) == 0
-  assert classification.fake_index(('a', 'b')) == 1
+  assert schema.fake_index(('fake', 'real')) == 0
+  assert schema.fake_index(('real', 'stylegan')) == 1
+  assert schema.fake_index(('generated', 'real')) == 0
+  assert schema.fake_index(('a', 'b')) == 1
 
 
 def test_binary_metrics_by_hand():
@@ -145,7 +146,7 @@ def test_trains_evaluates_and_predicts_on_builtin_data(module, cache,
     matrix = np.array(saved['confusion_matrix'])
     assert matrix.shape == (4, 4) and matrix.sum() == saved['num_images']
 
-  loaded = inference.load(workdir)
+  loaded = network.load(workdir)
   assert loaded.task == task and loaded.step == config.num_train_steps
   real_dir = os.path.join(result_root(cache, task), 'real')
   records, failures = predict.predict(

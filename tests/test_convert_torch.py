@@ -1,6 +1,6 @@
 """Published PyTorch checkpoints -> Flax: parity, errors and the Orbax trip.
 
-Checkpoints are built from jaxfp.torch_models with random weights and random
+Checkpoints are built from jaxfp.pytorch.networks with random weights and random
 BatchNorm statistics, saved in the published dict layout, converted, and
 every output compared on random images. Relative error of an output b (the
 PyTorch one) against a (ours) is max|a - b| / max|b| over the whole array.
@@ -18,10 +18,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxfp import convert_torch
+from jaxfp import checkpoints
 from jaxfp import models
-from jaxfp import torch_models
-from jaxfp import schema as schema_lib
+from jaxfp import tasks
+from jaxfp.core import schema as schema_lib
+from jaxfp.inference import network
+from jaxfp.pytorch import convert as convert_torch
+from jaxfp.pytorch import networks as torch_models
 
 TOLERANCE = 1e-4
 SMALL_FEN = 5
@@ -296,7 +299,8 @@ def test_orbax_round_trip(tmp_path, task):
   directory = convert_torch.write_checkpoint(path, task, str(output))
   assert directory == str(output / 'checkpoints')
 
-  module, variables, meta = convert_torch.load(str(output))
+  loaded = network.load(str(output))
+  module, variables, meta = loaded.model, loaded.variables, loaded.meta
   assert type(module) is (models.FingerprintParser if task == 'parsing'
                           else models.FingerprintClassifier)
   assert meta['task'] == task and meta['source'] == path
@@ -316,7 +320,7 @@ def test_orbax_round_trip(tmp_path, task):
 
   size = convert_torch.IMAGE_SIZE[task]
   images = jnp.asarray(random_images(2, size).permute(0, 2, 3, 1))
-  again, _, _ = convert_torch.load(str(directory), published_outputs=True)
+  again = network.load(str(directory), published_outputs=True).model
   assert again == published
   def apply(m, v):
     return jax.jit(functools.partial(m.apply, train=False))(v, images)
@@ -333,4 +337,9 @@ def test_orbax_round_trip(tmp_path, task):
 def test_load_empty_directory(tmp_path):
   (tmp_path / 'checkpoints').mkdir()
   with pytest.raises(FileNotFoundError, match='holds no checkpoint'):
-    convert_torch.load(str(tmp_path))
+    checkpoints.read(str(tmp_path))
+
+
+def test_every_published_network_serves_a_registered_task():
+  assert set(convert_torch.TASKS) <= set(tasks.names())
+  assert set(torch_models.HEADS) == set(convert_torch.TASKS)

@@ -11,11 +11,15 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-import jaxfp.datasets  # pylint: disable=unused-import  # Registers builders.
-from jaxfp import schema
-from jaxfp.datasets import folder
-from jaxfp.datasets import model_parsing
-from jaxfp.datasets import zoo_dataset
+from configs import zoo as zoo_config_lib
+# Registers the builders with TFDS.
+import jaxfp.data.builders  # pylint: disable=unused-import
+from jaxfp.core import schema
+from jaxfp.data import images
+from jaxfp.data import trees
+from jaxfp.data.builders import folder
+from jaxfp.data.builders import model_parsing
+from jaxfp.data.builders import zoo as zoo_dataset
 
 GMS = ('gm_b', 'gm_a', 'gm_c')  # Not sorted on purpose.
 SORTED_GMS = tuple(sorted(GMS))
@@ -63,7 +67,7 @@ def write_tree(root, gms=GMS, per_gm=4, extra_rows=(), images_dir=True,
 
 def test_scan_skips_and_counts_bad_files(tmp_path):
   write_tree(tmp_path)
-  found = folder.scan(str(tmp_path))
+  found = trees.scan(str(tmp_path))
   assert found.gm_names == SORTED_GMS
   assert found.num_files == 14
   skipped = []
@@ -82,7 +86,7 @@ def test_scan_skips_and_counts_bad_files(tmp_path):
 def test_load_image_modes_and_resize(tmp_path):
   gray16 = np.array([[0, 32896], [65535, 65535]], np.uint16)
   Image.fromarray(gray16).save(tmp_path / 'g16.png')
-  out = folder.load_image(str(tmp_path / 'g16.png'), 2)
+  out = images.load_image(str(tmp_path / 'g16.png'), 2)
   assert out.shape == (2, 2, 3)
   np.testing.assert_array_equal(out[..., 0], [[0, 128], [255, 255]])
 
@@ -90,38 +94,38 @@ def test_load_image_modes_and_resize(tmp_path):
   rgba[..., 0], rgba[..., 3] = 200, 0
   Image.fromarray(rgba, 'RGBA').save(tmp_path / 'rgba.png')
   np.testing.assert_array_equal(
-      folder.load_image(str(tmp_path / 'rgba.png'), 4)[..., 0], 200)
+      images.load_image(str(tmp_path / 'rgba.png'), 4)[..., 0], 200)
 
   Image.fromarray(np.full((5, 5), 77, np.uint8), 'L').save(tmp_path / 'l.bmp')
   np.testing.assert_array_equal(
-      folder.load_image(str(tmp_path / 'l.bmp'), 3), 77)
+      images.load_image(str(tmp_path / 'l.bmp'), 3), 77)
 
   noise = np.random.default_rng(1).integers(0, 255, (20, 30, 3), np.uint8)
   Image.fromarray(noise).save(tmp_path / 'n.png')
   expected = np.asarray(
       Image.fromarray(noise).resize((7, 7), Image.BILINEAR))
   np.testing.assert_array_equal(
-      folder.load_image(str(tmp_path / 'n.png'), 7), expected)
+      images.load_image(str(tmp_path / 'n.png'), 7), expected)
 
-  with pytest.raises(folder.ImageError, match='0 bytes'):
+  with pytest.raises(images.ImageError, match='0 bytes'):
     open(tmp_path / 'z.png', 'wb').close()
-    folder.load_image(str(tmp_path / 'z.png'), 7)
+    images.load_image(str(tmp_path / 'z.png'), 7)
 
 
 def test_gm_folder_without_ground_truth_row_is_an_error(tmp_path):
   write_tree(tmp_path)
   os.makedirs(tmp_path / 'images' / 'gm_unlisted')
   (tmp_path / 'images' / 'gm_unlisted' / 'x.png').write_bytes(_png(1))
-  found = folder.scan(str(tmp_path))
+  found = trees.scan(str(tmp_path))
   with pytest.raises(ValueError, match='gm_unlisted') as e:
-    folder.read_ground_truth(found)
+    trees.read_ground_truth(found)
   assert schema.CSV_NAME in str(e.value)
 
 
 def test_ground_truth_row_without_folder_warns(tmp_path, caplog):
   write_tree(tmp_path, extra_rows=('gm_gone',))
   with caplog.at_level(logging.WARNING):
-    table, source = folder.read_ground_truth(folder.scan(str(tmp_path)))
+    table, source = trees.read_ground_truth(trees.scan(str(tmp_path)))
   assert 'gm_gone' in caplog.text
   assert table.gm_names == SORTED_GMS
   assert source.endswith(schema.CSV_NAME)
@@ -137,7 +141,7 @@ def _write_npy(directory, n, seed=0):
                         rng.integers(0, 2, (n, 3))], axis=1)
   coarse = rng.integers(0, 2, (n, 3))
   fine = rng.integers(0, 2, (n, 10))
-  files = folder.PUBLISHED_NPY_FILES
+  files = trees.PUBLISHED_NPY_FILES
   for key, table in (('net', net), ('coarse', coarse), ('fine', fine)):
     np.save(os.path.join(directory, files[key]), table)
   return net, coarse, fine
@@ -149,7 +153,7 @@ def test_published_npy_rows_follow_sorted_folders(tmp_path):
   gt_dir = tmp_path / 'gt'
   gt_dir.mkdir()
   net, coarse, fine = _write_npy(str(gt_dir), 3)
-  table, _ = folder.read_ground_truth(folder.scan(str(tmp_path)),
+  table, _ = trees.read_ground_truth(trees.scan(str(tmp_path)),
                                       str(gt_dir))
   assert table.gm_names == SORTED_GMS
   np.testing.assert_allclose(table.continuous, net[:, :9], rtol=1e-6)
@@ -164,7 +168,7 @@ def _shared_ground_truth():
             os.path.join(here, '..', '..', 'shared')):
     path = os.path.join(d, 'reference', 'ground_truth')
     if os.path.exists(os.path.join(path,
-                                   folder.PUBLISHED_NPY_FILES['net'])):
+                                   trees.PUBLISHED_NPY_FILES['net'])):
       return path
   return None
 
@@ -177,8 +181,8 @@ def test_the_published_116_gm_tables(tmp_path):
     os.makedirs(tmp_path / gm)
     (tmp_path / gm / '0.png').write_bytes(_png(0, size=2))
   gt_dir = _shared_ground_truth()
-  table, _ = folder.read_ground_truth(folder.scan(str(tmp_path)), gt_dir)
-  net = np.load(os.path.join(gt_dir, folder.PUBLISHED_NPY_FILES['net']))
+  table, _ = trees.read_ground_truth(trees.scan(str(tmp_path)), gt_dir)
+  net = np.load(os.path.join(gt_dir, trees.PUBLISHED_NPY_FILES['net']))
   assert table.gm_names == tuple(names)
   np.testing.assert_array_equal(table.discrete[57], net[57, 9:])
   assert table.schema == schema.PUBLISHED
@@ -229,7 +233,7 @@ def _fake_zoo(monkeypatch, tmp_path):
   import jaxfp.zoo  # pylint: disable=g-import-not-at-top
   calls = []
 
-  def default_config():
+  def tiny_config():
     return ml_collections.ConfigDict(dict(
         num_generators=3, images_per_generator=4, image_size=16,
         train_steps=2, train_batch_size=2, learning_rate=1e-3, seed=0))
@@ -240,33 +244,32 @@ def _fake_zoo(monkeypatch, tmp_path):
     write_tree(root, bad_files=False)
     return root
 
-  monkeypatch.setattr(jaxfp.zoo, 'default_config', default_config,
-                      raising=False)
-  monkeypatch.setattr(jaxfp.zoo, 'cached', cached, raising=False)
-  return default_config, calls
+  monkeypatch.setattr(jaxfp.zoo, 'cached', cached)
+  return tiny_config, calls
 
 
 def test_zoo_builder_with_a_fake_zoo(monkeypatch, tmp_path):
-  default_config, calls = _fake_zoo(monkeypatch, tmp_path)
+  tiny_config, calls = _fake_zoo(monkeypatch, tmp_path)
   data_dir = str(tmp_path / 'tfds')
   kwargs = dict(data_dir=data_dir, zoo_cache_dir=str(tmp_path / 'zoo'))
 
   ds = tfds.load('jaxfp_zoo', split='train', data_dir=data_dir,
-                 builder_kwargs={'zoo_cache_dir': kwargs['zoo_cache_dir']})
+                 builder_kwargs={'zoo_config': tiny_config(),
+                                 'zoo_cache_dir': kwargs['zoo_cache_dir']})
   assert len(list(ds)) == 12
   assert len(calls) == 1
-  builder = zoo_dataset.ZooDataset(**kwargs)
-  assert builder.builder_config.name == 'default'
-  assert builder.info.metadata['zoo_config'] == default_config().to_dict()
-  # The default zoo given explicitly is the same records.
-  again = zoo_dataset.ZooDataset(zoo_config=default_config(), **kwargs)
-  assert again.builder_config.name == 'default' and again.is_prepared()
+  # The same zoo given again is the same records.
+  builder = zoo_dataset.ZooDataset(zoo_config=tiny_config(), **kwargs)
+  assert builder.is_prepared()
+  assert builder.info.metadata['zoo_config'] == tiny_config().to_dict()
+  with pytest.raises(ValueError, match='needs zoo_config'):
+    zoo_dataset.ZooDataset(**kwargs)
 
-  small = default_config()
+  small = tiny_config()
   small.num_generators = 2
   custom = zoo_dataset.ZooDataset(zoo_config=small, **kwargs)
   name = custom.builder_config.name
-  assert name != 'default'
+  assert name != builder.builder_config.name
   assert name == zoo_dataset.ZooDataset(zoo_config=small, **kwargs
                                         ).builder_config.name
   assert name != zoo_dataset.ZooDataset(zoo_config=small, image_size=32,
@@ -277,19 +280,8 @@ def test_zoo_builder_with_a_fake_zoo(monkeypatch, tmp_path):
   assert len(calls) == 2  # Built once.
 
 
-def _real_zoo_available():
-  try:
-    from jaxfp import zoo  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return False
-  return callable(getattr(zoo, 'cached', None)) and callable(
-      getattr(zoo, 'default_config', None))
-
-
-@pytest.mark.skipif(not _real_zoo_available(), reason='jaxfp.zoo not written')
 def test_zoo_builder_with_the_real_zoo(tmp_path):
-  from jaxfp import zoo  # pylint: disable=g-import-not-at-top
-  config = zoo.default_config()
+  config = zoo_config_lib.get_config()
   config.num_generators = 3
   config.images_per_generator = 3
   config.train_steps = 2

@@ -10,9 +10,11 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import fen as fen_config
-from jaxfp import evaluate
+from jaxfp import checkpoints
 from jaxfp import train
+from jaxfp.core import schema
 from jaxfp.tasks import parsing as parsing_task
+from jaxfp.tools import evaluate
 
 
 @pytest.fixture(scope='module')
@@ -62,10 +64,10 @@ def test_evaluating_a_run_reproduces_its_final_metrics(trained, tmp_path):
 def test_a_step_folder_and_the_checkpoint_split(trained, tmp_path):
   config, workdir, _, results = trained
   step_dir = os.path.join(workdir, 'checkpoints', '1')
-  assert evaluate.find_checkpoint(step_dir) == (
+  assert checkpoints.find(step_dir) == (
       os.path.join(workdir, 'checkpoints'), 1)
   with pytest.raises(FileNotFoundError, match=r'no step 7.*\[1, 2\]'):
-    evaluate.find_checkpoint(workdir, step=7)
+    checkpoints.find(workdir, step=7)
   # A config that would hold out other GMs: the checkpoint's split wins,
   # unless asked for the config's.
   other = config.copy_and_resolve_references()
@@ -95,7 +97,6 @@ def test_the_network_comes_from_the_checkpoint(trained):
 
 
 def _schema():
-  from jaxfp import schema  # pylint: disable=g-import-not-at-top
   return schema.ZOO
 
 

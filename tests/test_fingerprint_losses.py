@@ -1,4 +1,5 @@
-"""Analytic tests of the fingerprint constraints (jaxfp.losses.fingerprint)."""
+"""Analytic tests of the spectrum maths (jaxfp.core.spectrum) and the
+fingerprint constraints (jaxfp.losses.fingerprint)."""
 
 import functools
 
@@ -7,9 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import common
+from jaxfp.core import spectrum
 from jaxfp.losses import fingerprint as fp
 
-PARSING_WEIGHTS = fp.PUBLISHED_WEIGHTS['parsing']
+PARSING_WEIGHTS = common.PUBLISHED_FINGERPRINT_WEIGHTS['parsing']
 
 
 def _rgb_from_gray(gray):
@@ -32,13 +35,13 @@ def test_gray_weights():
   f[0, 1, 0] = (0, 0, 1)
   f[0, 1, 1] = (1, 2, 3)
   np.testing.assert_allclose(
-      fp.to_gray(jnp.asarray(f))[0],
+      spectrum.to_gray(jnp.asarray(f))[0],
       [[0.299, 0.587], [0.114, 0.299 + 2 * 0.587 + 3 * 0.114]], rtol=1e-6)
 
 
 def test_to_gray_needs_three_channels():
   with pytest.raises(ValueError, match='3 channels'):
-    fp.to_gray(jnp.zeros((1, 4, 4, 1)))
+    spectrum.to_gray(jnp.zeros((1, 4, 4, 1)))
 
 
 @pytest.mark.parametrize('h,w', [(5, 6), (6, 5), (7, 7), (8, 8), (4, 9)])
@@ -46,7 +49,7 @@ def test_zero_frequency_at_centre_odd_and_even(h, w):
   # A constant image has only a DC component, H*W*value, which fftshift puts
   # at (H//2, W//2) for odd and even sizes alike.
   f = np.full((1, h, w, 3), (1.0, 2.0, 3.0), np.float32)
-  s = np.asarray(fp.magnitude_spectrum(jnp.asarray(f)))[0]
+  s = np.asarray(spectrum.magnitude_spectrum(jnp.asarray(f)))[0]
   expected = np.zeros((h, w))
   expected[h // 2, w // 2] = h * w * 1.815
   np.testing.assert_allclose(s, expected, atol=1e-4)
@@ -54,9 +57,9 @@ def test_zero_frequency_at_centre_odd_and_even(h, w):
 
 def test_spectrum_matches_numpy():
   f = np.random.default_rng(0).normal(size=(2, 9, 12, 3)).astype(np.float32)
-  gray = f @ np.array(fp.GRAY_WEIGHTS, np.float64)
+  gray = f @ np.array(spectrum.GRAY_WEIGHTS, np.float64)
   expected = np.abs(np.fft.fftshift(np.fft.fft2(gray), axes=(-2, -1)))
-  np.testing.assert_allclose(fp.magnitude_spectrum(jnp.asarray(f)), expected,
+  np.testing.assert_allclose(spectrum.magnitude_spectrum(jnp.asarray(f)), expected,
                              rtol=1e-4, atol=1e-4)
 
 
@@ -64,7 +67,7 @@ def test_spectrum_matches_numpy():
 def test_planted_cosine_gives_peak_of_known_height(h, w, k):
   amplitude = 0.5
   f = _rgb_from_gray(_cosine(h, w, k, amplitude)[None])
-  s = np.asarray(fp.magnitude_spectrum(jnp.asarray(f)))[0]
+  s = np.asarray(spectrum.magnitude_spectrum(jnp.asarray(f)))[0]
   peak = amplitude * h * w / 2
   expected = np.zeros((h, w))
   expected[h // 2, w // 2 + k] = peak
@@ -87,18 +90,18 @@ def test_planted_cosine_gives_peak_of_known_height(h, w, k):
 
 def test_low_frequency_window_shape_centre_and_errors():
   f = np.full((2, 10, 11, 3), 1.0, np.float32)
-  s = fp.magnitude_spectrum(jnp.asarray(f))
-  window = np.asarray(fp.low_frequency_window(s, 2))
+  s = spectrum.magnitude_spectrum(jnp.asarray(f))
+  window = np.asarray(spectrum.low_frequency_window(s, 2))
   assert window.shape == (2, 5, 5)
   expected = np.zeros((5, 5))
   expected[2, 2] = 110.0
   np.testing.assert_allclose(window[1], expected, atol=1e-4)
   # Centre 5 of height 10: radius 4 fits (1..9), 5 does not (0..10).
-  assert fp.low_frequency_window(s, 4).shape == (2, 9, 9)
+  assert spectrum.low_frequency_window(s, 4).shape == (2, 9, 9)
   with pytest.raises(ValueError, match='does not fit'):
-    fp.low_frequency_window(s, 5)
+    spectrum.low_frequency_window(s, 5)
   with pytest.raises(ValueError, match='>= 0'):
-    fp.low_frequency_window(s, -1)
+    spectrum.low_frequency_window(s, -1)
   with pytest.raises(ValueError, match='does not fit'):
     fp.repetitive_loss(s, radius=25)  # the published radius needs >= 51
 
@@ -117,7 +120,7 @@ def test_spectrum_loss_of_constant_image_is_the_dc_bin(r):
   h = w = 16
   c = 0.25
   f = np.full((2, h, w, 3), c, np.float32)
-  s = fp.magnitude_spectrum(jnp.asarray(f))
+  s = spectrum.magnitude_spectrum(jnp.asarray(f))
   np.testing.assert_allclose(fp.spectrum_loss(s, r),
                              (h * w * c)**2 / (2 * r + 1)**2, rtol=1e-5)
 
@@ -125,7 +128,7 @@ def test_spectrum_loss_of_constant_image_is_the_dc_bin(r):
 def test_symmetry_zero_for_transpose_symmetric_image():
   m = np.random.default_rng(1).normal(size=(2, 16, 16))
   gray = m + np.swapaxes(m, -1, -2)
-  s = fp.magnitude_spectrum(jnp.asarray(_rgb_from_gray(gray)))
+  s = spectrum.magnitude_spectrum(jnp.asarray(_rgb_from_gray(gray)))
   assert float(fp.symmetry_loss(s)) < 1e-8 * float(jnp.mean(s**2))
 
 
@@ -133,7 +136,8 @@ def test_symmetry_of_one_dimensional_cosine_by_hand():
   # S has peaks n^2/2 at (c, c +- k); S^T at (c +- k, c). S - S^T is +-n^2/2
   # at four bins and 0 elsewhere: mean = 4 (n^2/2)^2 / n^2 = n^2.
   n, k = 16, 3
-  s = fp.magnitude_spectrum(jnp.asarray(_rgb_from_gray(_cosine(n, n, k)[None])))
+  s = spectrum.magnitude_spectrum(
+      jnp.asarray(_rgb_from_gray(_cosine(n, n, k)[None])))
   np.testing.assert_allclose(fp.symmetry_loss(s), n**2, rtol=1e-5)
 
 
@@ -145,7 +149,7 @@ def test_symmetry_needs_square_spectrum():
 def test_batch_global_max_against_per_image_max():
   n, r = 32, 3
   gray = np.stack([_cosine(n, n, 5, 1.0), _cosine(n, n, 6, 3.0)])
-  s = fp.magnitude_spectrum(jnp.asarray(_rgb_from_gray(gray)))
+  s = spectrum.magnitude_spectrum(jnp.asarray(_rgb_from_gray(gray)))
   m1, m2 = n * n / 2, 3 * n * n / 2
   np.testing.assert_allclose(fp.repetitive_loss(s, r, batch_global=True),
                              -max(m1, m2), rtol=1e-5)
@@ -163,7 +167,7 @@ def test_fingerprint_losses_total_is_weighted_sum_and_weight_zero_works():
   assert all(t.shape == () for t in terms.values())
   expected = sum(PARSING_WEIGHTS[k] * float(terms[k]) for k in fp.LOSS_NAMES)
   np.testing.assert_allclose(total, expected, rtol=1e-5)
-  s = fp.magnitude_spectrum(f)
+  s = spectrum.magnitude_spectrum(f)
   np.testing.assert_allclose(terms['symmetry'], fp.symmetry_loss(s),
                              rtol=1e-6)
   np.testing.assert_allclose(terms['repetitive'], fp.repetitive_loss(s, 4),
@@ -220,13 +224,13 @@ def test_gradients_finite(kind):
 def test_bfloat16_input_gives_float32_spectrum_and_terms():
   f = jnp.asarray(
       np.random.default_rng(4).normal(size=(2, 16, 16, 3)), jnp.bfloat16)
-  s = fp.magnitude_spectrum(f)
+  s = spectrum.magnitude_spectrum(f)
   assert s.dtype == jnp.float32
   total, terms = fp.fingerprint_losses(f, PARSING_WEIGHTS, low_freq_radius=3)
   assert total.dtype == jnp.float32
   assert all(t.dtype == jnp.float32 for t in terms.values())
   # Same as upcasting first: the FFT ran in float32, not bfloat16.
-  np.testing.assert_allclose(s, fp.magnitude_spectrum(f.astype(jnp.float32)),
+  np.testing.assert_allclose(s, spectrum.magnitude_spectrum(f.astype(jnp.float32)),
                              rtol=1e-6, atol=1e-6)
 
 

@@ -13,9 +13,11 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from jaxfp import input_pipeline
-from jaxfp import schema
-from jaxfp.datasets import zoo_dataset
+from configs import data as data_config
+from jaxfp.core import normalization
+from jaxfp.core import schema
+from jaxfp.data import parsing as input_pipeline
+from jaxfp.data.builders import zoo as zoo_dataset
 
 GMS = ('gm_a', 'gm_b', 'gm_c', 'gm_d')
 PER_GM = 5
@@ -57,7 +59,7 @@ def _write_tree(root):
 def data(tmp_path_factory):
   root = str(tmp_path_factory.mktemp('data'))
   _write_tree(os.path.join(root, 'manual'))
-  c = input_pipeline.default_data_config()
+  c = data_config.parsing()
   c.name = 'model_parsing'
   c.cache_dir = os.path.join(root, 'cache')
   c.manual_dir = os.path.join(root, 'manual')
@@ -68,7 +70,7 @@ def data(tmp_path_factory):
 
 def _identify(images):
   """(GM index, file index) of each normalised constant-colour image."""
-  raw = (images * input_pipeline.STD + input_pipeline.MEAN) * 255
+  raw = normalization.unit_range(images) * 255
   red = np.rint(raw[..., 0].reshape(len(images), -1).mean(axis=1)).astype(int)
   return [((r - 10) // 40, (r - 10) % 40 // 5) for r in red]
 
@@ -212,11 +214,6 @@ def test_zoo_data_config(monkeypatch, tmp_path):
   import jaxfp.zoo  # pylint: disable=g-import-not-at-top
   calls = []
 
-  def default_config():
-    return ml_collections.ConfigDict(dict(
-        num_generators=4, images_per_generator=5, image_size=12,
-        train_steps=2, train_batch_size=2, learning_rate=1e-3, seed=0))
-
   def cached(zoo_config, cache_root):
     calls.append(zoo_config)
     root = os.path.join(cache_root, 'tiny')
@@ -224,15 +221,17 @@ def test_zoo_data_config(monkeypatch, tmp_path):
       _write_tree(root)
     return root
 
-  monkeypatch.setattr(jaxfp.zoo, 'default_config', default_config,
-                      raising=False)
-  monkeypatch.setattr(jaxfp.zoo, 'cached', cached, raising=False)
+  monkeypatch.setattr(jaxfp.zoo, 'cached', cached)
   monkeypatch.setenv('JAXFP_CACHE', str(tmp_path / 'cache'))
-  c = input_pipeline.default_data_config()
+  c = data_config.parsing()
+  c.zoo = ml_collections.ConfigDict(dict(
+      num_generators=4, images_per_generator=5, image_size=12,
+      train_steps=2, train_batch_size=2, learning_rate=1e-3, seed=0))
   c.num_test_gms = 1
-  info = input_pipeline.load_info(c)  # The default zoo: config 'default'.
+  info = input_pipeline.load_info(c)
   assert os.path.isdir(tmp_path / 'cache' / 'zoo')
-  assert os.path.isdir(tmp_path / 'cache' / 'tfds' / 'jaxfp_zoo' / 'default')
+  name = zoo_dataset.config_name(c.zoo, c.image_size)
+  assert os.path.isdir(tmp_path / 'cache' / 'tfds' / 'jaxfp_zoo' / name)
   assert len(info.test_gms) == 1 and len(info.train_gms) == 3
   assert input_pipeline.load_info(c).test_gms == info.test_gms
   assert len(calls) == 1  # Built once.
@@ -240,13 +239,10 @@ def test_zoo_data_config(monkeypatch, tmp_path):
       c, info, global_batch_size=4, local_device_count=LDC, seed=0))
   assert batch['image'].shape == (LDC, 1, 64, 64, 3)
 
-  # A new zoo format: records of a hashed config are rebuilt under a new
-  # name; those of 'default' are refused.
+  # A new zoo format: the records are rebuilt under a new name.
   fingerprint = zoo_dataset.zoo_fingerprint
   monkeypatch.setattr(zoo_dataset, 'zoo_fingerprint',
                       lambda z: 'v2' + fingerprint(z))
-  with pytest.raises(ValueError, match='delete that directory'):
-    input_pipeline.load_info(c)
-  c.image_size = SIZE
   input_pipeline.load_info(c)
   assert len(calls) == 2
+  assert zoo_dataset.config_name(c.zoo, c.image_size) != name

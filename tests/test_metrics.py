@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from jaxfp import metrics
-from jaxfp import schema as schema_lib
+from jaxfp.core import schema as schema_lib
+from jaxfp.report import metrics
 
 SCHEMA = schema_lib.Schema(
     continuous=('a', 'b'),

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxfp import distributed
+from jaxfp.core import distributed
 import multihost_worker as worker
 import subprocs
 

@@ -8,8 +8,9 @@ from PIL import Image
 from scipy import ndimage
 import tensorflow as tf
 
-from jaxfp import augment
-from jaxfp import perturbations
+from configs import common
+from jaxfp.data import augment
+from jaxfp.data import perturbations
 
 
 @pytest.fixture(scope='module')
@@ -100,7 +101,7 @@ def test_bad_arguments_are_named(image):
 def test_tf_data_maps_are_deterministic_per_position(image):
   ds = tf.data.Dataset.from_tensors({'image': image}).repeat(3)
   ds = augment.with_index(ds)
-  config = augment.default_config()
+  config = common.augment()
   config.combination_prob = 1.0
   first = [ex['image'] for ex in
            ds.map(augment.training(config, seed=5)).as_numpy_iterator()]

@@ -12,11 +12,12 @@ from PIL import Image
 from sklearn import metrics as sk_metrics
 
 from configs import fen as fen_config
-from jaxfp import cluster
-from jaxfp import image_files
-from jaxfp import inference
-from jaxfp import predict
-from jaxfp import schema as schema_lib
+from jaxfp import predict as predict_command
+from jaxfp.core import schema as schema_lib
+from jaxfp.data import images as image_files
+from jaxfp.inference import cluster
+from jaxfp.inference import network
+from jaxfp.inference import predict
 from jaxfp.tasks import parsing as parsing_task
 
 SIZE = 64
@@ -98,7 +99,7 @@ def test_center_crop_keeps_the_middle_square(tmp_path):
 def test_bad_inputs_are_named_and_do_not_change_good_outputs(checkpoint,
                                                              images, tmp_path):
   good, bad = images
-  loaded = inference.load(checkpoint)
+  loaded = network.load(checkpoint)
   alone, failures = predict.predict(loaded, list(good.values()), batch_size=4,
                                     progress=False)
   assert not failures
@@ -131,7 +132,7 @@ def test_bad_inputs_are_named_and_do_not_change_good_outputs(checkpoint,
 
 def test_predictions_name_every_head(checkpoint, images):
   good, _ = images
-  records, _ = predict.predict(inference.load(checkpoint), [good['rgb']],
+  records, _ = predict.predict(network.load(checkpoint), [good['rgb']],
                                progress=False)
   p = records[0]['prediction']
   schema = schema_lib.ZOO
@@ -148,28 +149,28 @@ def test_cli_exit_codes_and_json_lines(checkpoint, images, tmp_path):
   good, bad = images
   out = tmp_path / 'out.jsonl'
   if 'checkpoint' not in flags.FLAGS:
-    predict.define_flags()
+    predict_command.define_flags()
   argv = ['predict', f'--checkpoint={checkpoint}', f'--output={out}',
           '--quiet', good['rgb'], bad['empty']]
   flags.FLAGS(argv)
   try:
-    assert predict.main(argv[:1] + [good['rgb'], bad['empty']]) == 1
+    assert predict_command.main(argv[:1] + [good['rgb'], bad['empty']]) == 1
     lines = out.read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])['file'] == good['rgb']
-    assert predict.main(argv[:1] + [good['rgb']]) == 0
-    assert predict.main(argv[:1] + [bad['empty']]) == 2
+    assert predict_command.main(argv[:1] + [good['rgb']]) == 0
+    assert predict_command.main(argv[:1] + [bad['empty']]) == 2
     flags.FLAGS.checkpoint = str(tmp_path / 'nowhere')
-    assert predict.main(argv[:1] + [good['rgb']]) == 2
+    assert predict_command.main(argv[:1] + [good['rgb']]) == 2
   finally:
     flags.FLAGS.unparse_flags()
 
 
 def test_missing_or_wrong_checkpoint_is_a_clear_error(tmp_path):
-  with pytest.raises(inference.CheckpointError, match='does not exist'):
-    inference.load(str(tmp_path / 'nowhere'))
+  with pytest.raises(network.CheckpointError, match='does not exist'):
+    network.load(str(tmp_path / 'nowhere'))
   (tmp_path / 'empty_run').mkdir()
-  with pytest.raises(inference.CheckpointError, match='holds no checkpoint'):
-    inference.load(str(tmp_path / 'empty_run'))
+  with pytest.raises(network.CheckpointError, match='holds no checkpoint'):
+    network.load(str(tmp_path / 'empty_run'))
 
 
 def test_grouping_recovers_well_separated_sources():
@@ -187,7 +188,7 @@ def test_grouping_recovers_well_separated_sources():
 
 def test_cluster_report_files(checkpoint, images, tmp_path):
   good, _ = images
-  loaded = inference.load(checkpoint)
+  loaded = network.load(checkpoint)
   kept, vectors, failures = cluster.embed(loaded, list(good.values()))
   assert not failures and len(kept) == len(good)
   assert vectors.shape == (len(good), 64)
@@ -202,8 +203,10 @@ def test_cluster_report_files(checkpoint, images, tmp_path):
 
 def test_a_converted_published_detector_predicts(tmp_path, images):
   torch = pytest.importorskip('torch')
-  from jaxfp import convert_torch  # pylint: disable=g-import-not-at-top
-  from jaxfp import torch_models  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from jaxfp.pytorch import convert as convert_torch
+  from jaxfp.pytorch import networks as torch_models
+  # pylint: enable=g-import-not-at-top
   torch.manual_seed(0)
   fen = torch_models.FEN(3, width=8).eval()
   head = torch_models.DetectionHead(channels=(4, 4, 8, 8, 8), hidden=16,
@@ -211,7 +214,7 @@ def test_a_converted_published_detector_predicts(tmp_path, images):
   path = tmp_path / 'detector.pth'
   torch.save(torch_models.published_checkpoint(fen, head, 'detection'), path)
   convert_torch.write_checkpoint(str(path), 'detection', str(tmp_path / 'out'))
-  loaded = inference.load(str(tmp_path / 'out'))
+  loaded = network.load(str(tmp_path / 'out'))
   assert loaded.task == 'detection' and loaded.image_size == 128
   good, bad = images
   records, failures = predict.predict(loaded, [good['rgb'], bad['empty']],

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from jaxfp import preemption
+from jaxfp.core import preemption
 import subprocs
 
 TRAINER_TIMEOUT_S = 400

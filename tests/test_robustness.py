@@ -6,8 +6,8 @@ import os
 import pytest
 
 from configs import detection as detection_config
-from jaxfp import robustness
 from jaxfp import train
+from jaxfp.tools import robustness
 
 
 @pytest.fixture(scope='module')

@@ -9,10 +9,11 @@ import os
 import numpy as np
 import pytest
 
+from configs import data as data_config
 from configs import fen as fen_config
-from jaxfp import input_pipeline
-from jaxfp import sweep
 from jaxfp import train
+from jaxfp.data import splits
+from jaxfp.tools import sweep
 
 REAL_TRAIN = train.train_and_evaluate
 SWEEP_FILES = sorted(p for p in glob.glob('configs/sweeps/*.py')
@@ -56,22 +57,22 @@ def test_bad_overrides_and_names_fail_before_running():
 
 def test_folds_partition_the_gms_deterministically():
   gms = tuple(f'gm_{i:02d}' for i in range(10))
-  folds = [input_pipeline.fold_test_gms(gms, 4, k, seed=3) for k in range(4)]
+  folds = [splits.fold_test_gms(gms, 4, k, seed=3) for k in range(4)]
   assert sorted(sum(folds, ())) == list(gms)  # Every GM in exactly one fold.
   assert sorted(len(f) for f in folds) == [2, 2, 3, 3]
-  assert folds[1] == input_pipeline.fold_test_gms(gms, 4, 1, seed=3)
-  assert folds != [input_pipeline.fold_test_gms(gms, 4, k, seed=4)
+  assert folds[1] == splits.fold_test_gms(gms, 4, 1, seed=3)
+  assert folds != [splits.fold_test_gms(gms, 4, k, seed=4)
                    for k in range(4)]
   with pytest.raises(ValueError, match='fold is 4'):
-    input_pipeline.fold_test_gms(gms, 4, 4, seed=0)
+    splits.fold_test_gms(gms, 4, 4, seed=0)
   with pytest.raises(ValueError, match='num_folds is 11'):
-    input_pipeline.fold_test_gms(gms, 11, 0, seed=0)
-  c = input_pipeline.default_data_config()
+    splits.fold_test_gms(gms, 11, 0, seed=0)
+  c = data_config.parsing()
   c.num_folds, c.fold, c.split_seed = 4, 1, 3
-  assert input_pipeline.choose_test_gms(c, gms, gms) == set(folds[1])
+  assert splits.choose_test_gms(c, gms, gms) == set(folds[1])
   c.test_gms = ('gm_00',)
   with pytest.raises(ValueError, match='test_gms and config.data.num_folds'):
-    input_pipeline.choose_test_gms(c, gms, gms)
+    splits.choose_test_gms(c, gms, gms)
 
 
 TINY_SWEEP = '''

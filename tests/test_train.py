@@ -11,9 +11,11 @@ import optax
 import pytest
 
 from configs import fen as fen_config
-from jaxfp import input_pipeline
-from jaxfp import schema as schema_lib
+from jaxfp import checkpoints
 from jaxfp import train
+from jaxfp.core import schema as schema_lib
+from jaxfp.data import parsing as input_pipeline
+from jaxfp.data import splits
 from jaxfp.tasks import parsing as parsing_task
 
 GLOBAL_BATCH = 8
@@ -45,7 +47,7 @@ def _first(tree):
 
 
 def _task(config, gt):
-  info = input_pipeline.DataInfo(
+  info = splits.DataInfo(
       ground_truth=gt, train_gms=gt.gm_names, test_gms=(),
       num_train_images=0, num_test_images=0, skipped_files=())
   return parsing_task.ParsingTask(config, info=info)
@@ -161,7 +163,7 @@ def test_crash_and_resume_matches_an_uninterrupted_run(tiny_config, tmp_path,
   with pytest.raises(_Crash):
     train.train_and_evaluate(tiny_config, workdir)
   monkeypatch.setattr(input_pipeline, 'train_iterator', real_iterator)
-  assert train.checkpoint_manager(workdir, tiny_config).latest_step() == 4
+  assert checkpoints.of_run(workdir).latest_step() == 4
 
   resumed = train.train_and_evaluate(tiny_config, workdir)
   a = _first(straight['state'])

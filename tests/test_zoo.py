@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxfp import schema as schema_lib
+from configs import zoo as zoo_config
 from jaxfp import zoo
+from jaxfp.core import schema as schema_lib
 from jaxfp.zoo import architecture as arch_lib
 from jaxfp.zoo import build as build_lib
 from jaxfp.zoo import generator as generator_lib
@@ -25,7 +26,7 @@ _FAST_COMPILE = {'xla_backend_optimization_level': 0,
 
 
 def tiny_config(seed=1):
-  config = zoo.default_config()
+  config = zoo_config.get_config()
   config.num_generators = 4
   config.images_per_generator = 3
   config.image_size = 32
@@ -141,7 +142,7 @@ def test_impossible_config_names_field(field, value, tmp_path):
 
 
 def test_default_zoo_labels_are_balanced():
-  specs = build_lib.sample_specs(zoo.default_config())
+  specs = build_lib.sample_specs(zoo_config.get_config())
   assert len(specs) >= 40
   labels = collections.Counter()
   for spec in specs:

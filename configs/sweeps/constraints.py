@@ -5,8 +5,8 @@ The paper's ablation of its four FEN constraints: magnitude, spectrum
 symmetry. 'all' keeps every one at its published weight.
 """
 
+from configs import common
 from configs import sweeps
-from jaxfp.losses import fingerprint as fingerprint_losses
 
 
 def get_config(preset=None):
@@ -17,4 +17,4 @@ def get_sweep(preset=None):
   del preset  # Same runs for every preset.
   return [('all', {})] + [
       (f'no_{term}', {f'loss.fingerprint_weights.{term}': 0.0})
-      for term in fingerprint_losses.LOSS_NAMES]
+      for term in common.PUBLISHED_FINGERPRINT_WEIGHTS['parsing']]

@@ -3,7 +3,7 @@
 A fingerprint `f` is a float array [N, H, W, 3] (NHWC). Every constraint works
 on its gray image, 0.299 R + 0.587 G + 0.114 B, or on the magnitude spectrum
 of that gray image, |fftshift(fft2(gray))| with the zero frequency at
-(H // 2, W // 2):
+(H // 2, W // 2) (`jaxfp.core.spectrum`):
 
   magnitude   mean(gray^2)                    F is small
   spectrum    mean(low^2)                     little low-frequency energy
@@ -30,122 +30,26 @@ from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-# ITU-R BT.601 luma weights, as published.
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+from jaxfp.core import spectrum as spectrum_lib
 
 LOSS_NAMES = ('magnitude', 'spectrum', 'repetitive', 'symmetry')
-
-# The published weights of the four constraints for each task.
-PUBLISHED_WEIGHTS = {
-    'parsing': {'magnitude': 0.1, 'spectrum': 0.05, 'repetitive': 0.001,
-                'symmetry': 1.0},
-    'detection': {'magnitude': 0.01, 'spectrum': 0.05, 'repetitive': 0.001,
-                  'symmetry': 0.1},
-    'attribution': {'magnitude': 0.01, 'spectrum': 0.05, 'repetitive': 0.001,
-                    'symmetry': 0.1},
-}
-
-DEFAULT_LOW_FREQ_RADIUS = 25
-
-
-def to_gray(f: jax.Array) -> jax.Array:
-  """Gray image of an RGB fingerprint.
-
-  Args:
-    f: [..., H, W, 3] fingerprint (channels last).
-
-  Returns:
-    [..., H, W] gray image, 0.299 R + 0.587 G + 0.114 B, in f's dtype.
-  """
-  if f.shape[-1] != 3:
-    raise ValueError(f'a fingerprint needs 3 channels last (NHWC), got shape '
-                     f'{f.shape}')
-  r, g, b = GRAY_WEIGHTS
-  return r * f[..., 0] + g * f[..., 1] + b * f[..., 2]
-
-
-def magnitude_spectrum(f: jax.Array) -> jax.Array:
-  """|fftshift(fft2(gray))| over the two spatial axes, always in float32.
-
-  Args:
-    f: [N, H, W, 3] fingerprint, any float dtype (bfloat16 included).
-
-  Returns:
-    [N, H, W] float32 magnitude spectrum, zero frequency at (H//2, W//2).
-  """
-  # float32 even under bfloat16 training: spectral peaks are ~H*W times the
-  # pixel values and bfloat16 keeps only 8 bits of mantissa.
-  gray = to_gray(jnp.asarray(f).astype(jnp.float32))
-  spectrum = jnp.fft.fftshift(jnp.fft.fft2(gray, axes=(-2, -1)),
-                              axes=(-2, -1))
-  # jnp.abs of a complex zero has gradient 0 (not NaN), so empty frequency
-  # bins (constant or zero fingerprints) keep gradients finite.
-  return jnp.abs(spectrum).astype(jnp.float32)
-
-
-def _window_bounds(shape: tuple[int, ...], radius: int
-                   ) -> tuple[slice, slice]:
-  """Static slices of the (2r+1)^2 window around (H//2, W//2)."""
-  if radius < 0 or int(radius) != radius:
-    raise ValueError(f'low-frequency radius must be an integer >= 0, got '
-                     f'{radius!r}')
-  if len(shape) < 2:
-    raise ValueError(f'a spectrum needs two spatial axes, got shape {shape}')
-  h, w = shape[-2], shape[-1]
-  slices = []
-  for size, axis in ((h, 'height'), (w, 'width')):
-    centre = size // 2
-    if centre - radius < 0 or centre + radius >= size:
-      raise ValueError(
-          f'a low-frequency window of radius {radius} ({2 * radius + 1} '
-          f'bins) around index {centre} does not fit a spectrum of {axis} '
-          f'{size}; use a radius <= {min((size - 1) - size // 2, size // 2)}')
-    slices.append(slice(centre - radius, centre + radius + 1))
-  return slices[0], slices[1]
-
-
-def low_frequency_window(spectrum: jax.Array, radius: int) -> jax.Array:
-  """The (2r+1) x (2r+1) window of a centred spectrum around (H//2, W//2).
-
-  Args:
-    spectrum: [..., H, W] centred (fftshifted) spectrum.
-    radius: r >= 0; the window must fit inside H x W.
-
-  Returns:
-    [..., 2r+1, 2r+1] window.
-
-  Raises:
-    ValueError: the window does not fit.
-  """
-  rows, cols = _window_bounds(spectrum.shape, radius)
-  return spectrum[..., rows, cols]
-
-
-def _high_frequency(spectrum: jax.Array, radius: int) -> jax.Array:
-  """The spectrum with its low-frequency window set to zero, [..., H, W]."""
-  rows, cols = _window_bounds(spectrum.shape, radius)
-  # A static numpy mask: the window is fixed by shapes, not data.
-  mask = np.zeros(spectrum.shape[-2:], dtype=bool)
-  mask[rows, cols] = True
-  return jnp.where(mask, jnp.zeros((), spectrum.dtype), spectrum)
 
 
 def magnitude_loss(f: jax.Array) -> jax.Array:
   """mean(gray^2) over the batch, scalar float32. f: [N, H, W, 3]."""
-  gray = to_gray(jnp.asarray(f).astype(jnp.float32))
+  gray = spectrum_lib.to_gray(jnp.asarray(f).astype(jnp.float32))
   return jnp.mean(jnp.square(gray))
 
 
-def spectrum_loss(spectrum: jax.Array,
-                  radius: int = DEFAULT_LOW_FREQ_RADIUS) -> jax.Array:
+def spectrum_loss(spectrum: jax.Array, radius: int) -> jax.Array:
   """mean(low^2) of the low-frequency window, scalar. spectrum: [N, H, W]."""
-  return jnp.mean(jnp.square(low_frequency_window(spectrum, radius)))
+  return jnp.mean(jnp.square(spectrum_lib.low_frequency_window(spectrum,
+                                                               radius)))
 
 
 def repetitive_loss(spectrum: jax.Array,
-                    radius: int = DEFAULT_LOW_FREQ_RADIUS,
+                    radius: int,
                     batch_global: bool = True,
                     axis_name: str | None = None) -> jax.Array:
   """Minus the largest high-frequency magnitude, scalar.
@@ -161,7 +65,7 @@ def repetitive_loss(spectrum: jax.Array,
   Returns:
     Scalar; -max (batch_global) or -mean_i max_i.
   """
-  high = _high_frequency(spectrum, radius)
+  high = spectrum_lib.high_frequency(spectrum, radius)
   per_image = jnp.max(high, axis=(-2, -1))  # [N]
   if not batch_global:
     return -jnp.mean(per_image)
@@ -190,7 +94,7 @@ def fingerprint_losses(
     f: jax.Array,
     weights: Mapping[str, float],
     *,
-    low_freq_radius: int = DEFAULT_LOW_FREQ_RADIUS,
+    low_freq_radius: int,
     batch_global_max: bool = True,
     axis_name: str | None = None,
     spectrum: jax.Array | None = None,
@@ -200,8 +104,9 @@ def fingerprint_losses(
   Args:
     f: [N, H, W, 3] fingerprint.
     weights: exactly the keys 'magnitude', 'spectrum', 'repetitive',
-      'symmetry' (e.g. PUBLISHED_WEIGHTS['parsing']); a weight 0 removes the
-      constraint from the total (ablations) but its term is still reported.
+      'symmetry' (configs/common.py has the published ones); a weight 0
+      removes the constraint from the total (ablations) but its term is
+      still reported.
     low_freq_radius: r of the (2r+1)^2 low-frequency window (published 25).
     batch_global_max: see `repetitive_loss(batch_global=...)`.
     axis_name: pmap / shard_map batch axis, for the batch-global max.
@@ -218,7 +123,7 @@ def fingerprint_losses(
     raise ValueError(f'fingerprint loss weights need exactly the keys '
                      f'{list(LOSS_NAMES)}; missing {absent}, unknown {unknown}')
   if spectrum is None:
-    spectrum = magnitude_spectrum(f)
+    spectrum = spectrum_lib.magnitude_spectrum(f)
   elif spectrum.shape != f.shape[:-1]:
     raise ValueError(f'spectrum shape {spectrum.shape} does not match the '
                      f'fingerprint shape {f.shape}')

@@ -11,7 +11,8 @@ Labels (a batch) mirror them: 'continuous' [N, C] float (NaN missing),
 
 Every head loss is a mean over the non-missing samples: MSE for continuous
 parameters, weighted cross-entropy (torch-style: sum_i w[y_i] nll_i /
-sum_i w[y_i]) for the others, times `head_weight` (published 10).
+sum_i w[y_i]) for the others, times `head_weight` (published 10, set in
+configs/fen.py).
 
 Hierarchy: P(fine type used) = P(coarse group used) * P(fine used | group).
 Its loss is the binary cross-entropy of that product, computed in log space.
@@ -31,9 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxfp import schema as schema_lib
-
-DEFAULT_HEAD_WEIGHT = 10.0
+from jaxfp.core import published
+from jaxfp.core import schema as schema_lib
 
 
 def parsing_class_weights(ground_truth: schema_lib.GroundTruth
@@ -239,7 +239,7 @@ def parsing_loss(
     class_weights: Mapping[str, object] | None,
     schema: schema_lib.Schema,
     *,
-    head_weight: float = DEFAULT_HEAD_WEIGHT,
+    head_weight: float,
     hierarchical: bool = True,
     published_sigmoid_ce: bool = False,
     axis_name: str | None = None,
@@ -284,12 +284,8 @@ def parsing_loss(
     # takes those outputs as logits; kept for parity only.
     discrete_log = [jax.nn.log_softmax(jax.nn.sigmoid(f32(x)), axis=-1)
                     for x in outputs['discrete']]
-    coarse_s = jax.nn.sigmoid(coarse)
-    fine_s = jax.nn.sigmoid(fine)
-    if hierarchical:
-      gate = _gated_coarse(coarse_s[..., 1], schema.fine_to_coarse,
-                           fine.shape[1])
-      fine_s = fine_s * gate[..., None]
+    coarse_s, fine_s = published.sigmoid_loss_heads(
+        coarse, fine, schema.fine_to_coarse, gated=hierarchical)
     coarse_log = jax.nn.log_softmax(coarse_s, axis=-1)
     fine_log = jax.nn.log_softmax(fine_s, axis=-1)
   else:

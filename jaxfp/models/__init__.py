@@ -1,12 +1,15 @@
-"""Flax modules of jaxfp; they know nothing of data or losses."""
+"""Flax modules of jaxfp; they know nothing of data or losses.
+
+`jaxfp.models.fields` builds them from constructor fields and back.
+"""
 
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxfp import schema as schema_lib
-from jaxfp.losses import fingerprint as fingerprint_losses
+from jaxfp.core import schema as schema_lib
+from jaxfp.core import spectrum as spectrum_lib
 from jaxfp.models import heads
 from jaxfp.models.fen import FingerprintEstimator
 from jaxfp.models import parsing
@@ -14,7 +17,9 @@ from jaxfp.models.heads import AttributionHead
 from jaxfp.models.heads import DetectionHead
 from jaxfp.models.parsing import ParsingNetwork
 
-CLASSIFIER_TASKS = ('detection', 'attribution')
+# The classifier heads, by the name of the task that introduced each; a
+# FingerprintClassifier's `task` picks one.
+HEADS = {'detection': DetectionHead, 'attribution': AttributionHead}
 
 
 class FingerprintParser(nn.Module):
@@ -72,14 +77,14 @@ class FingerprintClassifier(nn.Module):
 
   @nn.compact
   def __call__(self, images, *, train: bool):
-    if self.task not in CLASSIFIER_TASKS:
+    if self.task not in HEADS:
       raise ValueError(f'FingerprintClassifier task must be one of '
-                       f'{CLASSIFIER_TASKS}, got {self.task!r}')
+                       f'{tuple(HEADS)}, got {self.task!r}')
     fingerprint = FingerprintEstimator(
         self.fen_depth, self.fen_width, dtype=self.dtype,
         axis_name=self.axis_name, name='fen')(images, train=train)
-    spectrum = fingerprint_losses.magnitude_spectrum(fingerprint)
-    head_cls = DetectionHead if self.task == 'detection' else AttributionHead
+    spectrum = spectrum_lib.magnitude_spectrum(fingerprint)
+    head_cls = HEADS[self.task]
     kwargs = {} if self.head_channels is None else {
         'channels': tuple(self.head_channels)}
     head = head_cls(self.num_classes, self.dropout_rate,

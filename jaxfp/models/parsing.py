@@ -12,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxfp import schema as schema_lib
+from jaxfp.core import schema as schema_lib
 
 CHANNELS = (32, 64, 128, 256, 512)
 HIDDEN = (512, 256, 64)

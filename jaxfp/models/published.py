@@ -10,11 +10,10 @@ head's two outputs are multiplied by unit 1 of its coarse group's output.
 """
 
 import flax.linen as nn
-import jax.numpy as jnp
-import numpy as np
 
 from jaxfp import models
-from jaxfp.losses import fingerprint as fingerprint_losses
+from jaxfp.core import published
+from jaxfp.core import spectrum as spectrum_lib
 
 
 class PublishedParser(models.FingerprintParser):
@@ -33,14 +32,11 @@ class PublishedParser(models.FingerprintParser):
 
   def __call__(self, images, *, train: bool):
     outputs = super().__call__(images, train=train)
-    coarse = nn.sigmoid(outputs['coarse'])
-    gate = jnp.take(coarse[..., 1],
-                    np.asarray(self.schema.fine_to_coarse, np.int32), axis=1)
-    fine = nn.sigmoid(outputs['fine']) * gate[..., None]
+    coarse, fine = published.sigmoid_loss_heads(
+        outputs['coarse'], outputs['fine'], self.schema.fine_to_coarse)
     return {
         'fingerprint': outputs['fingerprint'],
-        'spectrum': fingerprint_losses.magnitude_spectrum(
-            outputs['fingerprint']),
+        'spectrum': spectrum_lib.magnitude_spectrum(outputs['fingerprint']),
         'continuous': nn.sigmoid(outputs['continuous']),
         'discrete': tuple(nn.sigmoid(d) for d in outputs['discrete']),
         'coarse_pairs': coarse,

@@ -3,6 +3,8 @@
 The trainer (`jaxfp.train`) owns the loop, the optimiser, devices and
 checkpoints; a task owns everything that depends on what is learned:
 
+  headline              (metric, 'lower' | 'higher') pairs: the few figures
+                        an evaluation line and a robustness table show
   model                 a Flax module built with axis_name=AXIS
   train_metric_names    names of the per-step scalars `loss` returns
   eval_metric_names     names of the per-batch scalars `eval_outputs` returns
@@ -16,25 +18,42 @@ checkpoints; a task owns everything that depends on what is learned:
   scalars(result)               -> dict of summary scalars
   meta()                        -> JSON-able facts saved with checkpoints
 
-Tasks are looked up by `config.task`.
+The registry: every module of this package that defines `TASKS`, a dict of
+task name -> task class, adds its tasks; a task is looked up by
+`config.task`. Adding a task is one module here and its config file.
+Importing a task module needs no TensorFlow: tasks read data through
+`jaxfp.data` only when their iterators are asked for.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import ml_collections
 
-AXIS = 'batch'
-TASKS = ('parsing', 'detection', 'attribution')
+
+def registry() -> dict[str, type]:
+  """Task name -> task class, from every module of this package."""
+  found = {}
+  for module_info in pkgutil.iter_modules(__path__):
+    module = importlib.import_module(f'{__name__}.{module_info.name}')
+    found.update(getattr(module, 'TASKS', {}))
+  return found
+
+
+def names() -> tuple[str, ...]:
+  return tuple(registry())
+
+
+def get(name: str) -> type:
+  """The class of task `name`; a ValueError names the known ones."""
+  found = registry()
+  if name not in found:
+    raise ValueError(f'config.task={name!r}: use one of {tuple(found)}')
+  return found[name]
 
 
 def create(config: ml_collections.ConfigDict):
   """The task named by config.task, with its data prepared."""
-  # Imported here so that `import jaxfp.tasks` stays light.
-  from jaxfp.tasks import classification  # pylint: disable=g-import-not-at-top
-  from jaxfp.tasks import parsing  # pylint: disable=g-import-not-at-top
-  name = config.get('task', 'parsing')
-  if name == 'parsing':
-    return parsing.ParsingTask(config)
-  if name in ('detection', 'attribution'):
-    return classification.ClassificationTask(config)
-  raise ValueError(f'config.task={name!r}: use one of {TASKS}')
+  return get(config.get('task', 'parsing'))(config)

@@ -2,9 +2,10 @@
 
 Both are FEN + a small classifier head (`models.FingerprintClassifier`):
 detection reads the fingerprint, attribution its magnitude spectrum. Trained
-on folder-per-class images (`jaxfp.class_pipeline`), scored on a held-out
+on folder-per-class images (`jaxfp.data.classes`), scored on a held-out
 split of the same tree. Detection is scored by ROC AUC, average precision and
-accuracy at 0.5 of the probability of the 'fake' class (`fake_index`);
+accuracy at 0.5 of the probability of the 'fake' class
+(`jaxfp.core.schema.fake_index`);
 attribution by accuracy and the confusion matrix.
 """
 
@@ -19,22 +20,36 @@ import numpy as np
 import optax
 from sklearn import metrics as sk_metrics
 
-from jaxfp import class_pipeline
-from jaxfp import models
-from jaxfp import plots
+from jaxfp.core import console
+from jaxfp.core import schema as schema_lib
+from jaxfp.data import splits
+from jaxfp.models import fields
+from jaxfp.report import plots
+from jaxfp.report import tables
 from jaxfp.tasks import common
 
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int,
                  axis_name: str | None = common.AXIS):
-  m = config.model
-  head_channels = m.get('head_channels')
-  return models.FingerprintClassifier(
-      task=config.task, num_classes=num_classes, fen_depth=m.fen_depth,
-      fen_width=m.fen_width, dropout_rate=m.dropout_rate,
-      head_channels=tuple(head_channels) if head_channels else None,
-      head_hidden=m.get('head_hidden', models.heads.HIDDEN),
-      dtype=jnp.dtype(m.dtype), axis_name=axis_name)
+  return fields.classifier(config.task, num_classes, config.model,
+                           axis_name=axis_name)
+
+
+# What an evaluation line and a robustness table show, and which way is
+# better, by task.
+HEADLINES = {
+    'detection': (('roc_auc', 'higher'), ('average_precision', 'higher'),
+                  ('accuracy', 'higher')),
+    'attribution': (('accuracy', 'higher'),),
+}
+
+
+def _data():
+  """The tf.data side, imported when data is read: the model, losses and
+  scores of a task need no TensorFlow."""
+  with console.native_output_hushed():
+    from jaxfp.data import classes  # pylint: disable=g-import-not-at-top
+  return classes
 
 
 def cross_entropy(logits, labels, mask, published_sigmoid_ce: bool):
@@ -50,20 +65,6 @@ def cross_entropy(logits, labels, mask, published_sigmoid_ce: bool):
   # Normalised by the mean count over devices, so the pmean of device
   # gradients is the global-batch mean gradient.
   return jnp.sum(per_image * mask) / jnp.maximum(count, 1.0)
-
-
-def fake_index(class_names) -> int:
-  """Which of two classes is the generated one.
-
-  Class folders sort by name, so 'fake' comes before 'real': the class named
-  'fake', else the one not named 'real', else (published order) 1.
-  """
-  names = [n.lower() for n in class_names]
-  if 'fake' in names:
-    return names.index('fake')
-  if 'real' in names and len(names) == 2:
-    return 1 - names.index('real')
-  return 1
 
 
 def binary_metrics(is_fake: np.ndarray, fake_score: np.ndarray) -> dict:
@@ -89,16 +90,19 @@ def multiclass_metrics(labels: np.ndarray, probabilities: np.ndarray,
   return out, matrix
 
 
-class ClassificationTask:
+class ClassificationTask(common.Iterators):
   """Detection or attribution, by config.task."""
 
   id_keys = ('label',)
   example_key = 'label'
+  data = staticmethod(_data)
 
-  def __init__(self, config: ml_collections.ConfigDict, info=None):
+  def __init__(self, config: ml_collections.ConfigDict,
+               info: splits.ClassInfo | None = None):
     self.config = config
     self.name = config.task
-    self.info = info if info is not None else class_pipeline.load_info(
+    self.headline = HEADLINES[self.name]
+    self.info = info if info is not None else self.data().load_info(
         config.data)
     self.class_names = self.info.class_names
     if self.name == 'detection' and len(self.class_names) != 2:
@@ -133,22 +137,13 @@ class ClassificationTask:
     return predictions, {'loss': classification,
                          'classification': classification}
 
-  def train_iterator(self, **kwargs):
-    return class_pipeline.train_iterator(
-        self.config.data, self.info,
-        augmentation=self.config.get('augment'), **kwargs)
-
-  def eval_iterator(self, **kwargs):
-    return class_pipeline.eval_iterator(self.config.data, self.info,
-                                        **kwargs)
-
   def score(self, predictions: dict, ids: dict) -> dict:
     labels = ids['label']
     probabilities = predictions['probabilities']
     result = {'num_images': int(len(labels)), 'labels': labels,
               'probabilities': probabilities}
     if self.name == 'detection':
-      fake = fake_index(self.class_names)
+      fake = schema_lib.fake_index(self.class_names)
       result['is_fake'] = labels == fake
       result['fake_score'] = probabilities[:, fake]
       result['metrics'] = binary_metrics(result['is_fake'],
@@ -163,8 +158,8 @@ class ClassificationTask:
 
   def report(self, result: dict, workdir: str, step: int) -> str:
     metrics = result['metrics']
-    lines = ['| metric | value |', '|---|---|']
-    lines += [f'| {k} | {v:.4f} |' for k, v in metrics.items()]
+    lines = [tables.markdown(['metric', 'value'],
+                             [(k, f'{v:.4f}') for k, v in metrics.items()])]
     payload = {'num_images': result['num_images'], 'metrics': metrics,
                'class_names': list(self.class_names)}
     if self.name == 'detection':
@@ -179,10 +174,10 @@ class ClassificationTask:
                              title=f'Attribution, step {step}')
       payload['confusion_matrix'] = matrix.tolist()
       lines += ['', 'Confusion matrix (rows: true, columns: predicted)', '',
-                '| true \\ predicted | ' + ' | '.join(self.class_names) + ' |',
-                '|---' * (len(self.class_names) + 1) + '|']
-      lines += [f'| {name} | ' + ' | '.join(str(int(v)) for v in row) + ' |'
-                for name, row in zip(self.class_names, matrix)]
+                tables.markdown(
+                    ['true \\ predicted', *self.class_names],
+                    [[name, *(int(v) for v in row)]
+                     for name, row in zip(self.class_names, matrix)])]
       pictures = 'confusion.png'
     header = (f'Held-out {self.name} metrics at step {step} on '
               f'{result["num_images"]} images ({pictures} in the workdir)')
@@ -191,3 +186,6 @@ class ClassificationTask:
 
   def meta(self) -> dict:
     return {'task': self.name, 'class_names': list(self.class_names)}
+
+
+TASKS = dict.fromkeys(HEADLINES, ClassificationTask)

@@ -1,4 +1,5 @@
-"""Pieces every task shares: the fingerprint constraints and result files."""
+"""Pieces every task shares: the fingerprint constraints, data iterators
+and result files."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import os
 
 import ml_collections
 
+from jaxfp.core import distributed
 from jaxfp.losses import fingerprint as fingerprint_losses
 
-AXIS = 'batch'
+AXIS = distributed.AXIS
 FINGERPRINT_TERMS = fingerprint_losses.LOSS_NAMES
 
 
@@ -36,6 +38,19 @@ def fingerprint_terms(outputs: dict, config: ml_collections.ConfigDict):
       batch_global_max=config.loss.batch_global_max, axis_name=AXIS,
       spectrum=outputs.get('spectrum'))
   return total, {f'fingerprint_{k}': v for k, v in terms.items()}
+
+
+class Iterators:
+  """`train_iterator` and `eval_iterator` of a task: those of its data
+  module (`data()`, imported when data is read) on its config and info."""
+
+  def train_iterator(self, **kwargs):
+    return self.data().train_iterator(
+        self.config.data, self.info,
+        augmentation=self.config.get('augment'), **kwargs)
+
+  def eval_iterator(self, **kwargs):
+    return self.data().eval_iterator(self.config.data, self.info, **kwargs)
 
 
 def write_results(workdir: str, step: int, header: str, table: str,

@@ -1,25 +1,26 @@
 """Model parsing: FEN + PN predict a generator's hyperparameters.
 
 Trained on the training GMs' images, scored on held-out GMs against the
-paper's random-ground-truth baseline (`jaxfp.metrics`).
+paper's random-ground-truth baseline (`jaxfp.report.metrics`).
 """
 
 from __future__ import annotations
 
 import os
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxfp import input_pipeline
-from jaxfp import metrics as parsing_metrics
 from jaxfp import models
-from jaxfp import plots
-from jaxfp import schema as schema_lib
-from jaxfp import summaries
+from jaxfp.core import console
+from jaxfp.core import schema as schema_lib
+from jaxfp.data import splits
 from jaxfp.losses import parsing as parsing_losses
+from jaxfp.models import fields
+from jaxfp.report import metrics as parsing_metrics
+from jaxfp.report import plots
+from jaxfp.report import summaries
 from jaxfp.tasks import common
 
 PARSING_TERMS = ('continuous', 'discrete', 'coarse', 'fine')
@@ -28,12 +29,15 @@ PARSING_TERMS = ('continuous', 'discrete', 'coarse', 'fine')
 def create_model(config: ml_collections.ConfigDict, schema: schema_lib.Schema,
                  axis_name: str | None = common.AXIS
                  ) -> models.FingerprintParser:
-  m = config.model
-  return models.FingerprintParser(
-      schema, fen_depth=m.fen_depth, fen_width=m.fen_width,
-      use_fen=m.use_fen, dropout_rate=m.dropout_rate,
-      pn_channels=tuple(m.pn_channels), dtype=jnp.dtype(m.dtype),
-      axis_name=axis_name)
+  return fields.parser(schema, config.model, axis_name=axis_name)
+
+
+def _data():
+  """The tf.data side, imported when data is read: the model, losses and
+  scores of a task need no TensorFlow."""
+  with console.native_output_hushed():
+    from jaxfp.data import parsing  # pylint: disable=g-import-not-at-top
+  return parsing
 
 
 def masked_labels(batch):
@@ -49,15 +53,19 @@ def masked_labels(batch):
           'fine': hide(batch['fine'], schema_lib.MISSING)}
 
 
-class ParsingTask:
+class ParsingTask(common.Iterators):
   """FEN + PN on a dataset of GM folders with a ground-truth table."""
 
+  headline = (('continuous_l1', 'lower'), ('discrete_accuracy', 'higher'),
+              ('loss_auc', 'higher'))
   id_keys = ('gm',)
   example_key = 'gm'
+  data = staticmethod(_data)
 
-  def __init__(self, config: ml_collections.ConfigDict, info=None):
+  def __init__(self, config: ml_collections.ConfigDict,
+               info: splits.DataInfo | None = None):
     self.config = config
-    self.info = info if info is not None else input_pipeline.load_info(
+    self.info = info if info is not None else self.data().load_info(
         config.data)
     gt = self.info.ground_truth
     self.schema = gt.schema
@@ -73,8 +81,9 @@ class ParsingTask:
     i = self.info
     return (f'training on {len(i.train_gms)} GMs ({i.num_train_images} '
             f'images), holding out {len(i.test_gms)} GMs '
-            f'({i.num_test_images} images); {len(i.skipped_files)} images '
-            'skipped as unreadable at build time')
+            f'({i.num_test_images} images: {", ".join(i.test_gms)}); '
+            f'{len(i.skipped_files)} images skipped as unreadable at build '
+            'time')
 
   def _parsing_loss(self, outputs, batch):
     loss = self.config.loss
@@ -93,24 +102,11 @@ class ParsingTask:
   def eval_outputs(self, outputs, batch):
     """Probabilities of every head, and the parsing loss."""
     loss, terms = self._parsing_loss(outputs, masked_labels(batch))
-    predictions = {
-        'continuous': jax.nn.sigmoid(outputs['continuous']),
-        'discrete': tuple(jax.nn.softmax(d) for d in outputs['discrete']),
-        'coarse': jax.nn.softmax(outputs['coarse'])[..., 1],
-        'fine': parsing_losses.fine_probabilities(
-            outputs['coarse'], outputs['fine'], self.schema.fine_to_coarse,
-            hierarchical=self.config.loss.hierarchical),
-    }
+    predictions = parsing_losses.head_probabilities(
+        outputs, self.schema.fine_to_coarse,
+        hierarchical=self.config.loss.hierarchical)
     return predictions, {'loss': loss,
                          **{f'parsing_{k}': v for k, v in terms.items()}}
-
-  def train_iterator(self, **kwargs):
-    return input_pipeline.train_iterator(
-        self.config.data, self.info,
-        augmentation=self.config.get('augment'), **kwargs)
-
-  def eval_iterator(self, **kwargs):
-    return input_pipeline.eval_iterator(self.config.data, self.info, **kwargs)
 
   def score(self, predictions: dict, ids: dict) -> dict:
     """Held-out metrics and the random-ground-truth baseline."""
@@ -186,3 +182,5 @@ class ParsingTask:
             'ground_truth': self.info.ground_truth.to_dict(),
             'schema': self.schema.to_dict()}
 
+
+TASKS = {'parsing': ParsingTask}

@@ -24,7 +24,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from jaxfp import schema as schema_lib
+from jaxfp.core import schema as schema_lib
 from jaxfp.zoo import architecture as arch_lib
 from jaxfp.zoo import config as config_lib
 from jaxfp.zoo import generator as generator_lib

@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from jaxfp import schema as schema_lib
+from jaxfp.core import schema as schema_lib
 from jaxfp.zoo import architecture as arch_lib
 
 GROUP_TYPES = {

@@ -1,0 +1,60 @@
+"""`config.data`: where images come from and which are held out.
+
+`parsing()`: model parsing on GM folders with a ground-truth table (the
+built-in zoo by default, or the published dataset); `classes(layout)`:
+detection and attribution on folder-per-class images (the built-in
+real-vs-zoo trees by default, or a folder of one's own).
+"""
+
+import ml_collections
+
+from configs import zoo
+
+# The published 116-GM tables (shared/reference/ground_truth).
+PUBLISHED_NPY_FILES = {
+    'net': 'ground_truth_net_116_15dim.npy',
+    'coarse': 'ground_truth_loss_116_3dim.npy',
+    'fine': 'ground_truth_loss_116_9dim.npy',
+}
+
+
+def parsing() -> ml_collections.ConfigDict:
+  """The default zoo at 64x64; 8 GMs held out at random."""
+  c = ml_collections.ConfigDict()
+  c.name = 'zoo'  # 'zoo' | 'model_parsing'.
+  c.cache_dir = ''  # '' = $JAXFP_CACHE or ~/.cache/jaxfp.
+  c.image_size = 64
+  c.zoo = zoo.get_config()
+  # model_parsing: the published images; ground truth in ground_truth_dir
+  # ('' = the manual dir): ground_truth.csv + schema.json, else these tables.
+  c.manual_dir = ''
+  c.ground_truth_dir = ''
+  c.ground_truth_files = ml_collections.ConfigDict(dict(PUBLISHED_NPY_FILES))
+  # Held-out GMs: these names; else, with num_folds > 0, fold number `fold`
+  # of num_folds that partition the GMs at random (split_seed); else
+  # num_test_gms picked at random with split_seed.
+  c.test_gms = ()
+  c.num_folds = 0
+  c.fold = 0
+  c.num_test_gms = 8
+  c.split_seed = 0
+  c.shuffle_buffer = 0  # 0 = the whole training set (a uniform shuffle).
+  return c
+
+
+def classes(layout: str, image_size: int = 128) -> ml_collections.ConfigDict:
+  """A classifier's data: the built-in images of `layout` by default."""
+  c = ml_collections.ConfigDict()
+  c.source = 'builtin'  # 'builtin' | 'folder'.
+  c.root = ''  # source='folder': root/<class>/*.png.
+  c.layout = layout  # Built-in tree: 'detection' | 'attribution'.
+  c.cache_dir = ''  # '' = $JAXFP_CACHE or ~/.cache/jaxfp.
+  c.image_size = image_size
+  c.zoo = zoo.get_config()
+  c.zoo.image_size = image_size
+  c.zoo.num_generators = 8 if layout == 'detection' else 4
+  c.zoo.images_per_generator = 100
+  c.num_real = 400 if layout == 'detection' else 100
+  c.test_fraction = 0.25
+  c.shuffle_buffer = 0  # 0 = the whole training set.
+  return c

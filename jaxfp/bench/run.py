@@ -1,0 +1,213 @@
+"""Throughput of jaxfp against the published PyTorch recipe, on one device
+(`python -m jaxfp.benchmark`).
+
+Rows (images/s, median of `repeats` timed repeats after `warmup` untimed
+calls; each repeat runs enough steps to last `min_repeat_s`):
+  parsing_train    FEN-17 + PN, 64x64, batch 16: jaxfp.train's own pmapped
+                   train_step (1 device) against the same model, losses and
+                   batch in PyTorch eager float32 (Adam 1e-4).
+  parsing_infer    the same model's forward pass in inference mode.
+  detection_train  FEN-31 + detection head, 128x128, batch 32, published
+                   detection weights (fingerprint constraints + 20 x CE).
+  detection_infer  its forward pass.
+  input_pipeline   jaxfp's tf.data train iterator reading TFDS records built
+                   from an image folder in the published layout, against a
+                   PyTorch DataLoader decoding that folder's PNGs.
+
+Compile time is jaxfp's lower + compile of each step. Achieved FLOP/s count
+the conv and dense FLOPs of the step (`jaxfp.bench.flops`) against the peak
+(default: per device, see `flops.default_peak`). The PyTorch column needs
+torch (an optional requirement) and is skipped without it; the model rows
+need neither torch nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from typing import Any
+
+import flax
+import jax
+
+from jaxfp.bench import flops
+from jaxfp.bench import options
+from jaxfp.bench import pipeline
+from jaxfp.bench import profile
+from jaxfp.bench import timing
+from jaxfp.bench import workloads
+from jaxfp.report import tables
+
+def time_workload(w: workloads.Workload, opts: options.Options,
+                  peak: float | None, torch_peer=None,
+                  torch_platform: str = 'cpu') -> dict[str, Any]:
+  """One row: jaxfp's timing, and PyTorch's when `torch_peer` is given."""
+  with timing.CompileCounter() as counter:
+    median, times = timing.measure(w.step, w.sync, warmup=opts.warmup,
+                                   repeats=opts.repeats,
+                                   min_repeat_s=opts.min_repeat_s)
+  achieved, fraction = flops.utilisation(w.flops_per_step, median, peak)
+  row = {
+      'name': w.name, 'description': w.description, 'batch': w.batch,
+      'image_size': w.image_size,
+      'jaxfp_images_per_s': w.batch / median,
+      'jaxfp_step_ms': 1e3 * median,
+      'jaxfp_step_ms_repeats': [1e3 * t for t in times],
+      'jaxfp_lower_s': w.lower_s, 'jaxfp_compile_s': w.compile_s,
+      # Anything compiled while timing would be a recompilation.
+      'compiles_during_timing': len(counter.names),
+      'gflop_per_image': w.flops_per_step / w.batch / 1e9,
+      'xla_gflop_per_image': (w.xla_flops_per_step / w.batch / 1e9
+                              if w.xla_flops_per_step else None),
+      'jaxfp_tflop_per_s': achieved / 1e12,
+      'jaxfp_fraction_of_peak': fraction,
+  }
+  if torch_peer is not None:
+    step, sync = torch_peer.make_step(
+        w.torch_spec, torch_platform, train=w.name.endswith('_train'),
+        threads=opts.torch_threads)
+    t_median, t_times = timing.measure(step, sync, warmup=opts.warmup,
+                                       repeats=opts.repeats,
+                                       min_repeat_s=opts.min_repeat_s)
+    # The same convolutions and matrix products, so the same FLOPs.
+    t_achieved, t_fraction = flops.utilisation(w.flops_per_step, t_median,
+                                               peak)
+    row.update({
+        'torch_images_per_s': w.batch / t_median,
+        'torch_step_ms': 1e3 * t_median,
+        'torch_step_ms_repeats': [1e3 * t for t in t_times],
+        'torch_tflop_per_s': t_achieved / 1e12,
+        'torch_fraction_of_peak': t_fraction,
+    })
+  return row
+
+
+def _environment(device, opts: options.Options, peak, peak_source,
+                 torch_version) -> dict[str, Any]:
+  return {
+      'device': f'{device.platform}: {device.device_kind}',
+      'host_cpus': os.cpu_count(), 'python': platform.python_version(),
+      'jax': jax.__version__, 'flax': flax.__version__, 'torch': torch_version,
+      'dtype': opts.dtype, 'peak_flops': peak, 'peak_source': peak_source,
+      'warmup': opts.warmup, 'repeats': opts.repeats,
+      'min_repeat_s': opts.min_repeat_s, 'smoke': opts.smoke,
+      'date': time.strftime('%Y-%m-%d %H:%M:%S'),
+  }
+
+
+def _torch_peer(opts: options.Options):
+  """`jaxfp.pytorch.peer` when the PyTorch column is wanted and torch is
+  installed; imported here only, so jaxfp's rows need no torch."""
+  if opts.torch == 'off':
+    return None
+  try:
+    from jaxfp.pytorch import peer  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    if opts.torch == 'on':
+      raise ImportError('--torch=on but torch is not installed') from None
+    print('torch is not installed: the PyTorch column is skipped.')
+    return None
+  return peer
+
+
+def _config(opts: options.Options, task: str):
+  """The recipe of `task` at the benchmark's batch size and dtype."""
+  parsing = task == 'parsing'
+  config = (opts.parsing_config if parsing else
+            opts.detection_config).copy_and_resolve_references()
+  config.model.dtype = opts.dtype
+  config.batch_size = opts.parsing_batch if parsing else opts.detection_batch
+  return config
+
+
+def run(opts: options.Options) -> dict[str, Any]:
+  """Measures the rows of `opts`; prints the table, writes opts.output."""
+  load_start = os.getloadavg() if hasattr(os, 'getloadavg') else None
+  device = jax.local_devices()[0]
+  torch_peer = _torch_peer(opts)
+  torch_version = torch_peer.version() if torch_peer else None
+  if opts.peak_flops:
+    peak, peak_source = opts.peak_flops, '--peak_flops'
+  else:
+    peak, peak_source = flops.default_peak(device, opts.dtype)
+  rows = {}
+  for task in ('parsing', 'detection'):
+    names = [n for n in (f'{task}_train', f'{task}_infer') if n in opts.rows]
+    if not names:
+      continue
+    ready = workloads.task_workloads(_config(opts, task), device, names)
+    for name in names:
+      rows[name] = time_workload(ready[name], opts, peak, torch_peer,
+                                 device.platform)
+    if opts.profile_dir and f'{task}_train' in names:
+      rows[f'{task}_train']['profile'] = profile.profile_workload(
+          ready[f'{task}_train'],
+          os.path.join(opts.profile_dir, f'{task}_train'), opts.profile_steps)
+    del ready  # Frees the device buffers before the next task.
+  if 'input_pipeline' in opts.rows:
+    rows['input_pipeline'] = pipeline.input_pipeline_row(opts, torch_peer)
+  for r in rows.values():
+    ours, theirs = r.get('jaxfp_images_per_s'), r.get('torch_images_per_s')
+    r['jaxfp_over_torch'] = ours / theirs if ours and theirs else None
+  env = _environment(device, opts, peak, peak_source, torch_version)
+  env['load_average_start'] = load_start
+  env['load_average_end'] = (os.getloadavg() if hasattr(os, 'getloadavg')
+                             else None)
+  result = {'environment': env, 'rows': rows}
+  print(format_table(result))
+  if opts.output:
+    os.makedirs(os.path.dirname(os.path.abspath(opts.output)), exist_ok=True)
+    with open(opts.output, 'w') as f:
+      json.dump(result, f, indent=2)
+  return result
+
+
+def _num(x, digits: int = 3) -> str:
+  """x to `digits` significant figures, '-' when missing."""
+  if x is None or (isinstance(x, float) and math.isnan(x)):
+    return '-'
+  return f'{x:.{digits}g}' if abs(x) < 10 ** digits else f'{x:,.0f}'
+
+
+def format_table(result: dict[str, Any]) -> str:
+  """A markdown table of the rows, with the environment above it."""
+  env = result['environment']
+  lines = [
+      f"{env['device']}; jax {env['jax']}, torch {env['torch'] or 'absent'};"
+      f" {env['dtype']}; median of {env['repeats']} repeats after "
+      f"{env['warmup']} warm-up steps; load average at start "
+      f"{_num((env['load_average_start'] or [None])[0])}.",
+      f"Peak {_num(env['peak_flops'] and env['peak_flops'] / 1e12)} TFLOP/s "
+      f"({env['peak_source']}).", '']
+
+  def utilisation(r, prefix):
+    t = r.get(f'{prefix}_tflop_per_s')
+    f = r.get(f'{prefix}_fraction_of_peak')
+    if t is None:
+      return '-'
+    return f'{_num(t)} ({_num(100 * f, 2)}%)' if f == f else _num(t)
+  rows = [[name, r['batch'], _num(r.get('jaxfp_images_per_s')),
+           _num(r.get('torch_images_per_s')),
+           _num(r.get('jaxfp_over_torch')), _num(r.get('jaxfp_compile_s')),
+           _num(r.get('gflop_per_image')), utilisation(r, 'jaxfp'),
+           utilisation(r, 'torch')] for name, r in result['rows'].items()]
+  lines.append(tables.markdown(
+      ['row', 'batch', 'jaxfp img/s', 'PyTorch img/s', 'jaxfp / PyTorch',
+       'compile s', 'GFLOP/img', 'jaxfp TFLOP/s (% peak)',
+       'PyTorch TFLOP/s (% peak)'], rows))
+  lines.append('')
+  lines += [f"- {name}: {r['description']}" for name, r in
+            result['rows'].items()]
+  for name, r in result['rows'].items():
+    p = r.get('profile')
+    if p:
+      lines.append(f"\nWhere a {name} step goes ({p['source']} op time "
+                   f"{_num(1e3 * p['op_s_per_step'])} ms, wall "
+                   f"{_num(1e3 * p['wall_s_per_step'])} ms per step):")
+      lines += [f'  {k:17s} {_num(1e3 * v):>8s} ms  '
+                f"{_num(100 * p['share'][k], 2):>4s}%"
+                for k, v in p['categories_s_per_step'].items()]
+  return '\n'.join(lines)

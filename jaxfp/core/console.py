@@ -1,0 +1,240 @@
+"""What a command shows on the terminal: verbosity, progress, errors.
+
+Every command (`python -m jaxfp.<command>`) runs its main through `run`:
+
+  verbosity  absl's --verbosity (-v). 0, the default: jaxfp's own INFO lines
+             (what is being built, evaluation lines, results) and everyone's
+             warnings; the libraries' INFO lines (Orbax, TFDS, clu), their
+             progress bars and TensorFlow's C++ log are off. 1 and more:
+             all of them, and tracebacks with errors. -1: warnings only.
+  progress   `Progress`: one display with steps/s and ETA, a bar redrawn in
+             place on a terminal, a line at each quarter otherwise.
+  errors     a user error (a bad flag, config field, value, file or
+             checkpoint: app.UsageError, ValueError, OSError) is one line
+             `error: ...` on stderr and exit status 2; the traceback only at
+             --verbosity=1 and more.
+
+The state lives where absl and `logging` keep theirs (the verbosity flag,
+the handler's filters), not in this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+from absl import app
+from absl import flags
+from absl import logging
+import tqdm
+
+# Errors that say what the user asked for is wrong, not that jaxfp is.
+USER_ERRORS = (app.UsageError, ValueError, OSError)
+# The package's own source files: their INFO lines are shown by default.
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def verbose() -> bool:
+  """--verbosity is 1 or more: library INFO lines and tracebacks too."""
+  return logging.level_debug()
+
+
+class _OwnInfoOnly:
+  """A logging filter: INFO lines of jaxfp's code, warnings of everyone."""
+
+  def filter(self, record) -> bool:
+    return (record.levelno >= logging.converter.STANDARD_WARNING or
+            record.pathname.startswith(_PACKAGE_DIR))
+
+
+class _WarningsOnly:
+  """A logging filter for a noisy stretch: warnings and errors only."""
+
+  def filter(self, record) -> bool:
+    return record.levelno >= logging.converter.STANDARD_WARNING
+
+
+def configure() -> None:
+  """Applies --verbosity to the libraries; safe to call again."""
+  handler = logging.get_absl_handler()
+  quiet = not verbose()
+  for f in [f for f in handler.filters if isinstance(f, _OwnInfoOnly)]:
+    handler.removeFilter(f)
+  if quiet:
+    handler.addFilter(_OwnInfoOnly())
+  # Read by TensorFlow's C++ runtime when it loads, which happens later:
+  # jaxfp imports TensorFlow only when it reads or writes data.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2' if quiet else '0')
+
+
+def warnings_only() -> None:
+  """This process shows warnings only (a multi-host run's other processes
+  would repeat process 0's lines)."""
+  logging.set_verbosity(logging.WARNING)
+
+
+@contextlib.contextmanager
+def quietly(what: str) -> Iterator[None]:
+  """A long stretch of library work shown as two lines, its own INFO lines
+  only at --verbosity=1 (e.g. the zoo's line per generator)."""
+  logging.info('%s...', what)
+  start = time.monotonic()
+  handler = logging.get_absl_handler()
+  hush = None if verbose() else _WarningsOnly()
+  if hush:
+    handler.addFilter(hush)
+  try:
+    yield
+  finally:
+    if hush:
+      handler.removeFilter(hush)
+  logging.info('%s: done in %.0f s', what, time.monotonic() - start)
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  if seconds >= 3600:
+    return f'{seconds // 3600}h{seconds % 3600 // 60:02d}m'
+  if seconds >= 60:
+    return f'{seconds // 60}m{seconds % 60:02d}s'
+  return f'{seconds}s'
+
+
+class Progress:
+  """One progress display of `total` steps, with steps/s and ETA.
+
+  On a terminal: a tqdm bar on stderr, redrawn in place. Otherwise (a log
+  file, a pipe): an INFO line at each quarter of the run, and at least every
+  `every_s` seconds in between for long runs. The rate is measured since the
+  previous line, so a first step that compiles does not drag it down for
+  long.
+  """
+
+  def __init__(self, total: int, *, initial: int = 0, what: str = 'train',
+               unit: str = 'steps', every_s: float = 600.0,
+               enabled: bool = True):
+    self.total, self.what, self.unit = total, what, unit
+    self.n = initial
+    self.every_s = every_s
+    self.enabled = enabled
+    self.postfix = {}
+    self.rate = float('nan')
+    self._last = (time.monotonic(), initial)
+    self._bar = None
+    if enabled and sys.stderr.isatty():
+      self._bar = tqdm.tqdm(total=total, initial=initial, desc=what,
+                            unit=f' {unit}', file=sys.stderr,
+                            dynamic_ncols=True, smoothing=0.05)
+
+  def update(self, n: int, **postfix) -> None:
+    """Now at step `n` (absolute); `postfix` values show beside the rate."""
+    self.postfix.update(postfix)
+    previous, self.n = self.n, n
+    if not self.enabled:
+      return
+    if self._bar is not None:
+      if postfix:
+        self._bar.set_postfix(self.postfix, refresh=False)
+      self._bar.update(n - previous)
+      self.rate = self._bar.format_dict.get('rate') or self.rate
+      return
+    now = time.monotonic()
+    last_time, last_n = self._last
+    quarter = int(4 * n / max(self.total, 1)) > int(
+        4 * previous / max(self.total, 1))
+    if n > last_n and (quarter or now - last_time >= self.every_s):
+      self.rate = (n - last_n) / max(now - last_time, 1e-9)
+      self._last = (now, n)
+      logging.info('%s', self.line())
+
+  def line(self) -> str:
+    """'train: 500/1500 steps (33%), 2.31 steps/s, ETA 7m12s, loss 12.3'."""
+    parts = [f'{self.what}: {self.n}/{self.total} {self.unit} '
+             f'({100 * self.n / max(self.total, 1):.0f}%)']
+    if self.rate == self.rate and self.rate > 0:
+      parts.append(f'{self.rate:.3g} {self.unit}/s')
+      if self.n < self.total:
+        parts.append(f'ETA {_duration((self.total - self.n) / self.rate)}')
+    parts += [f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
+              for k, v in self.postfix.items()]
+    return ', '.join(parts)
+
+  def note(self, message: str) -> None:
+    """A line above the bar (a terminal) or an INFO line (otherwise)."""
+    if self._bar is not None:
+      self._bar.write(message, file=sys.stderr)
+    else:
+      logging.info('%s', message)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+      self._bar = None
+
+  def __enter__(self) -> Progress:
+    return self
+
+  def __exit__(self, *exc) -> bool:
+    self.close()
+    return False
+
+
+@contextlib.contextmanager
+def native_output_hushed() -> Iterator[None]:
+  """What native libraries write to stderr meanwhile is dropped, unless
+  --verbosity=1: TensorFlow's C++ start-up lines (a oneDNN notice, absl's
+  pre-initialisation warning) come before TF_CPP_MIN_LOG_LEVEL applies."""
+  if verbose():
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  try:
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+
+
+def command(main: Callable[[list[str]], int | None]
+            ) -> Callable[[list[str]], int]:
+  """`main` with --verbosity applied and user errors as one line.
+
+  The wrapped main returns the exit status: main's own (None is 0), or 2
+  after printing `error: ...` for a user error. At --verbosity=1 and more
+  the error propagates with its traceback instead.
+  """
+  @functools.wraps(main)
+  def wrapped(argv: list[str]) -> int:
+    configure()
+    try:
+      status = main(argv)
+    except USER_ERRORS as e:
+      if verbose():
+        raise
+      print(f'error: {e}', file=sys.stderr)
+      return 2
+    return 0 if status is None else int(status)
+  return wrapped
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, a bad or missing flag as a user error (status 2)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {e} (see --helpshort)', file=sys.stderr)
+    sys.exit(2)
+
+
+def run(main: Callable[[list[str]], int]) -> None:
+  """Runs a `command`-wrapped main as the program; exits with its status."""
+  app.run(lambda argv: sys.exit(main(argv)), flags_parser=_parse_flags)

@@ -1,0 +1,8 @@
+"""Data: image trees, TFDS records, tf.data pipelines, perturbations.
+
+TensorFlow-free, for inference and light tools: `images` (finding and
+loading image files), `trees` (dataset trees and their ground truth),
+`splits` (held-out GMs and folds), `perturbations`, `builtin_classes`.
+With TensorFlow: `parsing` and `classes` (the pipelines), `batching`,
+`augment`, `builders` (the TFDS builders).
+"""

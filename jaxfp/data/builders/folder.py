@@ -1,0 +1,161 @@
+"""TFDS builders over image trees (`jaxfp.data.trees`); subclasses say
+where the tree is.
+
+Images are decoded, checked and resized once, at build time, by the one
+image loader (`jaxfp.data.images.load_image`). A file that cannot be decoded
+is skipped and reported, never fatal: one bad file in 116K must not lose a
+build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging as std_logging
+import os
+from collections.abc import Iterator
+
+from absl import logging
+from etils import epath
+import tensorflow_datasets as tfds
+
+from jaxfp.core import console
+from jaxfp.data import images as images_lib
+from jaxfp.data import trees
+
+
+def generate_examples(
+    found: trees.Scan, image_size: int, skipped: list,
+) -> Iterator[tuple[str, dict]]:
+  """Yields (key, {'image', 'gm', 'file'}) for every readable image.
+
+  Unreadable files are logged, appended to `skipped` as [file, reason] and
+  not yielded.
+  """
+  for gm in found.gm_names:
+    for rel in found.files[gm]:
+      try:
+        image = images_lib.load_image(
+            os.path.join(found.images_root, rel), image_size)
+      except images_lib.ImageError as e:
+        logging.warning('Skipping unreadable image %s: %s',
+                        os.path.join(found.images_root, rel), e)
+        skipped.append([rel, str(e)])
+        continue
+      yield rel, {'image': image, 'gm': gm, 'file': rel}
+
+
+class _NotCustomConfig(std_logging.Filter):
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not record.getMessage().startswith('Using custom data configuration')
+
+
+@contextlib.contextmanager
+def _custom_configs_unannounced():
+  logger = std_logging.getLogger('absl')
+  quiet = _NotCustomConfig()
+  logger.addFilter(quiet)
+  try:
+    yield
+  finally:
+    logger.removeFilter(quiet)
+
+
+def read_metadata(builder: tfds.core.DatasetBuilder) -> dict:
+  """A plain copy of `builder.info.metadata`.
+
+  TFDS loads the metadata of built records lazily, on `[]`, `items()` and a
+  few others, but not on `get` or `in`; a copy is safe with all of them.
+  """
+  return dict(builder.info.metadata.items())
+
+
+class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A TFDS builder over a folder tree; subclasses say where the tree is.
+
+  Images are decoded, checked and resized once, at build time. The dataset
+  metadata (`builder.info.metadata`) keeps what a reader needs without the
+  source tree: 'ground_truth' (GroundTruth.to_dict of the GMs present, rows in
+  the order of the 'gm' ClassLabel), 'gm_counts' (images per GM),
+  'skipped_files' ([file, reason] pairs), 'ground_truth_source', 'source'.
+  """
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+
+  def __init__(self, **kwargs):
+    # Every config of these builders is made from parameters (a tree, a zoo,
+    # an image size), which TFDS announces as a 'custom data configuration'
+    # warning at each construction: no news, so not shown.
+    with _custom_configs_unannounced():
+      super().__init__(**kwargs)
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    # TFDS 4.9.10 looks this up through `importlib_resources`, which it does
+    # not install on Python >= 3.9; the class's file is what it would find.
+    return epath.Path(inspect.getfile(cls))
+
+  # TFDS prints two lines of its own around a build; the console has ours
+  # ('Building ...'), and theirs show at --verbosity=1.
+  def _log_download_bytes(self) -> None:
+    logging.debug('Preparing %s in %s', self.name, self.data_dir)
+
+  def _log_download_done(self) -> None:
+    logging.debug('%s prepared in %s', self.name, self.data_dir)
+
+  def _source(self, dl_manager) -> tuple[str, str, dict[str, str] | None]:
+    """(dataset root, ground-truth dir or '' for the root, npy file names)."""
+    raise NotImplementedError
+
+  def _description(self) -> str:
+    return self.__doc__ or ''
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    s = self.builder_config.image_size
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self._description(),
+        features=tfds.features.FeaturesDict({
+            'image': tfds.features.Image(shape=(s, s, 3)),
+            # Names (the sorted GM folders) are only known once the tree is
+            # found, at build time; they are saved with the records.
+            'gm': tfds.features.ClassLabel(),
+            'file': tfds.features.Text(),
+        }),
+        metadata=tfds.core.MetadataDict(),
+    )
+
+  def _split_generators(self, dl_manager):
+    root, ground_truth_dir, npy_files = self._source(dl_manager)
+    found = trees.scan(root)
+    table, source = trees.read_ground_truth(found, ground_truth_dir,
+                                            npy_files)
+    self.info.features['gm'].names = list(found.gm_names)
+    counts = dict.fromkeys(found.gm_names, 0)
+    skipped = []
+    # Filled while the generator runs; TFDS writes the metadata after it.
+    self.info.metadata.update({
+        'ground_truth': table.to_dict(), 'ground_truth_source': source,
+        'source': os.path.abspath(found.images_root), 'gm_counts': counts,
+        'skipped_files': skipped,
+    })
+    logging.info('Building %s from %d files of %d GMs in %s.', self.name,
+                 found.num_files, len(found.gm_names), found.images_root)
+    return {'train': self._generate_examples(found, skipped, counts)}
+
+  def _generate_examples(self, found, skipped, counts):
+    size = self.builder_config.image_size
+    for key, example in generate_examples(found, size, skipped):
+      counts[example['gm']] += 1
+      yield key, example
+
+
+def prepare(builder: tfds.core.DatasetBuilder, **kwargs) -> None:
+  """`builder.download_and_prepare(**kwargs)`; TFDS's progress bars only at
+  --verbosity=1 and more (the console shows one progress display)."""
+  if not console.verbose():
+    tfds.disable_progress_bar()
+  builder.download_and_prepare(**kwargs)

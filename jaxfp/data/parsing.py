@@ -1,0 +1,187 @@
+"""Model-parsing data: GM folders with a ground-truth table -> batches.
+
+`config.data` (configs/data.py) names the dataset: the built-in zoo or the
+published model-parsing images. Records are built once (TFDS); the held-out
+GMs are chosen here, by name (`jaxfp.data.splits`). Batches are dicts of
+numpy arrays shaped [local_device_count, per_device_batch, ...]:
+
+  'image'       float32 [..., s, s, 3]  (x / 255 - MEAN) / STD
+  'continuous'  float32 [..., C]        normalised, NaN where missing
+  'discrete'    int32   [..., D]        class index, -1 where missing
+  'coarse'      int32   [..., K]        0/1, -1 where missing
+  'fine'        int32   [..., F]        0/1, -1 where missing
+  'gm'          int32   [...]           row in DataInfo.ground_truth
+  'mask'        float32 [...]           1 real example, 0 padding
+
+Labels are looked up through the example's GM row, so they are the ground
+truth of that GM by construction. Eval padding rows have mask 0, gm -1 and
+all labels missing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from jaxfp.core import schema as schema_lib
+from jaxfp.data import batching
+from jaxfp.data import splits
+from jaxfp.data import trees
+from jaxfp.data.builders import folder
+from jaxfp.data.builders import model_parsing
+from jaxfp.data.builders import zoo as zoo_builder
+
+LABEL_KEYS = ('continuous', 'discrete', 'coarse', 'fine')
+DATASETS = ('zoo', 'model_parsing')
+
+
+def _cache_dir(c: ml_collections.ConfigDict) -> str:
+  return c.cache_dir or trees.default_cache_dir()
+
+
+def _builder(c: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  data_dir = os.path.join(_cache_dir(c), 'tfds')
+  if c.name == 'zoo':
+    return zoo_builder.ZooDataset(
+        zoo_config=c.zoo, image_size=c.image_size,
+        zoo_cache_dir=os.path.join(_cache_dir(c), 'zoo'), data_dir=data_dir)
+  if c.name == 'model_parsing':
+    files = c.ground_truth_files
+    return model_parsing.ModelParsing(
+        image_size=c.image_size, ground_truth_dir=c.ground_truth_dir,
+        ground_truth_files=dict(files.to_dict() if hasattr(files, 'to_dict')
+                                else files),
+        data_dir=data_dir)
+  raise ValueError(f'config.data.name is {c.name!r}; expected one of '
+                   f'{DATASETS}')
+
+
+def _prepare(c: ml_collections.ConfigDict, builder) -> None:
+  """Builds the records if they are not there yet."""
+  if c.name != 'model_parsing':
+    folder.prepare(builder)
+    return
+  manual_dir = os.path.expanduser(c.manual_dir) if c.manual_dir else ''
+  if not builder.is_prepared():
+    if not (manual_dir and os.path.isdir(manual_dir)):
+      raise FileNotFoundError(
+          f'config.data.manual_dir {c.manual_dir!r} does not exist (it must '
+          'hold the model-parsing images, see '
+          'jaxfp.data.builders.model_parsing)')
+    folder.prepare(builder, download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir))
+    return
+  built_from = os.path.abspath(
+      folder.read_metadata(builder).get('source', ''))
+  if manual_dir and os.path.commonpath(
+      [built_from, os.path.abspath(manual_dir)]) != os.path.abspath(
+          manual_dir):
+    logging.warning('Records in %s were built from %s, not manual_dir %s; '
+                    'delete them to rebuild.', builder.data_dir, built_from,
+                    manual_dir)
+
+
+def load_info(data_config: ml_collections.ConfigDict) -> splits.DataInfo:
+  """Builds the dataset if needed; returns its ground truth and split."""
+  c = data_config
+  if c.name not in DATASETS:
+    raise ValueError(f'config.data.name is {c.name!r}; expected one of '
+                     f'{DATASETS}')
+  builder = _builder(c)
+  _prepare(c, builder)
+  meta = folder.read_metadata(builder)
+  table = schema_lib.GroundTruth.from_dict(meta['ground_truth'])
+  names = tuple(builder.info.features['gm'].names)
+  if table.gm_names != names:
+    raise ValueError(f'{builder.data_dir}: ground truth names GMs '
+                     f'{table.gm_names}, the records {names}')
+  counts = {gm: int(meta['gm_counts'].get(gm, 0)) for gm in names}
+  skipped = tuple((str(f), str(r)) for f, r in meta['skipped_files'])
+  trees.log_summary(f'{builder.name}/{builder.builder_config.name}', counts,
+                    skipped)
+
+  empty = [gm for gm in names if not counts[gm]]
+  if empty:
+    logging.warning('GMs with no readable image, left out: %s', empty)
+  usable = [gm for gm in names if counts[gm]]
+  test = splits.choose_test_gms(c, names, usable)
+  train_gms = tuple(gm for gm in usable if gm not in test)
+  test_gms = tuple(gm for gm in usable if gm in test)
+  if not train_gms:
+    raise ValueError(f'every GM ({len(usable)}) is a test GM; too few GMs '
+                     'left to train on')
+  return splits.DataInfo(
+      ground_truth=table, train_gms=train_gms, test_gms=test_gms,
+      num_train_images=sum(counts[gm] for gm in train_gms),
+      num_test_images=sum(counts[gm] for gm in test_gms),
+      skipped_files=skipped)
+
+
+def _examples(c: ml_collections.ConfigDict, info: splits.DataInfo,
+              gms: Sequence[str]) -> tf.data.Dataset:
+  """This process's share of the images of `gms`: {'image' uint8, 'row'}."""
+  builder = _builder(c)
+  if not builder.is_prepared():
+    raise ValueError(f'{builder.data_dir} is not built; call load_info first')
+  label_names = builder.info.features['gm'].names
+  wanted = set(gms)
+  # Record label -> row of info.ground_truth (by name), -1 = not wanted.
+  rows = tf.constant([info.ground_truth.index(n) if n in wanted else -1
+                      for n in label_names], tf.int32)
+  image_feature = builder.info.features['image']
+  # Records are read in their stored order (fixed); images are decoded only
+  # after the GM filter and the per-process shard.
+  ds = builder.as_dataset(
+      split='train', shuffle_files=False,
+      decoders={'image': tfds.decode.SkipDecoding(),
+                'file': tfds.decode.SkipDecoding()})
+  ds = ds.map(lambda ex: {'image': ex['image'],
+                          'row': tf.gather(rows, tf.cast(ex['gm'], tf.int32))})
+  ds = ds.filter(lambda ex: ex['row'] >= 0)
+  ds = ds.shard(jax.process_count(), jax.process_index())
+  return ds.map(lambda ex: {'image': image_feature.decode_example(ex['image']),
+                            'row': ex['row']},
+                num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _to_element(info: splits.DataInfo):
+  gt = info.ground_truth
+  tables = {k: tf.constant(getattr(gt, k)) for k in LABEL_KEYS}
+  return lambda ex: batching.element(
+      ex['image'], gm=ex['row'],
+      **{k: tf.gather(t, ex['row']) for k, t in tables.items()})
+
+
+def train_iterator(
+    data_config: ml_collections.ConfigDict, info: splits.DataInfo, *,
+    global_batch_size: int, local_device_count: int, seed: int,
+    start_step: int = 0, augmentation: ml_collections.ConfigDict | None = None
+) -> Iterator[dict[str, np.ndarray]]:
+  """Endless shuffled batches of the train GMs' images, resumable by step
+  (`batching.train_batches`); `augmentation`: a `jaxfp.data.augment`
+  config."""
+  return batching.train_batches(
+      _examples(data_config, info, info.train_gms), info.num_train_images,
+      _to_element(info), global_batch_size=global_batch_size,
+      local_device_count=local_device_count, seed=seed,
+      start_step=start_step, buffer=data_config.shuffle_buffer,
+      augmentation=augmentation)
+
+
+def eval_iterator(
+    data_config: ml_collections.ConfigDict, info: splits.DataInfo, *,
+    global_batch_size: int, local_device_count: int, perturb=None,
+) -> Iterator[dict[str, np.ndarray]]:
+  """One padded pass over the test GMs' images in a fixed order
+  (`batching.eval_batches`)."""
+  return batching.eval_batches(
+      _examples(data_config, info, info.test_gms), info.num_test_images,
+      _to_element(info), global_batch_size=global_batch_size,
+      local_device_count=local_device_count, perturb=perturb)

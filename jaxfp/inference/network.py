@@ -1,0 +1,149 @@
+"""A checkpoint's network ready for inference: model, variables, outputs.
+
+Reads both kinds of checkpoint directory jaxfp writes (`jaxfp.checkpoints`):
+  - training runs (`jaxfp.train`): meta holding the run's config and the
+    task's facts (a schema and ground truth, or class names);
+  - converted published weights (`jaxfp.convert_torch`): meta holding the
+    module's fields ('model') instead of a config.
+Either way the network is built from its model fields
+(`jaxfp.models.fields`): a parser when the meta has a schema, a classifier
+when it has class names. Only params and batch statistics are read;
+optimiser states are ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+
+from jaxfp import checkpoints
+from jaxfp import models
+from jaxfp.core import normalization
+from jaxfp.core import schema as schema_lib
+from jaxfp.core import spectrum as spectrum_lib
+from jaxfp.losses import parsing as parsing_losses
+from jaxfp.models import fields
+
+
+class CheckpointError(ValueError):
+  """A checkpoint directory that cannot be used; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+  task: str
+  model: Any  # A Flax module built with axis_name=None.
+  variables: dict  # {'params', 'batch_stats'}.
+  meta: dict
+  image_size: int
+  step: int
+  directory: str
+  schema: schema_lib.Schema | None = None  # Parsing only.
+  ground_truth: schema_lib.GroundTruth | None = None  # Parsing, if saved.
+  class_names: tuple[str, ...] = ()  # Detection and attribution.
+  mean: float = normalization.MEAN
+  std: float = normalization.STD
+
+
+def _schema_of(meta: dict):
+  ground_truth = None
+  if 'ground_truth' in meta:
+    ground_truth = schema_lib.GroundTruth.from_dict(meta['ground_truth'])
+  if 'schema' in meta:
+    return schema_lib.Schema.from_dict(meta['schema']), ground_truth
+  return ground_truth.schema, ground_truth
+
+
+def load(path: str, *, published_outputs: bool = False) -> Loaded:
+  """The latest checkpoint under `path` (a workdir or checkpoints dir).
+
+  `published_outputs`: the model returns the published sigmoid outputs
+  (`jaxfp.models.published`) instead of logits; same variables. `predict_fn`
+  needs the logits model.
+  """
+  try:
+    checkpoint = checkpoints.read(path)
+  except (FileNotFoundError, ValueError) as e:
+    raise CheckpointError(str(e)) from e
+  meta, directory, step = checkpoint.meta, checkpoint.directory, checkpoint.step
+  if 'config' in meta:
+    config = meta['config']
+    model_fields = config.get('model', {})
+    task = meta.get('task', config.get('task', 'parsing'))
+    image_size = int(config['data']['image_size'])
+  elif 'model' in meta:
+    model_fields, task = meta['model'], meta.get('task')
+    image_size = int(meta.get('preprocessing', {}).get('image_size', 0))
+  else:
+    raise CheckpointError(f'{directory}/{step}/meta has neither a run config '
+                          f'nor model fields (keys: {sorted(meta)})')
+  schema = ground_truth = None
+  class_names = ()
+  if 'schema' in meta or 'ground_truth' in meta:
+    schema, ground_truth = _schema_of(meta)
+    model = fields.parser(schema, model_fields, published=published_outputs)
+  elif task in models.HEADS:
+    class_names = tuple(meta.get('class_names', ()))
+    if not class_names:
+      raise CheckpointError(f'{directory}: a {task} checkpoint needs '
+                            'class_names in its meta')
+    model = fields.classifier(task, len(class_names), model_fields,
+                              published=published_outputs)
+  else:
+    raise CheckpointError(f'{directory}: a {task!r} checkpoint needs a schema '
+                          'or ground truth (parsing) or a classifier head of '
+                          f'{tuple(models.HEADS)} in its meta')
+  pre = meta.get('preprocessing', {})
+  return Loaded(task=task, model=model, variables=checkpoint.variables,
+                meta=meta, image_size=image_size, step=step,
+                directory=directory, schema=schema, ground_truth=ground_truth,
+                class_names=class_names,
+                mean=float(pre.get('mean', normalization.MEAN)),
+                std=float(pre.get('std', normalization.STD)))
+
+
+def predict_fn(loaded: Loaded):
+  """A jitted function: normalised images [N, s, s, 3] -> numpy outputs.
+
+  Outputs: 'fingerprint' [N, s, s, 3], 'spectrum' [N, s, s], 'features'
+  [N, D] (the head's last hidden layer, for grouping images), and the task's
+  probabilities: parsing 'continuous', 'discrete', 'coarse', 'fine' (see
+  losses.parsing.head_probabilities); detection/attribution 'probabilities'
+  [N, classes]. Compiled once per batch shape.
+  """
+  hierarchical = True
+  if 'config' in loaded.meta:
+    hierarchical = bool(loaded.meta['config'].get('loss', {}).get(
+        'hierarchical', True))
+  parser = loaded.schema is not None
+  feature_layer = 'fc_2' if parser else None
+
+  def keep(module, method_name):
+    del method_name
+    name = module.name or ''
+    return name == feature_layer or (feature_layer is None and
+                                     name.startswith('fc_'))
+
+  @jax.jit
+  def run(variables, images):
+    outputs, state = loaded.model.apply(
+        variables, images, train=False, capture_intermediates=keep,
+        mutable=['intermediates'])
+    captured = state['intermediates']
+    features = jax.tree.leaves(captured)
+    out = {'fingerprint': outputs['fingerprint'],
+           'spectrum': spectrum_lib.magnitude_spectrum(
+               outputs['fingerprint']),
+           # The first captured hidden layer: fc_2 of the PN (64 wide), or
+           # fc_0 of a classifier head.
+           'features': features[0].reshape(images.shape[0], -1)}
+    if parser:
+      out.update(parsing_losses.head_probabilities(
+          outputs, loaded.schema.fine_to_coarse, hierarchical=hierarchical))
+    else:
+      out['probabilities'] = jax.nn.softmax(outputs['logits'])
+    return out
+
+  return lambda images: jax.device_get(run(loaded.variables, images))

@@ -1,0 +1,369 @@
+"""Published PyTorch checkpoints -> jaxfp Flax variables and checkpoints
+(`python -m jaxfp.convert_torch`).
+
+A published checkpoint is the dict the official training scripts torch.save:
+'state_dict_cnn' (the FEN), 'state_dict_class' (the task head), and the Adam
+states 'optimizer_1', 'optimizer_2' (ignored: not needed for inference).
+Conv weights go OIHW -> HWIO and Linear weights (out, in) -> (in, out). The
+first Linear after the conv stack needs no reordering because our heads
+flatten in PyTorch's (C, H, W) order. BatchNorm running statistics become
+`batch_stats`. The FEN depth and width, the head's conv widths, hidden width
+and class count are read off the keys and shapes.
+
+The output directory holds a `jaxfp.checkpoints` directory at
+`DIR/checkpoints` (items 'state' and 'meta', like the trainer's) with one
+step, 0:
+  state  {'step': 0, 'params': ..., 'batch_stats': ...}
+  meta   {'task', 'source', 'model' (constructor fields of the Flax module),
+          'schema' (parsing) or 'class_names' (detection, attribution),
+          'preprocessing': {'image_size', 'mean', 'std'}}
+`jaxfp.inference.network.load(DIR)` rebuilds the module and its variables
+from it, without torch.
+
+torch is imported only when a PyTorch file is read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from absl import logging
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxfp import checkpoints
+from jaxfp import models
+from jaxfp.core import normalization
+from jaxfp.core import schema as schema_lib
+from jaxfp.models import fields
+from jaxfp.models import parsing
+
+# The published networks, by the task each serves: their input size.
+IMAGE_SIZE = {'parsing': 64, 'detection': 128, 'attribution': 128}
+TASKS = tuple(IMAGE_SIZE)
+CHECKPOINT_KEYS = ('state_dict_cnn', 'state_dict_class')
+# Branches of the published parsing network that no head reads.
+UNUSED_PARSING_LAYERS = ('fc4', 'fc5', 'fc6', 'fc7')
+# What the first head conv looks like in each task: (in channels, kernel).
+# A mismatch means the file belongs to another task.
+HEAD_SIGNATURE = {'parsing': (3, 3), 'detection': (3, 5),
+                  'attribution': (1, 5)}
+FIRST_HEAD_KEY = 'layer1.0.weight'
+
+
+class ConversionError(ValueError):
+  """A checkpoint that cannot be converted; the message says why."""
+
+
+def class_names(task: str, num_classes: int) -> list[str]:
+  """Names of the classifier's outputs, in index order.
+
+  The published scripts take labels from torchvision's ImageFolder (sorted
+  folder names) and never name them. Detection is taken as (real, fake)
+  because the published AUC scores output 1 as the positive class; were the
+  folders literally named 'fake' and 'real', sorting would give the reverse,
+  so check on images of known origin. Attribution is real plus the four GANs
+  of GANFingerprints (ProGAN, SNGAN, CramerGAN, MMDGAN), in an order that is
+  not published, hence generic names.
+  """
+  if task == 'detection' and num_classes == 2:
+    return ['real', 'fake']
+  return ['real'] + [f'gan_{i}' for i in range(1, num_classes)]
+
+
+def preprocessing(task: str) -> dict[str, Any]:
+  return {'image_size': IMAGE_SIZE[task], 'mean': normalization.MEAN,
+          'std': normalization.STD}
+
+
+# ------------------------------------------------------------ reading ------
+
+
+def read_torch_checkpoint(path: str) -> tuple[dict, dict]:
+  """(FEN state dict, head state dict) of a published file, as numpy."""
+  import torch  # pylint: disable=g-import-not-at-top
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'PyTorch checkpoint {path} does not exist')
+  try:
+    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConversionError(
+        f'{path} is not a PyTorch checkpoint that torch.load(weights_only='
+        f'True) can read: {type(e).__name__}: {e}') from None
+  if not isinstance(checkpoint, Mapping) or any(
+      k not in checkpoint for k in CHECKPOINT_KEYS):
+    found = (sorted(map(str, checkpoint)) if isinstance(checkpoint, Mapping)
+             else type(checkpoint).__name__)
+    raise ConversionError(
+        f'{path} is not a published checkpoint: it needs the keys '
+        f'{list(CHECKPOINT_KEYS)}, found {found}')
+  ignored = [k for k in checkpoint if k not in CHECKPOINT_KEYS]
+  if ignored:
+    logging.info('Ignoring %s of %s (optimizer states are not needed for '
+                 'inference)', sorted(map(str, ignored)), path)
+
+  def to_numpy(state, name):
+    if not isinstance(state, Mapping):
+      raise ConversionError(f'{path}: {name} is a {type(state).__name__}, '
+                            'not a state dict')
+    return {k: v.detach().cpu().numpy() for k, v in state.items()
+            if isinstance(v, torch.Tensor)}
+  return (to_numpy(checkpoint['state_dict_cnn'], 'state_dict_cnn'),
+          to_numpy(checkpoint['state_dict_class'], 'state_dict_class'))
+
+
+# ------------------------------------------------------------ mapping ------
+# An entry (torch prefix, flax path, kind) maps `prefix.weight` etc. onto
+# params[path] (and batch_stats[path] for BatchNorm).
+
+
+def _fen_entries(depth: int):
+  yield 'layers.0.0', ('fen', 'conv_0'), 'conv'
+  for i in range(1, depth - 1):
+    yield f'layers.{i}.0', ('fen', f'conv_{i}'), 'conv'
+    yield f'layers.{i}.1', ('fen', f'norm_{i}'), 'norm'
+  yield f'layers.{depth - 1}', ('fen', f'conv_{depth - 1}'), 'conv'
+
+
+def _head_entries(task: str, num_blocks: int,
+                  schema: schema_lib.Schema | None):
+  scope = 'pn' if task == 'parsing' else 'head'
+  for i in range(num_blocks):
+    yield f'layer{i + 1}.0', (scope, f'conv_{i}'), 'conv'
+  if task != 'parsing':
+    yield 'fc1', (scope, 'fc_0'), 'dense'
+    yield 'fc2', (scope, 'fc_1'), 'dense'
+    return
+  for i in range(len(parsing.HIDDEN)):
+    yield f'fc{i + 1}', (scope, f'fc_{i}'), 'dense'
+  heads = (('continuous',) + schema.discrete_names, schema.coarse,
+           schema.fine)
+  for group, names in zip(('fc8', 'fc9', 'fc10'), heads):
+    for i, name in enumerate(names):
+      yield f'{group}_{i + 1}', (scope, f'head_{name}'), 'dense'
+
+
+SUFFIXES = {'conv': ('weight', 'bias'), 'dense': ('weight', 'bias'),
+            'norm': ('weight', 'bias', 'running_mean', 'running_var')}
+# Present in BatchNorm state dicts since PyTorch 0.4.1; carries no weights.
+OPTIONAL_SUFFIXES = {'norm': ('num_batches_tracked',)}
+
+
+def _to_flax(kind: str, suffix: str, array: np.ndarray):
+  """(collection, leaf name, array in Flax layout) of one torch tensor."""
+  if suffix == 'weight' and kind == 'conv':
+    return 'params', 'kernel', array.transpose(2, 3, 1, 0)
+  if suffix == 'weight' and kind == 'dense':
+    return 'params', 'kernel', array.T
+  if suffix == 'weight':
+    return 'params', 'scale', array
+  if suffix == 'bias':
+    return 'params', 'bias', array
+  return 'batch_stats', {'running_mean': 'mean', 'running_var': 'var'}[
+      suffix], array
+
+
+def _torch_shape(kind: str, suffix: str, flax_shape: tuple[int, ...]):
+  if suffix == 'weight' and kind == 'conv':
+    h, w, i, o = flax_shape
+    return (o, i, h, w)
+  if suffix == 'weight' and kind == 'dense':
+    return tuple(reversed(flax_shape))
+  return tuple(flax_shape)
+
+
+def _layer_indices(keys, pattern: str) -> list[int]:
+  return sorted({int(m.group(1)) for k in keys
+                 if (m := re.match(pattern, k))})
+
+
+def _check_task(task: str, cnn: dict, head: dict) -> None:
+  """Clear errors for a file of another task (or not a FEN at all)."""
+  if FIRST_HEAD_KEY in head:
+    found = tuple(head[FIRST_HEAD_KEY].shape)
+    signature = (found[1], found[2]) if len(found) == 4 else None
+    if signature != HEAD_SIGNATURE[task]:
+      c, k = HEAD_SIGNATURE[task]
+      likely = [t for t, s in HEAD_SIGNATURE.items() if s == signature]
+      hint = (f'; it looks like a {likely[0]} checkpoint' if likely else '')
+      raise ConversionError(
+          f'--task={task}: state_dict_class[{FIRST_HEAD_KEY!r}] should have '
+          f'shape (channels, {c}, {k}, {k}), found {found}{hint}')
+  first = 'layers.0.0.weight'
+  if first in cnn and (cnn[first].ndim != 4 or cnn[first].shape[1] != 3):
+    raise ConversionError(
+        f'state_dict_cnn[{first!r}] should have shape (width, 3, 3, 3), '
+        f'found {tuple(cnn[first].shape)}')
+
+
+def _build_module(task: str, cnn: dict, head: dict) -> nn.Module:
+  """The Flax module whose shapes the state dicts describe."""
+  depths = _layer_indices(cnn, r'layers\.(\d+)\.')
+  if not depths or 'layers.0.0.weight' not in cnn:
+    raise ConversionError('state_dict_cnn has no FEN layers (keys '
+                          f'layers.0.0.weight ...); found {sorted(cnn)[:8]}')
+  blocks = _layer_indices(head, r'layer(\d+)\.0\.weight$')
+  if blocks != list(range(1, len(blocks) + 1)) or not blocks:
+    raise ConversionError(
+        'state_dict_class needs conv blocks layer1.0.weight, layer2.0.weight, '
+        f'... in sequence; found blocks {blocks}')
+  channels = tuple(int(head[f'layer{i}.0.weight'].shape[0]) for i in blocks)
+  common = dict(fen_depth=depths[-1] + 1,
+                fen_width=int(cnn['layers.0.0.weight'].shape[0]))
+  if task == 'parsing':
+    return models.FingerprintParser(schema_lib.PUBLISHED, pn_channels=channels,
+                                    **common)
+  for key in ('fc1.weight', 'fc2.weight'):
+    if key not in head:
+      raise ConversionError(f'state_dict_class lacks {key!r}')
+  return models.FingerprintClassifier(
+      task, num_classes=int(head['fc2.weight'].shape[0]),
+      head_channels=channels, head_hidden=int(head['fc1.weight'].shape[0]),
+      **common)
+
+
+def convert_state_dicts(task: str, cnn: dict, head: dict
+                        ) -> tuple[nn.Module, dict]:
+  """(module with logits outputs, {'params', 'batch_stats'}) of two dicts.
+
+  Args:
+    task: 'parsing', 'detection' or 'attribution'.
+    cnn: the FEN's state dict (name -> numpy array).
+    head: the head's state dict.
+
+  Raises:
+    ConversionError naming the task mismatch, a shape mismatch (key,
+    expected, found), or the missing and unexpected keys.
+  """
+  if task not in TASKS:
+    raise ConversionError(f'task must be one of {TASKS}, got {task!r}')
+  _check_task(task, cnn, head)
+  module = _build_module(task, cnn, head)
+  size = IMAGE_SIZE[task]
+  expected = jax.eval_shape(
+      lambda: module.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
+                          train=False))
+  if task == 'parsing':
+    head_entries = _head_entries(task, len(module.pn_channels), module.schema)
+  else:
+    head_entries = _head_entries(task, len(module.head_channels), None)
+  sources = (('state_dict_cnn', cnn, _fen_entries(module.fen_depth)),
+             ('state_dict_class', head, head_entries))
+
+  variables = {'params': {}, 'batch_stats': {}}
+  for dict_name, state, entries in sources:
+    entries = list(entries)
+    wanted = {f'{p}.{s}' for p, _, kind in entries for s in SUFFIXES[kind]}
+    optional = {f'{p}.{s}' for p, _, kind in entries
+                for s in OPTIONAL_SUFFIXES.get(kind, ())}
+    ignored = {k for k in state if task == 'parsing'
+               and dict_name == 'state_dict_class'
+               and k.split('.')[0] in UNUSED_PARSING_LAYERS}
+    missing = sorted(wanted - set(state))
+    unexpected = sorted(set(state) - wanted - optional - ignored)
+    if missing or unexpected:
+      raise ConversionError(
+          f'{dict_name} does not match a {task} network with '
+          f'{_describe(module)}: missing keys {_listed(missing)}, unexpected '
+          f'keys {_listed(unexpected)}')
+    if ignored:
+      logging.info('Ignoring %s of %s: no published head reads them',
+                   sorted(ignored), dict_name)
+    for prefix, path, kind in entries:
+      for suffix in SUFFIXES[kind]:
+        key = f'{prefix}.{suffix}'
+        collection, leaf, array = _to_flax(kind, suffix, state[key])
+        want = expected[collection]
+        for p in path:
+          want = want[p]
+        want = want[leaf].shape
+        if array.shape != want:
+          raise ConversionError(
+              f'{dict_name}[{key!r}] should have shape '
+              f'{_torch_shape(kind, suffix, want)} for a {task} network with '
+              f'{_describe(module)}, found {tuple(state[key].shape)}')
+        node = variables[collection]
+        for p in path:
+          node = node.setdefault(p, {})
+        node[leaf] = jnp.asarray(array, jnp.float32)
+  if not variables['batch_stats']:
+    del variables['batch_stats']  # A FEN of depth 2 has no BatchNorm.
+  if jax.tree.structure(variables) != jax.tree.structure(expected):
+    raise RuntimeError(f'the converter does not fill every variable of '
+                       f'{type(module).__name__}; update its key mapping')
+  return module, variables
+
+
+def _listed(keys: list[str], limit: int = 20) -> str:
+  if len(keys) <= limit:
+    return str(keys)
+  return f'{keys[:limit]} and {len(keys) - limit} more'
+
+
+def _describe(module: nn.Module) -> str:
+  return ', '.join(f'{k}={v}' for k, v in fields.fields_of(module).items()
+                   if k in ('fen_depth', 'fen_width', 'pn_channels',
+                            'head_channels', 'head_hidden', 'num_classes'))
+
+
+def published_module(module: nn.Module) -> nn.Module:
+  """The same network, returning the published (sigmoid) outputs."""
+  if isinstance(module, models.FingerprintParser):
+    return fields.parser(module.schema, fields.fields_of(module),
+                         published=True)
+  return fields.classifier(module.task, module.num_classes,
+                           fields.fields_of(module), published=True)
+
+
+def convert(path: str, task: str) -> tuple[nn.Module, dict]:
+  """A published PyTorch checkpoint as a Flax module and its variables.
+
+  `module.apply(variables, images, train=False)`, with images [N, H, W, 3]
+  normalised as published ((x - 0.6490) / 0.1269, 64x64 for parsing, 128x128
+  otherwise), returns a dict of float32 arrays:
+    'fingerprint' [N, H, W, 3], 'spectrum' [N, H, W], and the published
+    outputs after their sigmoids:
+    parsing: 'continuous' [N, 9], 'discrete' (6 arrays [N, k]),
+      'coarse' [N, 3] and 'fine' [N, 8] (P(used), fine multiplied by its
+      coarse group, as published), 'coarse_pairs' [N, 3, 2] and
+      'fine_pairs' [N, 8, 2] (both units of each published 2-unit head),
+      and 'logits' (FingerprintParser's, before the sigmoids);
+    detection / attribution: 'logits' [N, k] and 'probabilities' [N, k].
+  `jaxfp.inference.network.load(..., published_outputs=True)` gives the
+  same network from a converted checkpoint.
+  """
+  cnn, head = read_torch_checkpoint(path)
+  module, variables = convert_state_dicts(task, cnn, head)
+  return published_module(module), variables
+
+
+# ------------------------------------------------------------- write -------
+
+
+def write_checkpoint(path: str, task: str, output: str) -> str:
+  """Converts `path` and writes a checkpoint directory under `output`.
+
+  Returns the CheckpointManager directory, `output/checkpoints`.
+  """
+  cnn, head = read_torch_checkpoint(path)
+  module, variables = convert_state_dicts(task, cnn, head)
+  meta = {'task': task, 'source': os.path.abspath(path),
+          'model': fields.fields_of(module),
+          'preprocessing': preprocessing(task)}
+  if task == 'parsing':
+    meta['schema'] = module.schema.to_dict()
+  else:
+    meta['class_names'] = class_names(task, module.num_classes)
+  try:
+    directory = checkpoints.write(output, {'step': 0, **variables}, meta)
+  except FileExistsError as e:
+    raise ConversionError(str(e)) from None
+  count = sum(x.size for x in jax.tree.leaves(variables['params']))
+  logging.info('Wrote the %s network (%s; %d parameters) to %s', task,
+               _describe(module), count, directory)
+  return directory

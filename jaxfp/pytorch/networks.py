@@ -1,0 +1,204 @@
+"""The published PyTorch networks, as references for conversion and parity.
+
+Module attributes are laid out so that `state_dict()` keys and shapes are
+those of the published checkpoints (see shared/reference/README.md,
+"Published checkpoint format"); forwards take NCHW float32 and return what
+the published forwards return after their sigmoids. Everything of jaxfp that
+imports torch is in `jaxfp.pytorch`.
+
+  FEN(depth, width)   layers.0.0.*, layers.{i}.0.* + layers.{i}.1.* (BatchNorm),
+                      layers.{depth-1}.*; image -> fingerprint.
+  ParsingHead()       layer1..layer5, fc1..fc7, fc8_1..7, fc9_1..3, fc10_1..8.
+  DetectionHead()     layer1..layer5, fc1, fc2.
+  AttributionHead()   layer1, layer2, fc1, fc2.
+  spectrum(f)         |fftshift(fft2(gray(f)))|, [N, 3, H, W] -> [N, H, W].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from jaxfp.core import schema as schema_lib
+from jaxfp.core import spectrum as spectrum_lib
+
+PARSING_CHANNELS = (32, 64, 128, 256, 512)
+DETECTION_CHANNELS = (32, 64, 128, 256, 512)
+ATTRIBUTION_CHANNELS = (32, 64)
+HIDDEN = 512
+# Published parsing heads, in the order of PUBLISHED's schema columns.
+CONTINUOUS_OUTPUTS = len(schema_lib.PUBLISHED.continuous)
+DISCRETE_OUTPUTS = schema_lib.PUBLISHED.num_classes
+NUM_COARSE = len(schema_lib.PUBLISHED.coarse)
+NUM_FINE = len(schema_lib.PUBLISHED.fine)
+FINE_TO_COARSE = schema_lib.PUBLISHED.fine_to_coarse
+
+
+def gray(fingerprint: torch.Tensor) -> torch.Tensor:
+  """[N, 3, H, W] -> [N, H, W], with the published luma weights."""
+  r, g, b = spectrum_lib.GRAY_WEIGHTS
+  return r * fingerprint[:, 0] + g * fingerprint[:, 1] + b * fingerprint[:, 2]
+
+
+def spectrum(fingerprint: torch.Tensor) -> torch.Tensor:
+  """Magnitude spectrum of the gray fingerprint, zero frequency centred.
+
+  The published code shifts by rolling each axis by size // 2, which is
+  fftshift for the even sizes it uses (64, 128).
+  """
+  freq = torch.fft.fftshift(torch.fft.fft2(gray(fingerprint)), dim=(-2, -1))
+  return freq.abs()
+
+
+class FEN(nn.Module):
+  """DnCNN-style fingerprint estimator; the output is the fingerprint."""
+
+  def __init__(self, depth: int = 17, width: int = 64):
+    super().__init__()
+    if depth < 2:
+      raise ValueError(f'FEN depth must be at least 2, got {depth}')
+    blocks = [nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU())]
+    for _ in range(depth - 2):
+      blocks.append(nn.Sequential(nn.Conv2d(width, width, 3, padding=1),
+                                  nn.BatchNorm2d(width), nn.ReLU()))
+    blocks.append(nn.Conv2d(width, 3, 3, padding=1))
+    self.layers = nn.Sequential(*blocks)
+    for m in self.modules():
+      if isinstance(m, nn.Conv2d):
+        nn.init.kaiming_normal_(m.weight)
+
+  def forward(self, images: torch.Tensor) -> torch.Tensor:
+    return self.layers(images)
+
+
+def _conv_block(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
+  """conv (padding 2) + ReLU + maxpool 2: keys `.0.weight`, `.0.bias`."""
+  return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, padding=2), nn.ReLU(),
+                       nn.MaxPool2d(2))
+
+
+def _blocks(module: nn.Module) -> nn.Sequential:
+  """layer1 ... layer{num_blocks} of a head, in order."""
+  return nn.Sequential(*(getattr(module, f'layer{i + 1}')
+                         for i in range(module.num_blocks)))
+
+
+def _flat_size(module: nn.Module, in_channels: int, size: int) -> int:
+  with torch.no_grad():
+    return _blocks(module)(torch.zeros(1, in_channels, size, size)).numel()
+
+
+class _Classifier(nn.Module):
+  """layer1..layerL conv blocks, dropout, fc1 + ReLU, fc2 (+ sigmoid)."""
+
+  def __init__(self, in_channels, channels, kernels, image_size, num_classes,
+               hidden):
+    super().__init__()
+    widths = (in_channels,) + tuple(channels)
+    for i, k in enumerate(kernels):
+      setattr(self, f'layer{i + 1}', _conv_block(widths[i], widths[i + 1], k))
+    self.num_blocks = len(kernels)
+    self.dropout = nn.Dropout(0.5)
+    self.fc1 = nn.Linear(_flat_size(self, in_channels, image_size),
+                         hidden)
+    self.fc2 = nn.Linear(hidden, num_classes)
+
+  def logits(self, x: torch.Tensor) -> torch.Tensor:
+    x = _blocks(self)(x).flatten(1)
+    return self.fc2(torch.relu(self.fc1(self.dropout(x))))
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(self.logits(x))
+
+
+class DetectionHead(_Classifier):
+  """Fingerprint [N, 3, 128, 128] -> sigmoid outputs [N, 2]."""
+
+  def __init__(self, channels=DETECTION_CHANNELS, hidden=HIDDEN,
+               num_classes=2, image_size=128):
+    kernels = (5,) * (len(channels) - 1) + (3,)
+    super().__init__(3, channels, kernels, image_size, num_classes, hidden)
+
+
+class AttributionHead(_Classifier):
+  """Spectrum [N, 1, 128, 128] -> sigmoid outputs [N, 5]."""
+
+  def __init__(self, channels=ATTRIBUTION_CHANNELS, hidden=HIDDEN,
+               num_classes=5, image_size=128):
+    super().__init__(1, channels, (5,) * len(channels), image_size,
+                     num_classes, hidden)
+
+
+class ParsingHead(nn.Module):
+  """Fingerprint [N, 3, 64, 64] -> the 18 published sigmoid outputs.
+
+  forward returns, in the published order: continuous [N, 9]; six discrete
+  [N, k]; three coarse [N, 2]; eight fine [N, 2], each multiplied by column 1
+  of its coarse group's output (fine 1-4 by coarse 1, 5-7 by 2, 8 by 3).
+  fc4..fc7 exist, as in the published network, but feed nothing.
+  """
+
+  def __init__(self, channels=PARSING_CHANNELS, image_size=64):
+    super().__init__()
+    widths = (3,) + tuple(channels)
+    for i in range(len(channels)):
+      setattr(self, f'layer{i + 1}', _conv_block(widths[i], widths[i + 1], 3))
+    self.num_blocks = len(channels)
+    self.dropout = nn.Dropout(0.5)
+    self.fc1 = nn.Linear(_flat_size(self, 3, image_size), 512)
+    self.fc2 = nn.Linear(512, 256)
+    self.fc3 = nn.Linear(256, 64)
+    self.fc4 = nn.Linear(512, 256)
+    self.fc5 = nn.Linear(256, 64)
+    self.fc6 = nn.Linear(512, 256)
+    self.fc7 = nn.Linear(256, 64)
+    for i, k in enumerate((CONTINUOUS_OUTPUTS,) + DISCRETE_OUTPUTS):
+      setattr(self, f'fc8_{i + 1}', nn.Linear(64, k))
+    for i in range(NUM_COARSE):
+      setattr(self, f'fc9_{i + 1}', nn.Linear(64, 2))
+    for i in range(NUM_FINE):
+      setattr(self, f'fc10_{i + 1}', nn.Linear(64, 2))
+
+  def head_names(self) -> list[str]:
+    return ([f'fc8_{i + 1}' for i in range(1 + len(DISCRETE_OUTPUTS))]
+            + [f'fc9_{i + 1}' for i in range(NUM_COARSE)]
+            + [f'fc10_{i + 1}' for i in range(NUM_FINE)])
+
+  def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every head's output before its sigmoid, by layer name."""
+    x = self.dropout(_blocks(self)(x).flatten(1))
+    x = torch.relu(self.fc1(x))
+    x = torch.relu(self.fc3(torch.relu(self.fc2(x))))
+    return {name: getattr(self, name)(x) for name in self.head_names()}
+
+  def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    outputs = [torch.sigmoid(z) for z in self.logits(x).values()]
+    architecture = outputs[:1 + len(DISCRETE_OUTPUTS)]
+    coarse = outputs[len(architecture):len(architecture) + NUM_COARSE]
+    fine = [p * coarse[g][:, 1:2] for p, g in zip(
+        outputs[len(architecture) + NUM_COARSE:], FINE_TO_COARSE)]
+    return tuple(architecture + coarse + fine)
+
+
+# The published head of each task.
+HEADS = {'parsing': ParsingHead, 'detection': DetectionHead,
+         'attribution': AttributionHead}
+
+
+def published_checkpoint(fen: FEN, head: nn.Module, task: str) -> dict:
+  """The dict the published training scripts pass to torch.save.
+
+  Adam (lr 1e-4) states of both networks come along as `optimizer_1` and
+  `optimizer_2`, as published.
+  """
+  if task not in HEADS:
+    raise ValueError(f'task must be one of {tuple(HEADS)}, got {task!r}')
+  if not isinstance(head, HEADS[task]):
+    raise ValueError(f'the {task} task needs a {HEADS[task].__name__}, '
+                     f'got a {type(head).__name__}')
+  return {
+      'state_dict_cnn': fen.state_dict(),
+      'optimizer_1': torch.optim.Adam(fen.parameters(), lr=1e-4).state_dict(),
+      'state_dict_class': head.state_dict(),
+      'optimizer_2': torch.optim.Adam(head.parameters(), lr=1e-4).state_dict(),
+  }

@@ -1,0 +1,1 @@
+"""Reports of results: metrics, markdown tables, pictures, TensorBoard."""

@@ -1,0 +1,212 @@
+"""Evaluates a checkpoint on held-out data, without training
+(`python -m jaxfp.evaluate`).
+
+Writes what training writes at its end (for parsing: results.md,
+results.json, fingerprints.png, baseline_bars.png) to --workdir, and prints
+the table.
+
+The checkpoint is a `jaxfp.checkpoints` directory, as the trainer writes
+(`<workdir>/checkpoints/<step>/`) or as `jaxfp.convert_torch` writes for
+published weights; it may be named by the run, its `checkpoints` folder or
+one step's folder. Only the parameters
+and BatchNorm statistics are read, never the optimizer state.
+
+Which config: the network (config.model, and config.loss.hierarchical, which
+decides how fine loss types are scored) always comes from the checkpoint.
+The rest (data, batch size, baseline shuffles) comes from --config when it
+is given, else from the config saved with the checkpoint. The held-out GMs
+are the checkpoint's own (meta 'test_gms'), so a run is scored on exactly
+the GMs it never saw, unless --split=config.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import NamedTuple
+
+from absl import logging
+from flax import jax_utils
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from jaxfp import checkpoints
+from jaxfp import tasks
+from jaxfp import train
+from jaxfp.models import fields
+
+# config.model fields a checkpoint's 'model' meta (jaxfp.convert_torch) sets;
+# the task and class count come from the data.
+MODEL_FIELDS = tuple(f for f in fields.RECORDED
+                     if f not in ('task', 'num_classes')) + ('dtype',)
+
+
+def _merge(base: dict, update: dict) -> dict:
+  """`base` with `update`'s values, recursively for nested dicts."""
+  out = dict(base)
+  for key, value in update.items():
+    if isinstance(value, dict) and isinstance(out.get(key), dict):
+      out[key] = _merge(out[key], value)
+    else:
+      out[key] = value
+  return out
+
+
+def config_for(meta: dict, config: ml_collections.ConfigDict | None = None,
+               *, use_checkpoint_split: bool = True
+               ) -> ml_collections.ConfigDict:
+  """The config to evaluate a checkpoint with (see the module docstring)."""
+  saved = meta.get('config')
+  if config is None and saved is None:
+    raise ValueError('the checkpoint has no saved config (a converted '
+                     'published checkpoint?): pass --config, e.g. '
+                     '--config=configs/fen.py with the dataset overrides')
+  task = meta.get('task') or (saved or {}).get('task') or 'parsing'
+  base = config.to_dict() if config is not None else saved
+  merged = _merge(base, {'task': task})
+  network = {}
+  if saved is not None:
+    network = {'model': saved.get('model', {})}
+    if 'hierarchical' in saved.get('loss', {}):
+      network['loss'] = {'hierarchical': saved['loss']['hierarchical']}
+  if 'model' in meta:
+    network = _merge(network, {'model': {
+        k: v for k, v in meta['model'].items() if k in MODEL_FIELDS}})
+  for key, value in _flatten(network).items():
+    old = _flatten(merged).get(key)
+    if old is not None and _normal(old) != _normal(value):
+      logging.warning('config.%s=%r replaced by the checkpoint\'s %r', key,
+                      old, value)
+  merged = _merge(merged, network)
+  if use_checkpoint_split and meta.get('test_gms'):
+    merged['data'] = _merge(merged['data'], {
+        'test_gms': tuple(meta['test_gms']), 'num_folds': 0})
+  return ml_collections.ConfigDict(merged)
+
+
+def _flatten(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+def _normal(value):
+  return list(value) if isinstance(value, tuple) else value
+
+
+def check_variables(model, image_size: int, variables: dict) -> None:
+  """Raises naming the first mismatches if `variables` do not fit `model`."""
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), np.float32)
+  expected = jax.eval_shape(
+      functools.partial(model.init, train=False), jax.random.key(0), images)
+  want = {jax.tree_util.keystr(p): tuple(x.shape)
+          for p, x in jax.tree.leaves_with_path(
+              {'params': expected['params'],
+               'batch_stats': expected.get('batch_stats', {})})}
+  have = {jax.tree_util.keystr(p): tuple(np.shape(x))
+          for p, x in jax.tree.leaves_with_path(variables)}
+  problems = [f'{k}: missing' for k in sorted(set(want) - set(have))]
+  problems += [f'{k}: unexpected' for k in sorted(set(have) - set(want))]
+  problems += [f'{k}: checkpoint {have[k]}, model {want[k]}'
+               for k in sorted(set(want) & set(have)) if want[k] != have[k]]
+  if problems:
+    raise ValueError('the checkpoint does not fit the configured model '
+                     f'({len(problems)} problems): ' + '; '.join(problems[:8]))
+
+
+class Prepared(NamedTuple):
+  """A checkpoint ready to evaluate: task, replicated state, compiled step."""
+  task: object
+  state: train.TrainState
+  p_eval_step: object
+  collection: object
+  config: ml_collections.ConfigDict
+  step: int
+  directory: str
+
+
+def prepare(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,
+            step: int | None = None,
+            use_checkpoint_split: bool = True) -> Prepared:
+  """Reads a checkpoint and builds what `train.evaluate` needs.
+
+  Args:
+    checkpoint: a run directory, its `checkpoints` folder, or one step's.
+    config: overrides the checkpoint's saved config except for the network
+      (see the module docstring); needed for converted checkpoints.
+    step: which step; default the latest.
+    use_checkpoint_split: hold out the checkpoint's own test GMs.
+  """
+  read = checkpoints.read(checkpoint, step)
+  directory, step, variables, meta = (read.directory, read.step,
+                                      read.variables, read.meta)
+  config = config_for(meta, config, use_checkpoint_split=use_checkpoint_split)
+  train.validate(config, jax.local_device_count())
+  task = tasks.create(config)
+  logging.info('Evaluating step %d of %s: %s', step, directory,
+               task.describe())
+  _check_split(meta, task)
+  _check_schema(meta, task)
+  check_variables(task.model, config.data.image_size, variables)
+  state = train.TrainState.create(
+      apply_fn=task.model.apply, params=variables['params'],
+      batch_stats=variables['batch_stats'], tx=optax.set_to_zero())
+  state = jax_utils.replicate(state.replace(step=step))
+  collection = train.metrics_collection(task.eval_metric_names)
+  p_eval_step = jax.pmap(
+      functools.partial(train.eval_step, task=task, collection=collection),
+      axis_name=train.AXIS)
+  return Prepared(task, state, p_eval_step, collection, config, step,
+                  directory)
+
+
+def evaluate_checkpoint(checkpoint: str, *, workdir: str | None = None,
+                        config: ml_collections.ConfigDict | None = None,
+                        step: int | None = None,
+                        use_checkpoint_split: bool = True) -> dict:
+  """Scores one checkpoint; writes the task's report to `workdir`.
+
+  Arguments as `prepare`; `workdir` is where the report goes, by default
+  the run directory (the parent of `checkpoints`). Returns the task's result
+  (as `train.evaluate`), plus 'step', 'config', 'text'.
+  """
+  p = prepare(checkpoint, config=config, step=step,
+              use_checkpoint_split=use_checkpoint_split)
+  if workdir is None:
+    workdir = os.path.dirname(p.directory)
+  os.makedirs(workdir, exist_ok=True)
+  result = train.evaluate(p.p_eval_step, p.state, p.task, p.config,
+                          p.collection)
+  result['text'] = ''
+  if jax.process_index() == 0:
+    result['text'] = p.task.report(result, workdir, p.step)
+  result.update(step=p.step, config=p.config)
+  return result
+
+
+def _check_split(meta: dict, task) -> None:
+  """Warns when the held-out GMs include GMs the checkpoint trained on."""
+  trained = set(meta.get('train_gms') or ())
+  seen = sorted(trained & set(getattr(task.info, 'test_gms', ())))
+  if seen:
+    logging.warning('The checkpoint was trained on %d of the held-out GMs: '
+                    '%s; these metrics are not held-out metrics.', len(seen),
+                    seen)
+
+
+def _check_schema(meta: dict, task) -> None:
+  saved = meta.get('schema') or (meta.get('ground_truth') or {}).get('schema')
+  schema = getattr(task, 'schema', None)
+  if saved and schema is not None and saved != schema.to_dict():
+    # Head sizes may agree while names differ (e.g. the published tables'
+    # generic class names); outputs are read by position, so only warn.
+    logging.warning('The checkpoint was trained with the schema %s; the '
+                    'dataset has %s. Heads are matched by position.',
+                    json.dumps(saved), json.dumps(schema.to_dict()))

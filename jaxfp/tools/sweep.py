@@ -1,0 +1,371 @@
+"""Runs the named variations of a config one after another, and tables them
+(`python -m jaxfp.sweep`).
+
+A sweep file is a config file (big_vision style) with two functions:
+
+  get_config(arg=None)  the base ConfigDict; --config.<field>=... on the
+                        command line changes it for every run
+  get_sweep(arg=None)   [(run name, {'dotted.field': value, ...}), ...]
+
+and optionally `AVERAGE_RUNS = True` (cross-validation folds): the tables
+then also give the mean ± std of every metric over the runs. The text after
+':' in --config=file.py:arg goes to both functions.
+
+Run `name` trains and evaluates in <workdir>/<name> (`train_and_evaluate`).
+A run whose results.json exists is finished and not run again; an
+interrupted one resumes from its latest checkpoint. A finished run whose
+config differs from what the sweep now asks for is an error (delete the run
+or use another workdir), so a table never mixes settings silently. At the
+end, and whenever the sweep is launched, the finished runs are gathered into
+<workdir>/sweep.md and sweep.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import re
+import time
+from collections.abc import Sequence
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from jaxfp import train
+from jaxfp.report import metrics as metrics_lib
+from jaxfp.report import tables
+
+RESULTS = 'results.json'
+RUN_FILE = 'sweep_run.json'
+Run = tuple[str, dict]
+
+
+def load_sweep(path: str) -> tuple[list[Run], bool]:
+  """(runs, AVERAGE_RUNS) of a sweep file; `path` may end in ':arg'."""
+  filename, *args = path.split(':', 1)
+  spec = importlib.util.spec_from_file_location('jaxfp_sweep_file', filename)
+  if spec is None or not os.path.isfile(filename):
+    raise FileNotFoundError(f'sweep file {filename} does not exist')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_sweep'):
+    raise ValueError(f'{filename} has no get_sweep(): it lists the runs as '
+                     '(name, {field: value}) pairs')
+  runs = [(name, dict(overrides)) for name, overrides in
+          module.get_sweep(*args)]
+  check_runs(runs)
+  return runs, bool(getattr(module, 'AVERAGE_RUNS', False))
+
+
+def check_runs(runs: Sequence[Run]) -> None:
+  names = [name for name, _ in runs]
+  bad = [n for n in names if not re.fullmatch(r'[A-Za-z0-9_.-]+', n)]
+  if bad:
+    raise ValueError(f'run names must be usable as folder names: {bad}')
+  dupes = sorted({n for n in names if names.count(n) > 1})
+  if dupes:
+    raise ValueError(f'run names appear more than once: {dupes}')
+  if not runs:
+    raise ValueError('the sweep lists no runs')
+
+
+def apply_overrides(base: ml_collections.ConfigDict, overrides: dict,
+                    name: str = '') -> ml_collections.ConfigDict:
+  """A copy of `base` with each 'dotted.field' set; unknown fields raise."""
+  config = base.copy_and_resolve_references()
+  for key, value in overrides.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for part in parents:
+      if isinstance(node, ml_collections.ConfigDict):
+        node = node.get(part)
+    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+      raise ValueError(f'run {name!r} overrides config.{key}, which the base '
+                       'config does not have')
+    with node.unlocked():
+      node[leaf] = value
+  return config
+
+
+def expand(base: ml_collections.ConfigDict, runs: Sequence[Run]
+           ) -> list[tuple[str, dict, ml_collections.ConfigDict]]:
+  """(name, overrides, config) of every run, all checked before any runs."""
+  check_runs(runs)
+  return [(name, overrides, apply_overrides(base, overrides, name))
+          for name, overrides in runs]
+
+
+def _flat_config(config: ml_collections.ConfigDict) -> dict:
+  flat = json.loads(config.to_json_best_effort(sort_keys=True))
+  out = {}
+  def walk(d, prefix):
+    for k, v in d.items():
+      if isinstance(v, dict):
+        walk(v, f'{prefix}{k}.')
+      else:
+        out[f'{prefix}{k}'] = v
+  walk(flat, '')
+  return out
+
+
+def _check_same_config(run_dir: str, name: str,
+                       config: ml_collections.ConfigDict) -> None:
+  path = os.path.join(run_dir, RUN_FILE)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = json.load(f).get('config', {})
+  wanted = _flat_config(config)
+  # Fields that exist on one side only come from code changes, not from the
+  # sweep: they are worth a warning, not a refusal.
+  one_side = sorted(set(saved) ^ set(wanted))
+  if one_side:
+    logging.warning('Run %s: config fields %s exist only in its saved config '
+                    'or only in the current one.', name, one_side)
+  changed = sorted(k for k in set(saved) & set(wanted)
+                   if saved[k] != wanted[k])
+  if changed:
+    details = ', '.join(f'{k}: {saved[k]!r} -> {wanted[k]!r}'
+                        for k in changed[:6])
+    raise ValueError(
+        f'run {name!r} in {run_dir} was started with another config ({details}'
+        f'{", ..." if len(changed) > 6 else ""}); delete that folder to '
+        'run it again, or use another --workdir')
+
+
+def run_sweep(base: ml_collections.ConfigDict, runs: Sequence[Run],
+              workdir: str, *, only: Sequence[str] = (),
+              average: bool = False) -> str:
+  """Runs every unfinished run (or those in `only`), then writes the tables.
+
+  Returns the markdown table (also in <workdir>/sweep.md). Stops early,
+  tables written, if a run is preempted (SIGTERM): launch again to resume.
+  """
+  expanded = expand(base, runs)
+  unknown = sorted(set(only) - {name for name, _, _ in expanded})
+  if unknown:
+    raise ValueError(f'--runs names runs the sweep does not have: {unknown}')
+  os.makedirs(workdir, exist_ok=True)
+  for name, overrides, config in expanded:
+    run_dir = os.path.join(workdir, name)
+    _check_same_config(run_dir, name, config)
+    if only and name not in only:
+      continue
+    if os.path.exists(os.path.join(run_dir, RESULTS)):
+      logging.info('Run %s is finished (%s exists); not running it again.',
+                   name, os.path.join(run_dir, RESULTS))
+      continue
+    logging.info('Run %s: %s', name, overrides or 'the base config')
+    os.makedirs(run_dir, exist_ok=True)
+    record = {'name': name, 'overrides': overrides,
+              'config': _flat_config(config)}
+    _write_json(os.path.join(run_dir, RUN_FILE), record)
+    start, start_cpu = time.time(), time.process_time()
+    result = train.train_and_evaluate(config, run_dir)
+    # Of the launch that finished the run. CPU seconds too: wall time
+    # depends on what else the machine runs.
+    record['wall_s'] = round(time.time() - start, 1)
+    record['cpu_s'] = round(time.process_time() - start_cpu, 1)
+    _write_json(os.path.join(run_dir, RUN_FILE), record)
+    if result.get('preempted'):
+      logging.warning('Run %s was preempted at step %s; launch the sweep '
+                      'again to resume it.', name, result.get('step'))
+      break
+  return write_tables(workdir, [(n, o) for n, o, _ in expanded],
+                      average=average)
+
+
+def _write_json(path, payload):
+  if jax.process_index():  # Every process runs the sweep; one writes.
+    return
+  with open(path, 'w') as f:
+    json.dump(payload, f, indent=2)
+
+
+def gather(workdir: str, runs: Sequence[Run]) -> list[dict]:
+  """The finished runs' results, in sweep order."""
+  rows = []
+  for name, overrides in runs:
+    path = os.path.join(workdir, name, RESULTS)
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      results = json.load(f)
+    record = {}
+    run_file = os.path.join(workdir, name, RUN_FILE)
+    if os.path.exists(run_file):
+      with open(run_file) as f:
+        record = json.load(f)
+    rows.append({'run': name, 'overrides': overrides,
+                 'step': results.get('step'), 'wall_s': record.get('wall_s'),
+                 'cpu_s': record.get('cpu_s'),
+                 'metrics': results.get('metrics', {}),
+                 'baseline_mean': results.get('baseline_mean', {}),
+                 'baseline_std': results.get('baseline_std', {})})
+  return rows
+
+
+def _describe(overrides: dict) -> str:
+  return ', '.join(f'{k}={v}' for k, v in overrides.items()) or 'base config'
+
+
+def _is_headline(key: str) -> bool:
+  return key in dict(metrics_lib.HEADLINE)
+
+
+def _better(key, model, baseline) -> bool:
+  try:
+    return metrics_lib.beats(key, model, baseline)
+  except KeyError:  # Not a parsing metric: no known direction.
+    return False
+
+
+def _cell(row, key) -> str:
+  if key not in row['metrics']:
+    return '–'
+  m = row['metrics'][key]
+  text = f'{m:.3f}'
+  if key in row['baseline_mean']:
+    b, s = row['baseline_mean'][key], row['baseline_std'].get(key, 0.0)
+    if _better(key, m, b):
+      text = f'**{text}**'
+    text += f' [{b:.3f} ± {s:.3f}]'
+  return text
+
+
+def _spread(values) -> tuple[float, float]:
+  values = np.asarray(values, np.float64)
+  return float(np.mean(values)), float(np.std(values))
+
+
+def average_rows(rows: Sequence[dict]) -> dict[str, dict]:
+  """Per metric: mean and std over runs of the model and of the baseline.
+
+  Also how many runs beat their own baseline mean.
+  """
+  keys = metrics_lib.ordered_keys(
+      {k: 0.0 for r in rows for k in r['metrics']})
+  out = {}
+  for key in keys:
+    have = [r for r in rows if key in r['metrics']]
+    model = _spread([r['metrics'][key] for r in have])
+    stats = {'runs': len(have), 'model': model}
+    with_base = [r for r in have if key in r['baseline_mean']]
+    if with_base:
+      stats['baseline'] = _spread([r['baseline_mean'][key]
+                                   for r in with_base])
+      stats['beats'] = sum(_better(key, r['metrics'][key],
+                                   r['baseline_mean'][key])
+                           for r in with_base)
+    out[key] = stats
+  return out
+
+
+def markdown(rows: Sequence[dict], num_runs: int, average: bool) -> str:
+  """One row per finished run (headline metrics), then the averages."""
+  if not rows:
+    return f'No run of the {num_runs} has finished yet.'
+  keys = [k for k in metrics_lib.ordered_keys(
+      {k: 0.0 for r in rows for k in r['metrics']}) if _is_headline(k)]
+  if not keys:  # Another task's metrics: show them all.
+    keys = sorted({k for r in rows for k in r['metrics']})
+  has_baseline = any(r['baseline_mean'] for r in rows)
+  intro = (f'{len(rows)} of {num_runs} runs finished. Each cell: model'
+           + (' [random GT baseline mean ± std over shuffles]; bold: better '
+              'than the baseline mean.' if has_baseline else '.')
+           + (' Last row: mean ± std over the runs of the model [and of the '
+              "runs' baseline means]." if average else ''))
+  table = []
+  for r in rows:
+    wall = f'{r["wall_s"] / 60:.1f} min' if r['wall_s'] else '–'
+    table.append([r['run'], _describe(r['overrides']), r['step']] +
+                 [_cell(r, k) for k in keys] + [wall])
+  header = ['run', 'changes', 'step', *keys, 'wall time']
+  if not average:
+    return f'{intro}\n\n{tables.markdown(header, table)}'
+  stats = average_rows(rows)
+  def fmt(key):
+    s = stats.get(key)
+    if s is None:
+      return '–'
+    text = '{:.3f} ± {:.3f}'.format(*s['model'])
+    if 'baseline' in s:
+      text += ' [{:.3f} ± {:.3f}]'.format(*s['baseline'])
+    return text
+  table.append([f'mean ± std over {len(rows)} runs', '', ''] +
+               [fmt(k) for k in keys] + [''])
+  per_metric = []
+  for key, s in stats.items():
+    name = f'**{key}**' if _is_headline(key) else key
+    base = ('{:.4f} ± {:.4f}'.format(*s['baseline']) if 'baseline' in s
+            else '–')
+    beats = f'{s["beats"]}/{s["runs"]}' if 'beats' in s else '–'
+    per_metric.append([name, '{:.4f} ± {:.4f}'.format(*s['model']), base,
+                       beats])
+  return '\n\n'.join([
+      intro, tables.markdown(header, table),
+      f'Every metric over the {len(rows)} runs: mean ± std of the model and '
+      "of each run's baseline mean, and how many runs beat their baseline "
+      'mean.',
+      tables.markdown(['metric', 'model', 'random GT baseline',
+                       'runs beating it'], per_metric)])
+
+
+def write_csv(path: str, rows: Sequence[dict], average: bool) -> None:
+  """Every metric of every run, with its baseline mean and std."""
+  keys = metrics_lib.ordered_keys({k: 0.0 for r in rows
+                                   for k in r['metrics']})
+  header = ['run', 'changes', 'step', 'wall_s', 'cpu_s']
+  for k in keys:
+    header += [k, f'{k}:baseline_mean', f'{k}:baseline_std']
+  def line(r):
+    out = [r['run'], _describe(r['overrides']), r['step'], r['wall_s'],
+           r['cpu_s']]
+    for k in keys:
+      out += [r['metrics'].get(k), r['baseline_mean'].get(k),
+              r['baseline_std'].get(k)]
+    return out
+  with open(path, 'w', newline='') as f:
+    writer = csv.writer(f)
+    writer.writerow(header)
+    writer.writerows(line(r) for r in rows)
+    if average and rows:
+      stats = average_rows(rows)
+      for label, i in (('mean', 0), ('std', 1)):
+        out = [label, f'{label} over {len(rows)} runs', '', '', '']
+        for k in keys:
+          s = stats[k]
+          out += [s['model'][i], s['baseline'][i] if 'baseline' in s else '',
+                  '']
+        writer.writerow(out)
+
+
+def write_tables(workdir: str, runs: Sequence[Run], *,
+                 average: bool = False) -> str:
+  """<workdir>/sweep.md and sweep.csv of the finished runs; the markdown."""
+  rows = gather(workdir, runs)
+  text = markdown(rows, len(runs), average)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'sweep.md'), 'w') as f:
+      f.write(text + '\n')
+    write_csv(os.path.join(workdir, 'sweep.csv'), rows, average)
+  return text
+
+
+def listing(base: ml_collections.ConfigDict, path: str) -> str:
+  """'name: overrides' of every run of the sweep file `path`, checked."""
+  runs, _ = load_sweep(path)
+  expand(base, runs)  # Fails on a bad override before anything is listed.
+  return '\n'.join(f'{name}: {_describe(overrides)}'
+                   for name, overrides in runs)
+
+
+def run_file(base: ml_collections.ConfigDict, path: str, workdir: str, *,
+             only: Sequence[str] = ()) -> str:
+  """`run_sweep` of the runs of the sweep file `path` over `base`."""
+  runs, average = load_sweep(path)
+  return run_sweep(base, runs, workdir, only=only, average=average)
