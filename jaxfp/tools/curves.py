@@ -83,7 +83,8 @@ def plot(runs: Sequence[tuple[str, dict]], metrics: Sequence[str],
       positive = all(np.all(s[metric][1] > 0) for _, s in runs if metric in s)
       if positive:
         ax.set_yscale('log')
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # No run has it: an empty panel.
+      ax.legend(fontsize=8)
   if relative:
     ax = axes.flat[len(metrics)]
     base_label, base = runs[0]
