@@ -8,7 +8,7 @@ Every command (`python -m jaxfp.<command>`) runs its main through `run`:
              progress bars and TensorFlow's C++ log are off. 1 and more:
              all of them, and tracebacks with errors. -1: warnings only.
   progress   `Progress`: one display with steps/s and ETA, a bar redrawn in
-             place on a terminal, a line at each quarter otherwise.
+             place on a terminal, a line at each third otherwise.
   errors     a user error (a bad flag, config field, value, file or
              checkpoint: app.UsageError, ValueError, OSError) is one line
              `error: ...` on stderr and exit status 2; the traceback only at
@@ -108,7 +108,7 @@ class Progress:
   """One progress display of `total` steps, with steps/s and ETA.
 
   On a terminal: a tqdm bar on stderr, redrawn in place. Otherwise (a log
-  file, a pipe): an INFO line at each quarter of the run, and at least every
+  file, a pipe): an INFO line at each third of the run, and at least every
   `every_s` seconds in between for long runs. The rate is measured since the
   previous line, so a first step that compiles does not drag it down for
   long.
@@ -144,9 +144,9 @@ class Progress:
       return
     now = time.monotonic()
     last_time, last_n = self._last
-    quarter = int(4 * n / max(self.total, 1)) > int(
-        4 * previous / max(self.total, 1))
-    if n > last_n and (quarter or now - last_time >= self.every_s):
+    third = int(3 * n / max(self.total, 1)) > int(
+        3 * previous / max(self.total, 1))
+    if n > last_n and (third or now - last_time >= self.every_s):
       self.rate = (n - last_n) / max(now - last_time, 1e-9)
       self._last = (now, n)
       logging.info('%s', self.line())
@@ -227,12 +227,22 @@ def command(main: Callable[[list[str]], int | None]
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, a bad or missing flag as a user error (status 2)."""
+  """absl's flag parsing; a bad or missing flag, a config file that fails or
+  an override of a field the config lacks is a user error (status 2)."""
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    print(f'error: {e} (see --helpshort)', file=sys.stderr)
-    sys.exit(2)
+    # A config file's error comes with its traceback inside the message:
+    # its first line says which flag, its last what went wrong.
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    message = lines[0] if len(lines) < 2 else f'{lines[0]} {lines[-1]}'
+  except (AttributeError, KeyError) as e:
+    # ml_collections' --config.<field>=... overrides of unknown fields.
+    message = f'the config has no field {str(e).strip(chr(34))}'
+  except (TypeError, ValueError) as e:
+    message = str(e)
+  print(f'error: {message} (see --helpshort)', file=sys.stderr)
+  sys.exit(2)
 
 
 def run(main: Callable[[list[str]], int]) -> None:

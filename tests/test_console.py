@@ -1,0 +1,57 @@
+"""The console: progress lines in a log, user errors as one line."""
+
+import logging
+
+from absl import app
+import pytest
+
+from jaxfp.core import console
+
+
+def test_progress_in_a_log_is_a_line_at_each_third(caplog, monkeypatch):
+  clock = iter(range(100))
+  monkeypatch.setattr(console.time, 'monotonic', lambda: float(next(clock)))
+  monkeypatch.setattr(console.sys.stderr, 'isatty', lambda: False)
+  caplog.set_level(logging.INFO)
+  with console.Progress(9, what='train', every_s=1000) as progress:
+    for step in range(1, 10):
+      progress.update(step, loss=1.0 / step)
+  lines = [r.getMessage() for r in caplog.records]
+  assert [line.split(',')[0] for line in lines] == [
+      'train: 3/9 steps (33%)', 'train: 6/9 steps (67%)',
+      'train: 9/9 steps (100%)']
+  assert 'steps/s' in lines[0] and 'ETA' in lines[0] and 'loss' in lines[0]
+  assert 'ETA' not in lines[-1]  # Done.
+
+
+def test_a_user_error_is_one_line_and_status_two(capsys):
+  @console.command
+  def main(argv):
+    del argv
+    raise ValueError('config.data.fold is 4; need 0 to 3')
+
+  assert main(['cmd']) == 2
+  assert capsys.readouterr().err == (
+      'error: config.data.fold is 4; need 0 to 3\n')
+
+  @console.command
+  def usage(argv):
+    raise app.UsageError(f'unexpected arguments {argv[1:]}')
+
+  assert usage(['cmd', 'x']) == 2
+
+  @console.command
+  def fine(argv):
+    del argv
+
+  assert fine(['cmd']) == 0
+
+
+def test_a_bug_is_not_a_user_error():
+  @console.command
+  def main(argv):
+    del argv
+    raise KeyError('a bug')
+
+  with pytest.raises(KeyError):
+    main(['cmd'])
