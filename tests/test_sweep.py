@@ -161,3 +161,21 @@ def test_a_finished_run_with_another_config_is_an_error(tiny_sweep):
   changed.num_train_steps = 3
   with pytest.raises(ValueError, match='num_train_steps: 2 -> 3'):
     sweep.run_sweep(changed, runs, workdir)
+
+
+def test_results_that_do_not_parse_or_fit_are_not_a_finished_run(
+    tiny_sweep, monkeypatch):
+  """Issue 14, case 6: an empty (or foreign) results.json runs again."""
+  base, runs, workdir, text = tiny_sweep
+  calls = []
+  def counting(config, run_dir):
+    calls.append(os.path.basename(run_dir))
+    return REAL_TRAIN(config, run_dir)
+  monkeypatch.setattr(train, 'train_and_evaluate', counting)
+  results = os.path.join(workdir, 'seed_1', 'results.json')
+  for stale in ('', '{"step": 1, "metrics": {"continuous_l1": 0.5}}'):
+    with open(results, 'w') as f:
+      f.write(stale)
+    again = sweep.run_sweep(base, runs, workdir, average=True)
+    assert _strip_wall(again) == _strip_wall(text)
+  assert calls == ['seed_1', 'seed_1']

@@ -3,12 +3,12 @@ and result files."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import ml_collections
 
 from jaxfp.core import distributed
+from jaxfp.core import files
 from jaxfp.losses import fingerprint as fingerprint_losses
 
 AXIS = distributed.AXIS
@@ -55,9 +55,11 @@ class Iterators:
 
 def write_results(workdir: str, step: int, header: str, table: str,
                   payload: dict) -> str:
-  """results.md (header + table) and results.json (payload + step)."""
-  with open(os.path.join(workdir, 'results.md'), 'w') as f:
-    f.write(f'{header}\n\n{table}\n')
-  with open(os.path.join(workdir, 'results.json'), 'w') as f:
-    json.dump({'step': step, **payload}, f, indent=2)
+  """results.md (header + table) and results.json (payload + step), each
+  written whole or not at all (`files.write_text`): a sweep takes a
+  results.json as the sign of a finished run."""
+  files.write_text(os.path.join(workdir, 'results.md'),
+                   f'{header}\n\n{table}\n')
+  files.write_json(os.path.join(workdir, 'results.json'),
+                   {'step': step, **payload}, indent=2)
   return f'{header}\n\n{table}'

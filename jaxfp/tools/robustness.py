@@ -12,7 +12,6 @@ line plot per perturbation
 
 from __future__ import annotations
 
-import json
 import os
 
 from absl import logging
@@ -22,6 +21,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
 from jaxfp import train
 from jaxfp.core import console
+from jaxfp.core import files
 from jaxfp.data import perturbations
 from jaxfp.report import tables
 from jaxfp.tools import evaluate as evaluate_lib
@@ -118,9 +118,8 @@ def write(result: dict, directory: str) -> str:
   table = markdown(result)
   text = (f'Robustness of the {result["task"]} checkpoint (step '
           f'{result["step"]}) on its held-out images\n\n{table}\n')
-  with open(os.path.join(directory, 'robustness.md'), 'w') as f:
-    f.write(text)
-  with open(os.path.join(directory, 'robustness.json'), 'w') as f:
-    json.dump(result, f, indent=2)
+  files.write_text(os.path.join(directory, 'robustness.md'), text)
+  files.write_json(os.path.join(directory, 'robustness.json'), result,
+                   indent=2)
   plot(result, directory)
   return text

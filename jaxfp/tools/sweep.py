@@ -12,8 +12,10 @@ then also give the mean ± std of every metric over the runs. The text after
 ':' in --config=file.py:arg goes to both functions.
 
 Run `name` trains and evaluates in <workdir>/<name> (`train_and_evaluate`).
-A run whose results.json exists is finished and not run again; an
-interrupted one resumes from its latest checkpoint. A finished run whose
+A run is finished, and not run again, when its results.json parses, is of
+the config's last step and its sweep record (sweep_run.json) exists; an
+interrupted one (or one whose results are unreadable) resumes from its
+latest checkpoint. A finished run whose
 config differs from what the sweep now asks for is an error (delete the run
 or use another workdir), so a table never mixes settings silently. At the
 end, and whenever the sweep is launched, the finished runs are gathered into
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import os
 import re
@@ -36,6 +39,7 @@ import ml_collections
 import numpy as np
 
 from jaxfp import train
+from jaxfp.core import files
 from jaxfp.report import metrics as metrics_lib
 from jaxfp.report import tables
 
@@ -137,6 +141,46 @@ def _check_same_config(run_dir: str, name: str,
         'run it again, or use another --workdir')
 
 
+def _read_results(path: str) -> dict | None:
+  """A run's results.json, or None (with a warning) if it does not parse as
+  results (a file left empty or cut short by a crash or a full disk)."""
+  try:
+    with open(path) as f:
+      results = json.load(f)
+  except (OSError, ValueError) as e:
+    logging.warning('%s cannot be read (%s); the run counts as unfinished.',
+                    path, e)
+    return None
+  if not isinstance(results, dict) or not isinstance(
+      results.get('metrics'), dict):
+    logging.warning('%s holds no metrics; the run counts as unfinished.',
+                    path)
+    return None
+  return results
+
+
+def finished(run_dir: str, config: ml_collections.ConfigDict) -> bool:
+  """Whether the run in `run_dir` finished with `config`: its results parse,
+  are of config.num_train_steps steps, and its sweep record exists (its
+  config is compared by `_check_same_config`)."""
+  path = os.path.join(run_dir, RESULTS)
+  if not os.path.exists(path):
+    return False
+  results = _read_results(path)
+  if results is None:
+    return False
+  if results.get('step') != config.num_train_steps:
+    logging.warning('%s is of step %s, not of config.num_train_steps=%d; the '
+                    'run counts as unfinished.', path, results.get('step'),
+                    config.num_train_steps)
+    return False
+  if not os.path.exists(os.path.join(run_dir, RUN_FILE)):
+    logging.warning('%s has no %s: not a run of this sweep; it counts as '
+                    'unfinished.', run_dir, RUN_FILE)
+    return False
+  return True
+
+
 def run_sweep(base: ml_collections.ConfigDict, runs: Sequence[Run],
               workdir: str, *, only: Sequence[str] = (),
               average: bool = False) -> str:
@@ -149,14 +193,14 @@ def run_sweep(base: ml_collections.ConfigDict, runs: Sequence[Run],
   unknown = sorted(set(only) - {name for name, _, _ in expanded})
   if unknown:
     raise ValueError(f'--runs names runs the sweep does not have: {unknown}')
-  os.makedirs(workdir, exist_ok=True)
+  files.check_output_folder(workdir, 'workdir')
   for name, overrides, config in expanded:
     run_dir = os.path.join(workdir, name)
     _check_same_config(run_dir, name, config)
     if only and name not in only:
       continue
-    if os.path.exists(os.path.join(run_dir, RESULTS)):
-      logging.info('Run %s is finished (%s exists); not running it again.',
+    if finished(run_dir, config):
+      logging.info('Run %s is finished (%s); not running it again.',
                    name, os.path.join(run_dir, RESULTS))
       continue
     logging.info('Run %s: %s', name, overrides or 'the base config')
@@ -175,26 +219,25 @@ def run_sweep(base: ml_collections.ConfigDict, runs: Sequence[Run],
       logging.warning('Run %s was preempted at step %s; launch the sweep '
                       'again to resume it.', name, result.get('step'))
       break
-  return write_tables(workdir, [(n, o) for n, o, _ in expanded],
-                      average=average)
+  return write_tables(workdir, [(n, o) for n, o, c in expanded
+                                if finished(os.path.join(workdir, n), c)],
+                      average=average, num_runs=len(expanded))
 
 
 def _write_json(path, payload):
   if jax.process_index():  # Every process runs the sweep; one writes.
     return
-  with open(path, 'w') as f:
-    json.dump(payload, f, indent=2)
+  files.write_json(path, payload, indent=2)
 
 
 def gather(workdir: str, runs: Sequence[Run]) -> list[dict]:
-  """The finished runs' results, in sweep order."""
+  """The results of the runs that have readable ones, in sweep order."""
   rows = []
   for name, overrides in runs:
     path = os.path.join(workdir, name, RESULTS)
-    if not os.path.exists(path):
+    results = _read_results(path) if os.path.exists(path) else None
+    if results is None:
       continue
-    with open(path) as f:
-      results = json.load(f)
     record = {}
     run_file = os.path.join(workdir, name, RUN_FILE)
     if os.path.exists(run_file):
@@ -329,7 +372,7 @@ def write_csv(path: str, rows: Sequence[dict], average: bool) -> None:
       out += [r['metrics'].get(k), r['baseline_mean'].get(k),
               r['baseline_std'].get(k)]
     return out
-  with open(path, 'w', newline='') as f:
+  with io.StringIO(newline='') as f:
     writer = csv.writer(f)
     writer.writerow(header)
     writer.writerows(line(r) for r in rows)
@@ -342,16 +385,17 @@ def write_csv(path: str, rows: Sequence[dict], average: bool) -> None:
           out += [s['model'][i], s['baseline'][i] if 'baseline' in s else '',
                   '']
         writer.writerow(out)
+    files.write_text(path, f.getvalue())
 
 
 def write_tables(workdir: str, runs: Sequence[Run], *,
-                 average: bool = False) -> str:
-  """<workdir>/sweep.md and sweep.csv of the finished runs; the markdown."""
+                 average: bool = False, num_runs: int | None = None) -> str:
+  """<workdir>/sweep.md and sweep.csv of the `runs` with results (of
+  `num_runs` in the sweep, default all of them); the markdown."""
   rows = gather(workdir, runs)
-  text = markdown(rows, len(runs), average)
+  text = markdown(rows, len(runs) if num_runs is None else num_runs, average)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'sweep.md'), 'w') as f:
-      f.write(text + '\n')
+    files.write_text(os.path.join(workdir, 'sweep.md'), text + '\n')
     write_csv(os.path.join(workdir, 'sweep.csv'), rows, average)
   return text
 

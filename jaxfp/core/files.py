@@ -1,0 +1,86 @@
+"""Writing result files so that a reader never sees half of one.
+
+`write_text` writes a temporary file beside the target and renames it into
+place: on POSIX a rename within one folder is atomic, so a process killed
+mid-write (or a disk that fills up) leaves the old file or none, never an
+empty or truncated one that a later reader (a sweep counting finished runs)
+would trust. `check_output_folder` fails before any work when a file cannot
+be written where the user asked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes `text` to `path` (UTF-8) atomically."""
+  folder = os.path.dirname(os.path.abspath(path))
+  fd, temporary = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.',
+                                   suffix='.tmp', dir=folder)
+  try:
+    with os.fdopen(fd, 'w', encoding='utf-8') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(temporary, 0o644)  # mkstemp's 0600 would travel with the name.
+    os.replace(temporary, path)
+  except BaseException:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+    raise
+
+
+def json_safe(value):
+  """`value` with every NaN or infinite float (numpy's too) as None: JSON
+  has no NaN, and strict readers reject Python's `NaN` token."""
+  if isinstance(value, dict):
+    return {k: json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(v) for v in value]
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+def dumps(payload, **kwargs) -> str:
+  """Strict JSON of `payload`: non-finite floats become null."""
+  return json.dumps(json_safe(payload), allow_nan=False, **kwargs)
+
+
+def write_json(path: str, payload, **kwargs) -> None:
+  """`payload` as strict JSON (`dumps`), atomically."""
+  write_text(path, dumps(payload, **kwargs) + '\n')
+
+
+def check_output_folder(path: str, what: str) -> str:
+  """`path` as an existing, writable folder, created if need be; an OSError
+  naming `what` (e.g. '--workdir') and the problem otherwise."""
+  path = os.path.abspath(os.path.expanduser(path))
+  if os.path.lexists(path) and not os.path.isdir(path):
+    raise NotADirectoryError(f'{what} {path} is a file, not a folder')
+  try:
+    os.makedirs(path, exist_ok=True)
+  except OSError as e:
+    raise OSError(f'{what} {path} cannot be created: '
+                  f'{e.strerror or e}') from None
+  if not os.access(path, os.W_OK | os.X_OK):
+    raise PermissionError(f'{what} {path} is not writable')
+  return path
+
+
+def check_output_file(path: str, what: str) -> str:
+  """`path` as a file that can be written: not a folder, in a folder that
+  exists and is writable."""
+  path = os.path.abspath(os.path.expanduser(path))
+  folder = os.path.dirname(path)
+  if os.path.isdir(path):
+    raise IsADirectoryError(f'{what} {path} is a folder; give a file name')
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f'{what} {path}: folder {folder} does not exist')
+  if not os.access(folder, os.W_OK | os.X_OK):
+    raise PermissionError(f'{what} {path}: folder {folder} is not writable')
+  return path
