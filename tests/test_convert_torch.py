@@ -336,10 +336,12 @@ def test_orbax_round_trip(tmp_path, task):
 
 def test_load_empty_directory(tmp_path):
   (tmp_path / 'checkpoints').mkdir()
-  with pytest.raises(FileNotFoundError, match='holds no checkpoint'):
+  with pytest.raises(checkpoints.CheckpointError,
+                     match='holds no checkpoint'):
     checkpoints.read(str(tmp_path))
 
 
 def test_every_published_network_serves_a_registered_task():
   assert set(convert_torch.TASKS) <= set(tasks.names())
   assert set(torch_models.HEADS) == set(convert_torch.TASKS)
+

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 
 import jax
 from matplotlib import image as mpl_image
@@ -65,8 +67,10 @@ def test_a_step_folder_and_the_checkpoint_split(trained, tmp_path):
   config, workdir, _, results = trained
   step_dir = os.path.join(workdir, 'checkpoints', '1')
   assert checkpoints.find(step_dir) == (
-      os.path.join(workdir, 'checkpoints'), 1)
-  with pytest.raises(FileNotFoundError, match=r'no step 7.*\[1, 2\]'):
+      os.path.join(workdir, 'checkpoints'), [1])
+  assert checkpoints.find(workdir)[1] == [2, 1]  # Newest first.
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=r'no step 7.*\[1, 2\]'):
     checkpoints.find(workdir, step=7)
   # A config that would hold out other GMs: the checkpoint's split wins,
   # unless asked for the config's.
@@ -132,3 +136,50 @@ def test_converted_checkpoint_layout(trained, tmp_path):
   assert result['step'] == 0
   _assert_same_metrics(result['metrics'], results['metrics'])
   assert os.path.exists(tmp_path / 'converted' / 'results.md')
+
+
+def _copy_with_step_2_damaged(workdir, tmp_path):
+  """A copy of the run whose newest step (2) lost its data files."""
+  run = tmp_path / 'run'
+  shutil.copytree(workdir, run)
+  state = run / 'checkpoints' / '2' / 'state'
+  for name in ('d', 'ocdbt.process_0'):
+    shutil.rmtree(state / name)
+  return run
+
+
+def test_a_damaged_latest_step_falls_back_to_the_step_before(trained,
+                                                             tmp_path,
+                                                             caplog):
+  """Issue 14, case 4: evaluation and training go on from step 1."""
+  config, workdir, _, _ = trained
+  run = _copy_with_step_2_damaged(workdir, tmp_path)
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=r'checkpoints/2 cannot be used: .*NOT_FOUND'):
+    checkpoints.read(str(run), step=2)
+  result = evaluate.evaluate_checkpoint(str(run),
+                                        workdir=str(tmp_path / 'eval'))
+  assert result['step'] == 1
+  assert re.search(r'Skipping an unusable checkpoint in .*\(step 2: ',
+                   caplog.text)
+  # The trainer resumes from step 1 and sets step 2 aside to save it anew.
+  train.train_and_evaluate(config, str(run))
+  assert 'The checkpoint of step 2' in caplog.text
+  assert (run / 'checkpoints' / '2.unusable').is_dir()
+  assert checkpoints.read(str(run)).step == 2
+
+
+def test_a_config_that_does_not_fit_the_checkpoint_is_named(trained,
+                                                            tmp_path):
+  """Issue 14, case 10: resuming with another model width."""
+  config, workdir, _, _ = trained
+  run = tmp_path / 'run'
+  shutil.copytree(workdir, run)
+  wider = config.copy_and_resolve_references()
+  wider.model.fen_width = 2 * config.model.fen_width
+  width = config.model.fen_width
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=r'step 2 .* does not fit the configured model '
+                     rf'.*fen/conv_0/kernel: checkpoint \(3, 3, 3, {width}\), '
+                     rf'model \(3, 3, 3, {2 * width}\)'):
+    train.train_and_evaluate(wider, str(run))

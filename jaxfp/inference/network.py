@@ -27,8 +27,8 @@ from jaxfp.losses import parsing as parsing_losses
 from jaxfp.models import fields
 
 
-class CheckpointError(ValueError):
-  """A checkpoint directory that cannot be used; the message says why."""
+# A checkpoint directory that cannot be used; the message says why.
+CheckpointError = checkpoints.CheckpointError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +63,7 @@ def load(path: str, *, published_outputs: bool = False) -> Loaded:
   (`jaxfp.models.published`) instead of logits; same variables. `predict_fn`
   needs the logits model.
   """
-  try:
-    checkpoint = checkpoints.read(path)
-  except (FileNotFoundError, ValueError) as e:
-    raise CheckpointError(str(e)) from e
+  checkpoint = checkpoints.read(path)
   meta, directory, step = checkpoint.meta, checkpoint.directory, checkpoint.step
   if 'config' in meta:
     config = meta['config']

@@ -36,6 +36,7 @@ import optax
 from jaxfp import checkpoints
 from jaxfp import tasks
 from jaxfp import train
+from jaxfp.core import files
 from jaxfp.models import fields
 
 # config.model fields a checkpoint's 'model' meta (jaxfp.convert_torch) sets;
@@ -106,16 +107,9 @@ def check_variables(model, image_size: int, variables: dict) -> None:
   images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), np.float32)
   expected = jax.eval_shape(
       functools.partial(model.init, train=False), jax.random.key(0), images)
-  want = {jax.tree_util.keystr(p): tuple(x.shape)
-          for p, x in jax.tree.leaves_with_path(
-              {'params': expected['params'],
-               'batch_stats': expected.get('batch_stats', {})})}
-  have = {jax.tree_util.keystr(p): tuple(np.shape(x))
-          for p, x in jax.tree.leaves_with_path(variables)}
-  problems = [f'{k}: missing' for k in sorted(set(want) - set(have))]
-  problems += [f'{k}: unexpected' for k in sorted(set(have) - set(want))]
-  problems += [f'{k}: checkpoint {have[k]}, model {want[k]}'
-               for k in sorted(set(want) & set(have)) if want[k] != have[k]]
+  problems = checkpoints.mismatches(
+      {'params': expected['params'],
+       'batch_stats': expected.get('batch_stats', {})}, variables)
   if problems:
     raise ValueError('the checkpoint does not fit the configured model '
                      f'({len(problems)} problems): ' + '; '.join(problems[:8]))
@@ -177,11 +171,13 @@ def evaluate_checkpoint(checkpoint: str, *, workdir: str | None = None,
   the run directory (the parent of `checkpoints`). Returns the task's result
   (as `train.evaluate`), plus 'step', 'config', 'text'.
   """
+  directory, _ = checkpoints.find(checkpoint, step)  # Fails fast if absent.
+  if workdir is None:  # The run directory, parent of `checkpoints`.
+    workdir = os.path.dirname(directory)
+  # Checked before any work: a report that cannot be written is known now.
+  workdir = files.check_output_folder(workdir, 'workdir')
   p = prepare(checkpoint, config=config, step=step,
               use_checkpoint_split=use_checkpoint_split)
-  if workdir is None:
-    workdir = os.path.dirname(p.directory)
-  os.makedirs(workdir, exist_ok=True)
   result = train.evaluate(p.p_eval_step, p.state, p.task, p.config,
                           p.collection)
   result['text'] = ''
