@@ -11,7 +11,9 @@ Several processes (hosts of a TPU pod, GPUs of a SLURM job, or
 launch/local.sh) run this same command; `jaxfp.core.distributed` joins them
 before training. Only process 0 logs below WARNING, writes summaries and
 results. Exit status: 0 (also after a SIGTERM that saved a checkpoint), or
-2 for a user error (a bad flag or config field).
+2 for a user error (a bad flag or config field, a workdir that is a file,
+cannot be written or is locked by another run, a checkpoint that does not
+fit the config, a loss that went NaN or infinite).
 """
 
 from absl import app

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 from typing import Any
 
@@ -34,6 +35,8 @@ from jaxfp import checkpoints
 from jaxfp import tasks
 from jaxfp.core import console
 from jaxfp.core import distributed
+from jaxfp.core import files
+from jaxfp.core import lock
 from jaxfp.core import preemption
 from jaxfp.report import summaries
 from jaxfp.tasks import common
@@ -165,6 +168,13 @@ def evaluate(p_eval_step, state, task, config, collection, perturb=None):
 def validate(config, local_device_count: int):
   """Checks that fail fast, before any dataset build or compilation."""
   total_devices = local_device_count * jax.process_count()
+  for field in ('batch_size', 'log_every_steps', 'eval_every_steps',
+                'checkpoint_every_steps'):
+    if config[field] < 1:
+      raise ValueError(f'config.{field}={config[field]} must be at least 1')
+  if not (math.isfinite(config.learning_rate) and config.learning_rate >= 0):
+    raise ValueError(f'config.learning_rate={config.learning_rate} must be a '
+                     'finite number, 0 or more')
   if config.batch_size % total_devices:
     raise ValueError(
         f'config.batch_size={config.batch_size} is not divisible by the '
@@ -200,6 +210,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """
   local_devices = jax.local_device_count()
   validate(config, local_devices)
+  held = distributed.chief_decides(lambda: _lock(workdir), 'workdir_lock')
+  try:
+    return _train_and_evaluate(config, workdir, local_devices)
+  finally:
+    if held is not None:
+      held.release()
+
+
+def _lock(workdir: str) -> lock.Lock:
+  """The workdir, created, checked and locked for this run (process 0)."""
+  return lock.acquire(files.check_output_folder(workdir, 'workdir'))
+
+
+class NonFiniteLoss(ValueError):
+  """Training produced a NaN or infinite loss term; nothing of it is saved."""
+
+
+def _check_finite(pending) -> None:
+  """Raises NonFiniteLoss naming the first step of `pending` ((step, metric
+  update on device) pairs) whose loss terms are not all finite."""
+  if not pending:
+    return
+  steps = [step for step, _ in pending]
+  updates = jax.device_get([update for _, update in pending])
+  for step, update in zip(steps, updates):
+    values = jax.tree.map(lambda x: x[0], update).compute()
+    bad = {k: float(v) for k, v in values.items() if not np.isfinite(v)}
+    if bad:
+      terms = ', '.join(f'{k} = {v}' for k, v in bad.items())
+      raise NonFiniteLoss(
+          f'training stopped at step {step}: the loss went non-finite '
+          f'({terms}); nothing of this step or later was checkpointed. '
+          'Lower config.learning_rate, or check the data')
+
+
+def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
   writer = summaries.writer(workdir, chief=is_chief)
@@ -248,11 +294,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         with jax.profiler.StepTraceAnnotation('train', step_num=step):
           batch = next(train_iter)
           state, update, lr = p_train_step(state, batch, dropout_keys)
-        pending.append(update)  # Stays on device; fetched once per log.
+        # Stays on device; fetched once per log, and checked for NaN
+        # before anything reads or saves the state.
+        pending.append((step, update))
         last = step == num_steps
         if step % config.log_every_steps == 0 or last:
+          _check_finite(pending)
           updates = [jax.tree.map(lambda x: x[0], u)
-                     for u in jax.device_get(pending)]
+                     for u in jax.device_get([u for _, u in pending])]
           scalars = functools.reduce(lambda a, b: a.merge(b),
                                      updates).compute()
           scalars['learning_rate'] = float(lr[0])
@@ -265,14 +314,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         if stop.requested(step):
           logging.warning('Stop requested (%s): saving step %d and exiting; '
                           'launch again to resume.', stop.reason, step)
+          _check_finite(pending)
           checkpoints.save(manager, state, step, meta)
           stopped_at = step
           break
         if step % config.eval_every_steps == 0 and not last:
+          _check_finite(pending)
           result = evaluate(p_eval_step, state, task, config, eval_collection)
           progress.note(eval_line(task, step, result))
           _write_eval(writer, task, step, result)
         if step % config.checkpoint_every_steps == 0 or last:
+          _check_finite(pending)
           checkpoints.save(manager, state, step, meta)
     finally:
       # A crash mid-run still finishes the checkpoint being written, so the

@@ -3,9 +3,13 @@
 import functools
 import json
 import os
+import re
+import subprocess
+import sys
 
 from flax import jax_utils
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -17,6 +21,7 @@ from jaxfp.core import schema as schema_lib
 from jaxfp.data import parsing as input_pipeline
 from jaxfp.data import splits
 from jaxfp.tasks import parsing as parsing_task
+import subprocs
 
 GLOBAL_BATCH = 8
 
@@ -185,3 +190,69 @@ def test_bad_batch_size_is_a_clear_error_before_any_work(tiny_config):
   config.batch_size = 6  # Not divisible by 4 devices.
   with pytest.raises(ValueError, match='batch_size=6 is not divisible'):
     train.validate(config, 4)
+
+
+def test_a_non_finite_loss_stops_training_before_it_is_checkpointed(
+    tiny_config, tmp_path):
+  """Issue 14, case 3: the loss blows up; no NaN checkpoint, one message."""
+  config = tiny_config.copy_and_resolve_references()
+  config.learning_rate = 1e30
+  config.num_train_steps = 6
+  config.checkpoint_every_steps = 1
+  config.log_every_steps = 3  # Checked before each save all the same.
+  config.eval_every_steps = 1000
+  workdir = tmp_path / 'run'
+  with pytest.raises(train.NonFiniteLoss,
+                     match=r'training stopped at step \d+: the loss went '
+                     r'non-finite \(loss = nan') as e:
+    train.train_and_evaluate(config, str(workdir))
+  stopped = int(re.search(r'step (\d+)', str(e.value)).group(1))
+  saved = subprocs.checkpoint_steps(workdir)
+  assert all(step < stopped for step in saved)
+  for step in saved:  # Each reads: none holds a NaN or infinity.
+    checkpoints.read(str(workdir), step)
+  assert not (workdir / 'jaxfp.lock').exists()
+
+
+def test_a_state_that_went_non_finite_is_never_checkpointed(
+    tiny_config, tmp_path, monkeypatch):
+  """The parameters turn NaN at step 3, whose loss (computed before the
+  update) is still finite: the save of step 3 is refused."""
+  monkeypatch.setattr(train, 'create_learning_rate_fn', lambda config: (
+      lambda count: jnp.where(count >= 2, jnp.nan, 1e-3)))
+  config = tiny_config.copy_and_resolve_references()
+  config.num_train_steps = 4
+  config.checkpoint_every_steps = 3
+  config.eval_every_steps = 1000
+  workdir = tmp_path / 'run'
+  with pytest.raises(checkpoints.CheckpointError,
+                     match='refusing to checkpoint step 3: the state holds '
+                     r'non-finite values \(params/'):
+    train.train_and_evaluate(config, str(workdir))
+  assert subprocs.checkpoint_steps(workdir) == []
+
+
+def test_a_second_trainer_refuses_to_start_naming_the_lock(tmp_path,
+                                                           tmp_path_factory):
+  """Issue 14, case 5: two trainers on one workdir."""
+  workdir = tmp_path / 'run'
+  cache = tmp_path_factory.getbasetemp() / 'jaxfp-shared-test-cache'
+  args = [sys.executable, '-m', 'jaxfp.main', '--config=configs/fen.py:test',
+          f'--workdir={workdir}', f'--config.data.cache_dir={cache}',
+          '--config.num_train_steps=100000']
+  first = subprocs.Child(args, subprocs.child_env(), tmp_path / 'first.log')
+  try:
+    # Running: it holds the workdir (or, without a lock, has checkpointed).
+    subprocs.wait_for(lambda: ((workdir / 'jaxfp.lock').exists() or
+                               bool(subprocs.checkpoint_steps(workdir))),
+                      [first], 300, 'the first trainer to start')
+    second = subprocess.run(args, env=subprocs.child_env(),
+                            cwd=subprocs.REPO, capture_output=True,
+                            text=True, timeout=300, check=False)
+  finally:
+    subprocs.kill_all([first])
+  assert second.returncode == 2, second.stderr[-2000:]
+  assert second.stderr.strip().splitlines()[-1].startswith(
+      f'error: workdir {workdir} is in use by process {first.popen.pid} on '
+      'host'), second.stderr[-2000:]
+  assert f'lock file {workdir / "jaxfp.lock"}' in second.stderr

@@ -237,6 +237,50 @@ def chief_first(fn, timeout_s: int = 4 * 3600):
   return result
 
 
+class ChiefRefused(ValueError):
+  """Process 0's user error, raised on the other processes of its run."""
+
+
+def chief_decides(fn, name: str, timeout_s: int = 600):
+  """fn() on process 0 alone; its user error stops every process.
+
+  For a check that one process must make for the run (taking the workdir's
+  lock): process 0 runs fn(); if it raises a ValueError or OSError, the
+  others raise ChiefRefused with the same message, so every process stops
+  with one line instead of waiting for process 0 at the next collective.
+  The outcome travels through the coordination service's key-value store,
+  not a device collective. Returns fn()'s result on process 0, None on the
+  others.
+  """
+  if jax.process_count() == 1:
+    return fn()
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  client = ocp.multihost.get_jax_distributed_client()
+  barrier = ocp.multihost.get_barrier_sync_fn()
+  key = f'jaxfp_decision/{name}'
+  # Every process arrives before process 0 writes: a key of an earlier call
+  # (a sweep's previous run) is deleted by then.
+  barrier(key=f'{key}/start', timeout_ms=timeout_s * 1000)
+  result, error = None, None
+  if jax.process_index() == 0:
+    try:
+      result = fn()
+    except (OSError, ValueError) as e:
+      error = e
+    client.key_value_set(key, '' if error is None else f'!{error}',
+                         allow_overwrite=True)
+  outcome = client.blocking_key_value_get(key, timeout_s * 1000)
+  barrier(key=f'{key}/read', timeout_ms=timeout_s * 1000)
+  if jax.process_index() == 0:
+    client.key_value_delete(key)
+    if error is not None:
+      raise error
+    return result
+  if outcome:
+    raise ChiefRefused(f'process 0: {outcome[1:]}')
+  return None
+
+
 def _log_topology(source: str) -> Topology:
   topology = Topology(
       process_index=jax.process_index(), process_count=jax.process_count(),
