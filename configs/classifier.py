@@ -37,6 +37,9 @@ def classifier_config(task: str, fen_depth: int, task_weight: float,
     config.data.zoo.images_per_generator = 8
     config.data.zoo.train_steps = 2
     config.data.num_real = 16 if task == 'detection' else 8
+    # Half held out: with 8 images a class, a quarter could leave one with
+    # no test image, which the data refuses (jaxfp.data.classes).
+    config.data.test_fraction = 0.5
     common.test_preset(config)
     config.loss.low_freq_radius = 4
     config.model.head_channels = ((4, 4, 8, 8, 8) if task == 'detection'

@@ -117,6 +117,43 @@ def test_a_tree_with_one_class_is_a_clear_error(tmp_path):
     class_pipeline.load_info(config)
 
 
+def _folder_config(root, cache):
+  config = detection_config.get_config('test').data
+  config.source = 'folder'
+  config.root = str(root)
+  config.image_size = 16
+  config.cache_dir = str(cache)
+  return config
+
+
+def test_a_class_whose_images_are_all_unreadable_is_an_error(tmp_path):
+  """Issue 14, case 7: every class keeps a readable image in each split."""
+  root = tmp_path / 'tree'
+  _tree(root, np.random.default_rng(0), {'real': 12})
+  os.makedirs(root / 'fake')
+  for i in range(6):
+    (root / 'fake' / f'{i}.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * i)
+  with pytest.raises(ValueError, match=r"class 'fake' \(.*fake\) has no "
+                     r'readable image in the training or the test split \(0 '
+                     r'readable, 6 skipped as unreadable'):
+    class_pipeline.load_info(_folder_config(root, tmp_path / 'cache'))
+
+
+def test_a_repaired_class_folder_is_built_again(tmp_path):
+  """Issue 14, case 1: records follow the tree's content."""
+  root = tmp_path / 'tree'
+  _tree(root, np.random.default_rng(0), {'real': 12, 'fake': 12})
+  broken = root / 'fake' / 'late.png'
+  broken.write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 10)
+  config = _folder_config(root, tmp_path / 'cache')
+  info = class_pipeline.load_info(config)
+  assert [f for f, _ in info.skipped_files] == ['fake/late.png']
+  Image.fromarray(np.full((20, 24, 3), 220, np.uint8)).save(broken)
+  info = class_pipeline.load_info(config)
+  assert not info.skipped_files
+  assert info.class_counts == {'fake': 13, 'real': 12}
+
+
 @pytest.fixture(scope='module')
 def cache(tmp_path_factory):
   return str(tmp_path_factory.mktemp('cache'))

@@ -1,9 +1,13 @@
 """Tests of the folder reader and the two TFDS builders, on tiny trees."""
 
 import io
+import json
 import logging
 import os
+import pathlib
 import shutil
+import subprocess
+import sys
 
 import ml_collections
 import numpy as np
@@ -11,16 +15,19 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
+from configs import data as data_config
 from configs import zoo as zoo_config_lib
 # Registers the builders with TFDS.
 import jaxfp.data.builders  # pylint: disable=unused-import
 from jaxfp.core import schema
 from jaxfp.data import images
+from jaxfp.data import parsing
 from jaxfp.data import trees
 from jaxfp.data.builders import folder
 from jaxfp.data.builders import model_parsing
 from jaxfp.data.builders import zoo as zoo_dataset
 
+REPO = pathlib.Path(__file__).resolve().parent.parent
 GMS = ('gm_b', 'gm_a', 'gm_c')  # Not sorted on purpose.
 SORTED_GMS = tuple(sorted(GMS))
 
@@ -297,3 +304,66 @@ def test_zoo_builder_with_the_real_zoo(tmp_path):
   assert table.gm_names == tuple(builder.info.features['gm'].names)
   example = next(iter(tfds.as_numpy(builder.as_dataset(split='train'))))
   assert example['image'].shape == (16, 16, 3)
+
+
+def _parsing_config(tmp_path, manual_dir):
+  c = data_config.parsing()
+  c.name = 'model_parsing'
+  c.manual_dir = str(manual_dir)
+  c.cache_dir = str(tmp_path / 'cache')
+  c.image_size = 16
+  c.num_test_gms = 1
+  return c
+
+
+def test_records_follow_the_tree_they_were_built_from(tmp_path):
+  """Issue 14, case 1: records are keyed by the tree's content."""
+  write_tree(tmp_path / 'a', gms=('gm_a', 'gm_b', 'gm_c'), bad_files=False)
+  write_tree(tmp_path / 'b', gms=('gm_x', 'gm_y', 'gm_z'), bad_files=False)
+  c = _parsing_config(tmp_path, tmp_path / 'a')
+  assert parsing.load_info(c).ground_truth.gm_names == ('gm_a', 'gm_b',
+                                                        'gm_c')
+  c.manual_dir = str(tmp_path / 'b')  # Another tree: rebuilt from it.
+  info = parsing.load_info(c)
+  assert info.ground_truth.gm_names == ('gm_x', 'gm_y', 'gm_z')
+  assert set(info.train_gms + info.test_gms) == {'gm_x', 'gm_y', 'gm_z'}
+  again = parsing.load_info(c)  # Unchanged: the same records.
+  assert (again.train_gms, again.test_gms) == (info.train_gms, info.test_gms)
+  # A GM folder added later, with no ground-truth row: named, not ignored.
+  os.makedirs(tmp_path / 'b' / 'images' / 'gm_new')
+  (tmp_path / 'b' / 'images' / 'gm_new' / '0.png').write_bytes(_png(9))
+  with pytest.raises(ValueError, match='gm_new has no row in the ground '
+                     'truth'):
+    parsing.load_info(c)
+
+
+# Lists the images under a folder (inference) and scans a dataset tree, as
+# a program of its own, so that an endless walk is stopped by a time limit.
+WALK = '''
+import json, sys
+from jaxfp.data import images, trees
+found, problems = images.find_images([sys.argv[1]])
+scan = trees.scan(sys.argv[2])
+print(json.dumps({'found': found, 'problems': problems, 'scan': scan.files}))
+'''
+
+
+def test_link_loops_end_and_each_image_is_listed_once(tmp_path):
+  """Issue 14, case 2: a folder linking back to its parents, twice."""
+  loop = tmp_path / 'L' / 'd'
+  loop.mkdir(parents=True)
+  (loop / 'x.png').write_bytes(_png(1))
+  os.symlink('..', loop / 'l1')
+  os.symlink('..', loop / 'l2')
+  base = write_tree(tmp_path / 'tree', bad_files=False)
+  os.makedirs(os.path.join(base, 'gm_a', 'sub'))
+  os.symlink('..', os.path.join(base, 'gm_a', 'sub', 'back'))
+  os.symlink('.', os.path.join(base, 'gm_a', 'sub', 'here'))
+  out = subprocess.run(
+      [sys.executable, '-c', WALK, str(tmp_path / 'L'), str(tmp_path / 'tree')],
+      cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+  listed = json.loads(out.stdout)
+  assert listed['found'] == [str(loop / 'x.png')]
+  assert listed['problems'] == []
+  assert listed['scan'] == {gm: [f'{gm}/{i:03d}.png' for i in range(4)]
+                            for gm in SORTED_GMS}

@@ -73,8 +73,7 @@ def load_info(c: ml_collections.ConfigDict) -> splits.ClassInfo:
     raise ValueError(f'config.data.test_fraction={c.test_fraction} must lie '
                      'strictly between 0 and 1')
   root = _root(c)
-  builder = _builder(c, root)
-  folder.prepare(builder)
+  builder = folder.prepare(lambda: _builder(c, root))
   meta = folder.read_metadata(builder)
   names = tuple(builder.info.features['gm'].names)
   skipped = tuple((str(f), str(r)) for f, r in meta['skipped_files'])
@@ -82,12 +81,25 @@ def load_info(c: ml_collections.ConfigDict) -> splits.ClassInfo:
   trees.log_summary(f'{builder.name}/{builder.builder_config.name}', counts,
                     skipped)
   is_test = _is_test(c)
-  flags = _records(c, root).map(lambda ex: is_test(ex['file']))
-  num_test = int(sum(1 for t in flags.as_numpy_iterator() if t))
+  # Readable images per class and split: [training, test].
+  per_split = {n: [0, 0] for n in names}
+  for label, test in _records(c, root).map(
+      lambda ex: (ex['gm'], is_test(ex['file']))).as_numpy_iterator():
+    per_split[names[label]][int(test)] += 1
+  for name, (num_train, num_test) in per_split.items():
+    empty = [split for split, n in (('training', num_train),
+                                    ('test', num_test)) if not n]
+    if empty:
+      unreadable = sum(f.startswith(f'{name}/') for f, _ in skipped)
+      raise ValueError(
+          f'class {name!r} ({os.path.join(meta["source"], name)}) has no '
+          f'readable image in the {" or the ".join(empty)} split '
+          f'({counts[name]} readable, '
+          f'{unreadable} skipped as unreadable): every class needs a '
+          'readable image in each split (add images, or change '
+          f'config.data.test_fraction={c.test_fraction})')
   total = sum(counts.values())
-  if not 0 < num_test < total:
-    raise ValueError(f'{root}: {total} images give {num_test} test images '
-                     f'with test_fraction={c.test_fraction}; need both splits')
+  num_test = sum(n for _, n in per_split.values())
   return splits.ClassInfo(class_names=names, root=root,
                           num_train_images=total - num_test,
                           num_test_images=num_test, class_counts=counts,

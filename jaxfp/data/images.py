@@ -31,12 +31,32 @@ def visible(name: str) -> bool:
   return not name.startswith('.')
 
 
+def shown(path: str) -> str:
+  """`path` as printable text: bytes of a file name that are not UTF-8
+  (kept by Python as lone surrogates, which cannot be printed or written
+  as strict JSON) appear as backslash escapes (\\xff)."""
+  return os.fsencode(path).decode('utf-8', 'backslashreplace')
+
+
 def files_under(directory: str) -> list[str]:
   """Image files below `directory` (links followed, hidden ones skipped),
-  in sorted order."""
+  in sorted order.
+
+  Each real folder is visited once, whatever the links to it: a link to a
+  folder already seen (a loop back to a parent, a second way in) is not
+  followed again, so a link loop cannot make the walk endless.
+  """
   found = []
+  seen = set()
   for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
-    dirnames[:] = sorted(filter(visible, dirnames))
+    seen.add(os.path.realpath(dirpath))
+    kept = []
+    for name in sorted(filter(visible, dirnames)):
+      real = os.path.realpath(os.path.join(dirpath, name))
+      if real not in seen:
+        seen.add(real)
+        kept.append(name)
+    dirnames[:] = kept
     found += [os.path.join(dirpath, n) for n in sorted(filter(visible,
                                                               filenames))
               if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]

@@ -1,9 +1,10 @@
 """Model-parsing data: GM folders with a ground-truth table -> batches.
 
 `config.data` (configs/data.py) names the dataset: the built-in zoo or the
-published model-parsing images. Records are built once (TFDS); the held-out
-GMs are chosen here, by name (`jaxfp.data.splits`). Batches are dicts of
-numpy arrays shaped [local_device_count, per_device_batch, ...]:
+published model-parsing images. Records are built once (TFDS), and again
+when the tree changes (`folder.prepare`); the held-out GMs are chosen here,
+by name (`jaxfp.data.splits`). Batches are dicts of numpy arrays shaped
+[local_device_count, per_device_batch, ...]:
 
   'image'       float32 [..., s, s, 3]  (x / 255 - MEAN) / STD
   'continuous'  float32 [..., C]        normalised, NaN where missing
@@ -63,29 +64,25 @@ def _builder(c: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
                    f'{DATASETS}')
 
 
-def _prepare(c: ml_collections.ConfigDict, builder) -> None:
-  """Builds the records if they are not there yet."""
+def _prepare(c: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
+  """The dataset's builder, its records built, or rebuilt if the source
+  tree changed since they were built (`folder.prepare`)."""
   if c.name != 'model_parsing':
-    folder.prepare(builder)
-    return
+    return folder.prepare(lambda: _builder(c))
   manual_dir = os.path.expanduser(c.manual_dir) if c.manual_dir else ''
-  if not builder.is_prepared():
-    if not (manual_dir and os.path.isdir(manual_dir)):
-      raise FileNotFoundError(
-          f'config.data.manual_dir {c.manual_dir!r} does not exist (it must '
-          'hold the model-parsing images, see '
-          'jaxfp.data.builders.model_parsing)')
-    folder.prepare(builder, download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir))
-    return
-  built_from = os.path.abspath(
-      folder.read_metadata(builder).get('source', ''))
-  if manual_dir and os.path.commonpath(
-      [built_from, os.path.abspath(manual_dir)]) != os.path.abspath(
-          manual_dir):
-    logging.warning('Records in %s were built from %s, not manual_dir %s; '
-                    'delete them to rebuild.', builder.data_dir, built_from,
-                    manual_dir)
+  if manual_dir and not os.path.isdir(manual_dir):
+    raise FileNotFoundError(
+        f'config.data.manual_dir {c.manual_dir!r} does not exist (it must '
+        'hold the model-parsing images, see '
+        'jaxfp.data.builders.model_parsing)')
+  if not manual_dir and not _builder(c).is_prepared():
+    raise FileNotFoundError(
+        'config.data.manual_dir is not set and no records are built yet: '
+        'point it at the model-parsing images (see '
+        'jaxfp.data.builders.model_parsing)')
+  return folder.prepare(
+      lambda: _builder(c), manual_dir,
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
 
 
 def load_info(data_config: ml_collections.ConfigDict) -> splits.DataInfo:
@@ -94,8 +91,7 @@ def load_info(data_config: ml_collections.ConfigDict) -> splits.DataInfo:
   if c.name not in DATASETS:
     raise ValueError(f'config.data.name is {c.name!r}; expected one of '
                      f'{DATASETS}')
-  builder = _builder(c)
-  _prepare(c, builder)
+  builder = _prepare(c)
   meta = folder.read_metadata(builder)
   table = schema_lib.GroundTruth.from_dict(meta['ground_truth'])
   names = tuple(builder.info.features['gm'].names)

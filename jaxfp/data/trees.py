@@ -14,6 +14,7 @@ classes in place of GMs.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Sequence
 
@@ -48,6 +49,14 @@ def zoo_tree(zoo_config: ml_collections.ConfigDict, cache_dir: str) -> str:
   with console.quietly(f'The zoo of {zoo_config.num_generators} generators '
                        '(built once, then cached)'):
     return zoo.cached(zoo_config, cache_dir)
+
+
+def built_zoo_tree(zoo_config: ml_collections.ConfigDict,
+                   cache_dir: str) -> str | None:
+  """The zoo's tree if it is built already (nothing is built), else None."""
+  from jaxfp.zoo import store  # pylint: disable=g-import-not-at-top
+  path = store.cache_path(zoo_config, cache_dir)
+  return path if store.is_zoo(path) else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +105,35 @@ def scan(root: str) -> Scan:
                      f'{images_root}/<gm_name>/*.png (or '
                      f'{", ".join(images_lib.IMAGE_EXTENSIONS[1:])})')
   return Scan(root=root, images_root=images_root, files=files)
+
+
+def ground_truth_files(found: Scan, ground_truth_dir: str = '',
+                       npy_files: dict[str, str] | None = None) -> list[str]:
+  """Every file `read_ground_truth` may read (present or not)."""
+  directory = ground_truth_dir or found.root
+  names = [schema_lib.CSV_NAME, schema_lib.SCHEMA_NAME,
+           *dict(npy_files or PUBLISHED_NPY_FILES).values()]
+  return [os.path.join(directory, name) for name in names]
+
+
+def content_key(found: Scan, extra_files: Sequence[str] = ()) -> str:
+  """A digest of what records built from `found` would hold: every image
+  file's path in the tree, size and modification time, and those of
+  `extra_files` (the ground truth; absent ones count as absent). Cheap: one
+  stat per file, no image is read. Another digest means the tree changed
+  since: a file added, removed, replaced or touched."""
+  digest = hashlib.sha256()
+  entries = [(rel, os.path.join(found.images_root, rel))
+             for gm in found.gm_names for rel in found.files[gm]]
+  entries += [(os.path.abspath(path), path) for path in extra_files]
+  for name, path in entries:
+    try:
+      stat = os.stat(path)
+      facts = f'{stat.st_size} {stat.st_mtime_ns}'
+    except FileNotFoundError:
+      facts = 'absent'
+    digest.update(f'{images_lib.shown(name)}\0{facts}\n'.encode())
+  return digest.hexdigest()
 
 
 def read_ground_truth(

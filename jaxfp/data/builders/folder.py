@@ -13,7 +13,8 @@ import contextlib
 import inspect
 import logging as std_logging
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 
 from absl import logging
 from etils import epath
@@ -110,6 +111,28 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """(dataset root, ground-truth dir or '' for the root, npy file names)."""
     raise NotImplementedError
 
+  def _source_if_present(self, manual_dir: str
+                         ) -> tuple[str, str, dict[str, str] | None] | None:
+    """`_source` as it is now, if the tree is there without building
+    anything; None when it is not (the records are then used as built)."""
+    del manual_dir
+    return None
+
+  def _content(self, found: trees.Scan, ground_truth_dir: str,
+               npy_files: dict[str, str] | None) -> str:
+    """The content key of a tree and its ground truth (`trees.content_key`),
+    recorded with the records and compared before they are used."""
+    return trees.content_key(found, trees.ground_truth_files(
+        found, ground_truth_dir, npy_files))
+
+  def current_content(self, manual_dir: str = '') -> str | None:
+    """The content key of the source tree now; None if it is not there."""
+    source = self._source_if_present(manual_dir)
+    if source is None:
+      return None
+    root, ground_truth_dir, npy_files = source
+    return self._content(trees.scan(root), ground_truth_dir, npy_files)
+
   def _description(self) -> str:
     return self.__doc__ or ''
 
@@ -141,6 +164,7 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         'ground_truth': table.to_dict(), 'ground_truth_source': source,
         'source': os.path.abspath(found.images_root), 'gm_counts': counts,
         'skipped_files': skipped,
+        'content': self._content(found, ground_truth_dir, npy_files),
     })
     logging.info('Building %s from %d files of %d GMs in %s.', self.name,
                  found.num_files, len(found.gm_names), found.images_root)
@@ -153,9 +177,26 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       yield key, example
 
 
-def prepare(builder: tfds.core.DatasetBuilder, **kwargs) -> None:
-  """`builder.download_and_prepare(**kwargs)`; TFDS's progress bars only at
-  --verbosity=1 and more (the console shows one progress display)."""
+def prepare(make: Callable[[], FolderBuilder], manual_dir: str = '',
+            **kwargs) -> FolderBuilder:
+  """The builder `make()` gives, its records built (`download_and_prepare`)
+  or, if they were built from another state of the source tree (another
+  `manual_dir`, files added, removed or changed since: `current_content`),
+  rebuilt. TFDS's progress bars only at --verbosity=1 and more (the console
+  shows one progress display)."""
+  builder = make()
+  if builder.is_prepared():
+    built = read_metadata(builder).get('content')
+    now = builder.current_content(manual_dir)
+    if now is None or now == built:
+      return builder
+    why = ('they do not record the tree they came from (built by an older '
+           'jaxfp)' if built is None else 'the source tree changed since')
+    logging.info('Rebuilding the %s records of %s: %s.', builder.name,
+                 read_metadata(builder).get('source', '?'), why)
+    shutil.rmtree(builder.data_dir)
+    builder = make()  # A builder reads its records' info when created.
   if not console.verbose():
     tfds.disable_progress_bar()
   builder.download_and_prepare(**kwargs)
+  return builder

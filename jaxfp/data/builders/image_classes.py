@@ -5,7 +5,8 @@ For detection and attribution: `root/<class>/**/*.png` (or any extension of
 sorted order, so `real/` + `fake/` gives real = 0, fake = 1. Unreadable files are skipped,
 counted and named at build time, as for the parsing datasets. Each (root,
 image size) pair gets its own builder config, named after a hash of both;
-records built from a tree are not rebuilt when the tree changes (delete them).
+records remember the tree's content key (`jaxfp.data.trees.content_key`),
+and `folder.prepare` rebuilds them when the tree has changed since.
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ class ImageClasses(folder.FolderBuilder):
         description=f'{root} at {image_size}x{image_size}.')
     super().__init__(config=config, **kwargs)
 
+  def _source_if_present(self, manual_dir):
+    del manual_dir
+    root = self.builder_config.root
+    return (root, '', None) if os.path.isdir(root) else None
+
+  def _content(self, found, ground_truth_dir, npy_files):
+    del ground_truth_dir, npy_files  # Classes are folder names: no table.
+    return trees.content_key(found)
+
   def _split_generators(self, dl_manager):
     found = trees.scan(self.builder_config.root)
     if len(found.gm_names) < 2:
@@ -58,7 +68,7 @@ class ImageClasses(folder.FolderBuilder):
     skipped = []
     self.info.metadata.update({
         'source': os.path.abspath(found.images_root), 'gm_counts': counts,
-        'skipped_files': skipped,
+        'skipped_files': skipped, 'content': self._content(found, '', None),
     })
     logging.info('Building %s from %d files of %d classes in %s.', self.name,
                  found.num_files, len(found.gm_names), found.images_root)

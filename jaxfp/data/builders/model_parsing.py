@@ -13,7 +13,9 @@ Ground truth: by default `ground_truth.csv` + `schema.json`, or the three
 published npy tables, in the manual directory; `ground_truth_dir` and
 `ground_truth_files` (constructor arguments or config fields) point
 elsewhere. A builder whose ground truth differs from its named config gets a
-derived config name, so its records are kept apart.
+derived config name, so its records are kept apart. The records remember the
+manual directory's content (`jaxfp.data.trees.content_key`); `folder.prepare`
+rebuilds them from another or a changed directory.
 """
 
 from __future__ import annotations
@@ -117,6 +119,12 @@ class ModelParsing(folder.FolderBuilder):
         return c
     return ModelParsingConfig(name=f'size_{size}', image_size=size,
                               description=f'{size}x{size} images.')
+
+  def _source_if_present(self, manual_dir):
+    if not (manual_dir and os.path.isdir(manual_dir)):
+      return None
+    return (manual_dir, self.builder_config.ground_truth_dir,
+            self.builder_config.ground_truth_files)
 
   def _source(self, dl_manager):
     manual_dir = os.fspath(dl_manager.manual_dir)

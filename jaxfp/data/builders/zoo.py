@@ -101,6 +101,11 @@ class ZooDataset(folder.FolderBuilder):
   def _description(self) -> str:
     return (f'{self.__doc__}\nConfig: {self.builder_config.description}')
 
+  def _source_if_present(self, manual_dir):
+    del manual_dir
+    root = trees.built_zoo_tree(self.zoo_config(), self._zoo_cache_dir)
+    return None if root is None else (root, '', None)
+
   def _source(self, dl_manager):
     zoo_config = self.zoo_config()
     root = trees.zoo_tree(zoo_config, self._zoo_cache_dir)
