@@ -23,11 +23,18 @@ def define_flags():
   flags.DEFINE_string('workdir', None, 'Where the report is written.')
   flags.DEFINE_enum('embedding', 'features', cluster.EMBEDDINGS,
                     'What is compared.')
-  flags.DEFINE_integer('num_groups', 0, 'Number of groups; 0 = estimate.')
-  flags.DEFINE_integer('max_groups', 20, 'Largest number of groups tried.')
+  flags.DEFINE_integer('num_groups', 0, 'Number of groups; 0 = estimate.',
+                       lower_bound=0)
+  flags.DEFINE_integer('max_groups', 20, 'Largest number of groups tried.',
+                       lower_bound=2)
+  flags.DEFINE_float('min_silhouette', 0.0, 'Estimating: one group unless '
+                     'a split scores a silhouette above this (0.25: "no '
+                     'substantial structure" below it, Kaufman & '
+                     'Rousseeuw).')
   flags.DEFINE_bool('score_parent_folders', False, 'Report the adjusted Rand '
                     "index against the images' parent folders.")
-  flags.DEFINE_integer('batch_size', 32, 'Images per compiled call.')
+  flags.DEFINE_integer('batch_size', 32, 'Images per compiled call.',
+                       lower_bound=1)
 
 
 @console.command
@@ -37,6 +44,7 @@ def main(argv):
   return cluster.run(FLAGS.checkpoint, argv[1:], FLAGS.workdir,
                      kind=FLAGS.embedding, num_groups=FLAGS.num_groups,
                      max_groups=FLAGS.max_groups,
+                     min_silhouette=FLAGS.min_silhouette,
                      score_parent_folders=FLAGS.score_parent_folders,
                      batch_size=FLAGS.batch_size)
 

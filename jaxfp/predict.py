@@ -28,7 +28,8 @@ def define_flags():
                       'spectrum PNGs here.')
   flags.DEFINE_enum('resize', 'resize', images.RESIZE_POLICIES,
                     'How images of another size become the input size.')
-  flags.DEFINE_integer('batch_size', 32, 'Images per compiled call.')
+  flags.DEFINE_integer('batch_size', 32, 'Images per compiled call.',
+                       lower_bound=1)
   flags.DEFINE_bool('quiet', False, 'No table on the terminal.')
 
 

@@ -14,7 +14,9 @@ import os
 from absl import app
 from absl import flags
 
+from jaxfp import checkpoints
 from jaxfp.core import console
+from jaxfp.core import files
 from jaxfp.data import perturbations
 from jaxfp.tools import robustness
 
@@ -39,9 +41,11 @@ def main(argv):
   if unknown:
     raise app.UsageError(f'unknown perturbations {sorted(unknown)}; known: '
                          f'{list(perturbations.NAMES)}')
+  checkpoints.find(FLAGS.workdir)  # A missing run fails before any output.
+  output = files.check_output_folder(
+      FLAGS.output or os.path.join(FLAGS.workdir, 'robustness'), '--output')
   result = robustness.run(FLAGS.workdir, names=FLAGS.perturbations)
-  print(robustness.write(result, FLAGS.output or os.path.join(FLAGS.workdir,
-                                                              'robustness')))
+  print(robustness.write(result, output))
 
 
 if __name__ == '__main__':

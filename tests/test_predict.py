@@ -23,25 +23,39 @@ from jaxfp.tasks import parsing as parsing_task
 SIZE = 64
 
 
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-  """A parsing checkpoint of random weights, in the trainer's layout."""
-  config = fen_config.get_config('test')
-  model = parsing_task.create_model(config, schema_lib.ZOO, axis_name=None)
-  variables = jax.jit(lambda k: model.init(
-      k, np.zeros((1, SIZE, SIZE, 3), np.float32), train=False))(
-          jax.random.key(0))
+def _write_checkpoint(directory, variables, meta=None):
+  """Step 3 of a checkpoint in the trainer's layout (without meta if None)."""
   state = {'step': 3, 'params': variables['params'],
            'batch_stats': variables['batch_stats']}
-  directory = tmp_path_factory.mktemp('run')
-  meta = {'config': json.loads(config.to_json_best_effort()),
-          'task': 'parsing', 'schema': schema_lib.ZOO.to_dict()}
+  items = {'state': ocp.args.StandardSave(jax.device_get(state))}
+  if meta is not None:
+    items['meta'] = ocp.args.JsonSave(meta)
   with ocp.CheckpointManager(directory / 'checkpoints',
-                             item_names=('state', 'meta')) as manager:
-    manager.save(3, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(jax.device_get(state)),
-        meta=ocp.args.JsonSave(meta)))
+                             item_names=tuple(items)) as manager:
+    manager.save(3, args=ocp.args.Composite(**items))
   return str(directory)
+
+
+def _meta():
+  config = fen_config.get_config('test')
+  return {'config': json.loads(config.to_json_best_effort()),
+          'task': 'parsing', 'schema': schema_lib.ZOO.to_dict()}
+
+
+@pytest.fixture(scope='module')
+def variables():
+  config = fen_config.get_config('test')
+  model = parsing_task.create_model(config, schema_lib.ZOO, axis_name=None)
+  return jax.device_get(jax.jit(lambda k: model.init(
+      k, np.zeros((1, SIZE, SIZE, 3), np.float32), train=False))(
+          jax.random.key(0)))
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory, variables):
+  """A parsing checkpoint of random weights, in the trainer's layout."""
+  return _write_checkpoint(tmp_path_factory.mktemp('run'), variables,
+                           _meta())
 
 
 def _write(path, array):
@@ -223,3 +237,91 @@ def test_a_converted_published_detector_predicts(tmp_path, images):
   p = records[0]['prediction']
   assert set(p['probabilities']) == {'real', 'fake'}
   assert p['fake_probability'] == pytest.approx(p['probabilities']['fake'])
+
+
+def _run_predict(argv):
+  """The predict command's main on `argv` (flags parsed as on a command
+  line); returns its exit status."""
+  if 'checkpoint' not in flags.FLAGS:
+    predict_command.define_flags()
+  flags.FLAGS(['predict'] + [a for a in argv if a.startswith('--')])
+  try:
+    return predict_command.main(['predict'] + [a for a in argv
+                                               if not a.startswith('--')])
+  finally:
+    flags.FLAGS.unparse_flags()
+
+
+def test_a_checkpoint_with_nan_weights_writes_no_nan(variables, images,
+                                                     tmp_path, capsys):
+  """Issue 14, case 3: predict never writes NaN into JSON lines."""
+  good, _ = images
+  broken = jax.tree.map(np.array, variables)
+  kernel = broken['params']['fen']['conv_0']['kernel']
+  kernel[0, 0, 0, 0] = np.nan
+  run = _write_checkpoint(tmp_path / 'nan_run', broken, _meta())
+  out = tmp_path / 'out.jsonl'
+  assert _run_predict([f'--checkpoint={run}', f'--output={out}', '--quiet',
+                       good['rgb']]) == 2
+  assert 'NaN' not in out.read_text()
+  assert 'non-finite values (params/fen/conv_0/kernel)' in (
+      capsys.readouterr().err)
+
+
+def test_a_checkpoint_without_meta_is_a_one_line_error(variables, images,
+                                                       tmp_path, capsys):
+  """Issue 14, case 10: no KeyError, but exit status 2 and a reason."""
+  good, _ = images
+  run = _write_checkpoint(tmp_path / 'no_meta', variables)
+  assert _run_predict([f'--checkpoint={run}', good['rgb']]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith('error: the checkpoint ') and '"meta"' in err
+
+
+def test_an_output_that_cannot_be_written_fails_before_any_work(
+    checkpoint, images, tmp_path, monkeypatch):
+  """Issue 14, case 8: --output is opened before any image is read."""
+  good, _ = images
+
+  def no_work(*args, **kwargs):
+    raise AssertionError('the work started before --output was checked')
+  monkeypatch.setattr(network, 'load', no_work)
+  missing = tmp_path / 'missing'
+  with pytest.raises(FileNotFoundError, match=f'folder {missing} does not '
+                     'exist'):
+    predict.run(checkpoint, [good['rgb']], output=str(missing / 'out.jsonl'))
+  with pytest.raises(IsADirectoryError, match='is a folder'):
+    predict.run(checkpoint, [good['rgb']], output=str(tmp_path))
+
+
+def test_cluster_names_odd_files_checks_first_and_may_find_one_group(
+    checkpoint, images, tmp_path, monkeypatch):
+  """Issue 14, case 9."""
+  good, _ = images
+  folder = tmp_path / 'copies'
+  folder.mkdir()
+  data = open(good['rgb'], 'rb').read()
+  for name in (b'a.png', b'b.png', b'odd\xff.png'):  # Not UTF-8.
+    with open(os.path.join(os.fsencode(folder), name), 'wb') as f:
+      f.write(data)
+  out = tmp_path / 'out'
+  assert cluster.run(checkpoint, [str(folder)], str(out)) == 0
+  summary = json.loads((out / 'groups.json').read_text())
+  # Three copies of one image are one group, not 2 + 1.
+  assert summary['num_groups'] == 1 and summary['silhouette'] is None
+  assert 'odd\\xff.png' in (out / 'groups.md').read_text()
+
+  def no_work(*args, **kwargs):
+    raise AssertionError('embedding started before --num_groups was checked')
+  monkeypatch.setattr(cluster, 'embed', no_work)
+  with pytest.raises(ValueError, match='num_groups=5, but there are only 3 '
+                     'images'):
+    cluster.run(checkpoint, [str(folder)], str(out), num_groups=5)
+
+
+def test_identical_embeddings_are_one_group():
+  rng = np.random.default_rng(0)
+  same = np.repeat(rng.normal(size=(1, 16)), 3, axis=0)
+  same[1] += 1e-9  # Float rounding must not split them.
+  labels, k, score = cluster.group(cluster.normalize(same))
+  assert k == 1 and list(labels) == [0, 0, 0] and np.isnan(score)

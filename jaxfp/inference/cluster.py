@@ -8,10 +8,12 @@ average-pooled to 16x16. Embeddings are standardised and scaled to unit
 length (so distances follow cosine similarity); scikit-learn's agglomerative
 clustering (Ward linkage) groups them, into --num_groups groups or, if that
 is 0, into the number of groups in [2, --max_groups] with the best
-silhouette score. This is the "coordinated
-disinformation" use of the published work: many images, one source.
+silhouette score; one group when no split scores above --min_silhouette
+(default 0: a split no better than chance) or the images embed alike. This
+is the "coordinated disinformation" use of the published work: many images,
+one source.
 
-Writes to --workdir: groups.json (members of each group, the chosen number
+Writes to --workdir (checked before any work): groups.json (members of each group, the chosen number
 and its silhouette), groups.md (a readable table) and similarity.png (the
 similarity matrix with images ordered by group). With --score_parent_folders
 each image's parent folder is taken as its true source and the adjusted Rand
@@ -20,14 +22,15 @@ index against it is reported.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
+from absl import logging
 import numpy as np
 from sklearn import cluster as sk_cluster
 from sklearn import metrics as sk_metrics
 
+from jaxfp.core import files
 from jaxfp.data import images as images_lib
 from jaxfp.inference import network
 from jaxfp.report import plots
@@ -62,18 +65,28 @@ def embed(loaded: network.Loaded, files, *, kind: str = 'features',
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
-  """Standardised embeddings scaled to unit length (rows)."""
-  z = (vectors - vectors.mean(0)) / (vectors.std(0) + 1e-8)
-  return z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-12)
+  """Standardised embeddings scaled to unit length (rows).
+
+  Dimensions that do not vary (beyond float rounding) are set to 0, not
+  blown up to unit variance: identical images then stay identical, instead
+  of becoming random directions.
+  """
+  spread = vectors.std(0)
+  varies = spread > 1e-6 * (np.abs(vectors).max() + 1e-30)
+  z = np.where(varies, (vectors - vectors.mean(0)) / np.where(varies, spread,
+                                                              1.0), 0.0)
+  return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
 
 
-def group(unit: np.ndarray, num_groups: int = 0,
-          max_groups: int = 20) -> tuple[np.ndarray, int, float]:
+def group(unit: np.ndarray, num_groups: int = 0, max_groups: int = 20,
+          min_silhouette: float = 0.0) -> tuple[np.ndarray, int, float]:
   """Ward clustering of unit-length rows: labels, groups, silhouette.
 
   On unit vectors Euclidean distance is a monotone function of cosine
   similarity. With num_groups=0 the number of groups in [2, max_groups]
-  with the best silhouette score is chosen.
+  with the best silhouette score is chosen, unless no split scores above
+  `min_silhouette` (or the images do not differ at all): then one group,
+  whose silhouette is undefined (NaN).
   """
   n = len(unit)
 
@@ -87,65 +100,90 @@ def group(unit: np.ndarray, num_groups: int = 0,
 
   if num_groups:
     if not 1 <= num_groups <= n:
-      raise ValueError(f'num_groups={num_groups} must lie in [1, {n}] for '
+      raise ValueError(f'--num_groups={num_groups} must lie in [1, {n}] for '
                        f'{n} images')
-    labels = fit(num_groups)
+    labels = fit(num_groups) if num_groups > 1 else np.zeros(n, int)
     return labels, num_groups, silhouette(labels, num_groups)
-  if n < 3:
-    return np.zeros(n, int), 1, float('nan')
+  one = (np.zeros(n, int), 1, float('nan'))
+  if n < 3 or np.ptp(unit, axis=0).max() <= 1e-9:
+    return one
   best = None
   for k in range(2, min(max_groups, n - 1) + 1):
     labels = fit(k)
     score = silhouette(labels, k)
     if best is None or score > best[2]:
       best = (labels, k, score)
-  return best
+  return best if best[2] > min_silhouette else one
 
 
-def report(workdir, files, sim, labels, k, score, ari=None) -> str:
+def report(workdir, paths, sim, labels, k, score, ari=None) -> str:
+  """Writes groups.json, groups.md and similarity.png; returns the text.
+  File names are shown printable (`images.shown`)."""
   os.makedirs(workdir, exist_ok=True)
-  groups = {int(g): [files[i] for i in np.flatnonzero(labels == g)]
+  names = [images_lib.shown(f) for f in paths]
+  groups = {int(g): [names[i] for i in np.flatnonzero(labels == g)]
             for g in np.unique(labels)}
-  summary = {'num_images': len(files), 'num_groups': int(k),
+  summary = {'num_images': len(names), 'num_groups': int(k),
              'silhouette': score, 'adjusted_rand_index': ari,
              'groups': {str(g): m for g, m in groups.items()}}
-  with open(os.path.join(workdir, 'groups.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
-  root = os.path.commonpath([os.path.abspath(f) for f in files])
+  files.write_json(os.path.join(workdir, 'groups.json'), summary, indent=2)
+  root = os.path.commonpath([os.path.abspath(f) for f in paths])
   root = root if os.path.isdir(root) else os.path.dirname(root)
   rows = []
-  for g, members in groups.items():
-    shown = ', '.join(os.path.relpath(os.path.abspath(m), root)
+  for g in groups:
+    members = [paths[i] for i in np.flatnonzero(labels == g)]
+    shown = ', '.join(images_lib.shown(os.path.relpath(os.path.abspath(m),
+                                                       root))
                       for m in members[:3])
     more = f' (+{len(members) - 3} more)' if len(members) > 3 else ''
     rows.append([g, len(members), shown + more])
+  quality = (f'silhouette {score:.3f}' if np.isfinite(score) else
+             'one group: no split separates them' if k == 1 else
+             'silhouette undefined')
   text = '\n'.join([
-      f'{len(files)} images in {k} groups (silhouette {score:.3f})' +
+      f'{len(names)} images in {k} groups ({quality})' +
       (f'; adjusted Rand index vs parent folders {ari:.3f}'
        if ari is not None else ''), '',
       tables.markdown(['group', 'images', 'examples'], rows)])
-  with open(os.path.join(workdir, 'groups.md'), 'w') as f:
-    f.write(text + '\n')
+  files.write_text(os.path.join(workdir, 'groups.md'), text + '\n')
   plots.similarity(os.path.join(workdir, 'similarity.png'), sim, labels)
   return text
 
 
 def run(checkpoint: str, paths, workdir: str, *, kind: str = 'features',
         num_groups: int = 0, max_groups: int = 20,
-        score_parent_folders: bool = False, batch_size: int = 32) -> int:
+        min_silhouette: float = 0.0, score_parent_folders: bool = False,
+        batch_size: int = 32) -> int:
   """The cluster command: groups the images under `paths`, writes the
   report to `workdir` and prints it. Returns the exit status: 0 every input
-  used, 1 some skipped; fewer than 2 readable images is a ValueError."""
+  used, 1 some skipped. Settings that cannot work (fewer than 2 readable
+  images, more groups than images, a workdir that cannot be written) are
+  ValueErrors or OSErrors, raised before the embedding work where they can
+  be known then."""
+  if kind not in EMBEDDINGS:
+    raise ValueError(f'embedding {kind!r}: use one of {EMBEDDINGS}')
+  if num_groups < 0 or max_groups < 2 or batch_size < 1:
+    raise ValueError(f'--num_groups={num_groups} (0 = estimate), '
+                     f'--max_groups={max_groups} (2 or more) and '
+                     f'--batch_size={batch_size} (1 or more): out of range')
+  workdir = files.check_output_folder(workdir, '--workdir')
   loaded = network.load(checkpoint)
-  files, problems = images_lib.find_images(paths)
-  kept, vectors, failures = embed(loaded, files, kind=kind,
+  found, problems = images_lib.find_images(paths)
+  if num_groups > len(found):
+    raise ValueError(f'--num_groups={num_groups}, but there are only '
+                     f'{len(found)} images')
+  kept, vectors, failures = embed(loaded, found, kind=kind,
                                   batch_size=batch_size)
   for path, reason in problems + failures:
-    print(f'skipped {path}: {reason}', file=sys.stderr)
+    print(f'skipped {images_lib.shown(path)}: {reason}', file=sys.stderr)
   if len(kept) < 2:
     raise ValueError('fewer than 2 readable images to group')
   unit = normalize(vectors)
-  labels, k, score = group(unit, num_groups, max_groups)
+  labels, k, score = group(unit, min(num_groups, len(kept)), max_groups,
+                           min_silhouette)
+  if num_groups > len(kept):
+    logging.warning('--num_groups=%d, but only %d images could be read: %d '
+                    'groups.', num_groups, len(kept), len(kept))
   ari = None
   if score_parent_folders:
     truth = [os.path.basename(os.path.dirname(p)) for p in kept]

@@ -25,7 +25,8 @@ checkpoint.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from jaxfp.core import console
+from jaxfp.core import files
 from jaxfp.core import schema as schema_lib
 from jaxfp.data import images as images_lib
 from jaxfp.inference import network
@@ -101,11 +103,24 @@ def _panel_name(path: str, index: int) -> str:
   return f'{index:05d}_{stem}.png'
 
 
+def _non_finite(value) -> bool:
+  """Whether a prediction (nested dicts of numbers) holds NaN or infinity."""
+  if isinstance(value, dict):
+    return any(_non_finite(v) for v in value.values())
+  return isinstance(value, float) and not math.isfinite(value)
+
+
 def predict(loaded: network.Loaded, paths: Sequence[str], *,
             policy: str = 'resize', batch_size: int = 32,
             panels_dir: str | None = None, progress: bool = True
             ) -> tuple[list[dict], list[tuple[str, str]]]:
-  """Predictions for every readable image, and (path, reason) failures."""
+  """Predictions for every readable image, and (path, reason) failures.
+
+  An image whose outputs are not finite (NaN, infinity) is a failure: a
+  prediction without meaning, and JSON has no NaN.
+  """
+  if batch_size < 1:
+    raise ValueError(f'batch size {batch_size}: must be at least 1')
   files, failures = images_lib.find_images(paths)
   run_batch = network.predict_fn(loaded)
   records = []
@@ -118,8 +133,11 @@ def predict(loaded: network.Loaded, paths: Sequence[str], *,
         mean=loaded.mean, std=loaded.std):
       out = run_batch(images)
       for i, path in enumerate(batch_paths):
-        record = {'file': path, 'task': loaded.task,
+        record = {'file': images_lib.shown(path), 'task': loaded.task,
                   'prediction': describe(loaded, out, i)}
+        if _non_finite(record['prediction']):
+          failures.append((path, 'the network gave NaN or infinite outputs'))
+          continue
         if panels_dir:
           panel = summaries.fingerprint_panels(
               images[i:i + 1], out['fingerprint'][i:i + 1], loaded.mean,
@@ -140,19 +158,28 @@ def run(checkpoint: str, paths: Sequence[str], *, policy: str = 'resize',
   """The predict command: predictions of every image under `paths`.
 
   Prints a table (unless `table` is False) and writes JSON lines to
-  `output`; each unusable input gets one `skipped PATH: reason` line on
-  stderr. Returns the exit status: 0 every input processed, 1 some
-  skipped, 2 nothing processed. A bad checkpoint raises CheckpointError.
+  `output`, opened before any work, so a bad path fails at once. Each
+  unusable input gets one `skipped PATH: reason` line on stderr. Returns
+  the exit status: 0 every input processed, 1 some skipped, 2 nothing
+  processed. A bad checkpoint raises CheckpointError.
   """
-  loaded = network.load(checkpoint)
-  records, failures = predict(loaded, paths, policy=policy,
-                              batch_size=batch_size, panels_dir=panels_dir)
-  for path, reason in failures:
-    print(f'skipped {path}: {reason}', file=sys.stderr)
-  if output:
-    with open(output, 'w') as f:
+  if batch_size < 1:
+    raise ValueError(f'--batch_size={batch_size}: must be at least 1')
+  if panels_dir:
+    files.check_output_folder(panels_dir, '--panels_dir')
+  with contextlib.ExitStack() as stack:
+    out = None
+    if output:
+      out = stack.enter_context(open(
+          files.check_output_file(output, '--output'), 'w', encoding='utf-8'))
+    loaded = network.load(checkpoint)
+    records, failures = predict(loaded, paths, policy=policy,
+                                batch_size=batch_size, panels_dir=panels_dir)
+    for path, reason in failures:
+      print(f'skipped {images_lib.shown(path)}: {reason}', file=sys.stderr)
+    if out is not None:
       for record in records:
-        f.write(json.dumps(record) + '\n')
+        out.write(files.dumps(record) + '\n')
   if table:
     for record in records:
       print(format_record(loaded.task, record))
