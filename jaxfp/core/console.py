@@ -12,7 +12,8 @@ Every command (`python -m jaxfp.<command>`) runs its main through `run`:
   errors     a user error (a bad flag, config field, value, file or
              checkpoint: app.UsageError, ValueError, OSError) is one line
              `error: ...` on stderr and exit status 2; the traceback only at
-             --verbosity=1 and more.
+             --verbosity=1 and more, and so are the 'Event loop is closed'
+             reports of Orbax's threads (`hush_event_loop_noise`).
 
 The state lives where absl and `logging` keep theirs (the verbosity flag,
 the handler's filters), not in this module.
@@ -22,8 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging as std_logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -204,6 +207,55 @@ def native_output_hushed() -> Iterator[None]:
     os.close(devnull)
 
 
+_EVENT_LOOP_CLOSED = 'Event loop is closed'
+
+
+def _is_event_loop_noise(error: BaseException | None) -> bool:
+  return isinstance(error, RuntimeError) and _EVENT_LOOP_CLOSED in str(error)
+
+
+class _NoEventLoopNoise:
+  """A logging filter: drops 'Event loop is closed' reports (see
+  `hush_event_loop_noise`)."""
+
+  def filter(self, record) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return not (_is_event_loop_noise(error) or
+                _EVENT_LOOP_CLOSED in record.getMessage())
+
+
+def hush_event_loop_noise() -> None:
+  """Drops Orbax's background-thread 'Event loop is closed' reports.
+
+  When a command stops on an error while Orbax's threads still run, their
+  asyncio loops are closed under them, and each thread reports
+  `RuntimeError: Event loop is closed` with a traceback (through
+  threading.excepthook, sys.unraisablehook or the asyncio logger), often
+  dozens of them, burying the one line that says what went wrong. They say
+  nothing about the error, so they are dropped unless --verbosity=1.
+  Idempotent.
+  """
+  if verbose() or getattr(threading.excepthook, 'hushes_event_loop', False):
+    return
+  thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
+
+  def on_thread_error(args):
+    if not _is_event_loop_noise(args.exc_value):
+      thread_hook(args)
+
+  def on_unraisable(args):
+    if not _is_event_loop_noise(args.exc_value):
+      unraisable_hook(args)
+
+  on_thread_error.hushes_event_loop = True
+  threading.excepthook = on_thread_error
+  sys.unraisablehook = on_unraisable
+  for handler in (logging.get_absl_handler(),
+                  *std_logging.getLogger('asyncio').handlers):
+    handler.addFilter(_NoEventLoopNoise())
+  std_logging.getLogger('asyncio').addFilter(_NoEventLoopNoise())
+
+
 def command(main: Callable[[list[str]], int | None]
             ) -> Callable[[list[str]], int]:
   """`main` with --verbosity applied and user errors as one line.
@@ -215,6 +267,7 @@ def command(main: Callable[[list[str]], int | None]
   @functools.wraps(main)
   def wrapped(argv: list[str]) -> int:
     configure()
+    hush_event_loop_noise()
     try:
       status = main(argv)
     except USER_ERRORS as e:
