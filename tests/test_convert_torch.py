@@ -345,3 +345,23 @@ def test_every_published_network_serves_a_registered_task():
   assert set(convert_torch.TASKS) <= set(tasks.names())
   assert set(torch_models.HEADS) == set(convert_torch.TASKS)
 
+
+class _RunsCode:
+  """Pickled as a call of print: what a malicious .pth file holds."""
+
+  def __reduce__(self):
+    return (print, ('this ran',))
+
+
+def test_a_file_with_code_is_refused_without_unsafe_advice(tmp_path):
+  """Issue 14, case 11: torch's hint to retry with weights_only=False is
+  wrong for a file from elsewhere; it is not passed on."""
+  path = tmp_path / 'hostile.pth'
+  torch.save({'state_dict_cnn': _RunsCode()}, path)
+  with pytest.raises(convert_torch.ConversionError) as e:
+    convert_torch.convert(str(path), 'parsing')
+  message = str(e.value)
+  assert 'holds Python objects besides tensors' in message
+  assert 'would run code from the file; do not' in message
+  for advice in ('will likely succeed', 'safe_globals', 'trust'):
+    assert advice not in message, message

@@ -84,6 +84,28 @@ def preprocessing(task: str) -> dict[str, Any]:
 # ------------------------------------------------------------ reading ------
 
 
+def _not_loaded(path: str, error: Exception) -> str:
+  """Why `path` was not loaded, without torch's advice.
+
+  torch's refusal of a pickle that holds code suggests loading it with
+  weights_only=False or allowlisting its globals: both run the file's code.
+  For a file from elsewhere that is the wrong advice, so only what torch
+  found is kept.
+  """
+  text = re.sub(r'\x1b\[[0-9;]*m', '', str(error))
+  found = re.search(r'WeightsUnpickler error: (.*?)(?: Please use|\n|$)',
+                    text)
+  if found:
+    return (f'{path} holds Python objects besides tensors '
+            f'({found.group(1).rstrip(".")}), so it was not loaded: a '
+            'published checkpoint holds tensors in plain containers. Loading '
+            'it otherwise (weights_only=False, allowlisted globals) would run '
+            'code from the file; do not, unless you made it yourself')
+  first = (text.strip().splitlines() or [''])[0]
+  return (f'{path} is not a PyTorch checkpoint that torch.load(weights_only='
+          f'True) can read: {type(error).__name__}: {first}')
+
+
 def read_torch_checkpoint(path: str) -> tuple[dict, dict]:
   """(FEN state dict, head state dict) of a published file, as numpy."""
   import torch  # pylint: disable=g-import-not-at-top
@@ -92,9 +114,7 @@ def read_torch_checkpoint(path: str) -> tuple[dict, dict]:
   try:
     checkpoint = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # pylint: disable=broad-except
-    raise ConversionError(
-        f'{path} is not a PyTorch checkpoint that torch.load(weights_only='
-        f'True) can read: {type(e).__name__}: {e}') from None
+    raise ConversionError(_not_loaded(path, e)) from None
   if not isinstance(checkpoint, Mapping) or any(
       k not in checkpoint for k in CHECKPOINT_KEYS):
     found = (sorted(map(str, checkpoint)) if isinstance(checkpoint, Mapping)
