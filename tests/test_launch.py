@@ -55,18 +55,41 @@ def test_local_dry_run_starts_n_processes_with_m_devices():
     assert line.endswith("'--workdir=/tmp/jaxfp run' &")
 
 
+# Each process prints its line and then leaves a marker file. Process 2
+# fails (status 3) only once the markers of 0 and 1 exist, so their lines
+# are out whatever the scheduling; process 0 then waits until the launcher
+# stops it, which it does when process 2 fails. No step waits a fixed time.
+PROCESSES_SCRIPT = """
+import os, pathlib, signal, sys, time
+i = int(os.environ['JAXFP_PROCESS_ID'])
+print('process', i, 'of', os.environ['JAXFP_NUM_PROCESSES'],
+      os.environ['XLA_FLAGS'], flush=True)
+markers = pathlib.Path(sys.argv[1])
+(markers / f'printed_{i}').touch()
+if i == 0:
+  signal.pause()  # Until the launcher's SIGTERM.
+if i == 2:
+  deadline = time.monotonic() + 50
+  while not all((markers / f'printed_{p}').exists() for p in (0, 1)):
+    assert time.monotonic() < deadline, 'processes 0 and 1 never printed'
+    time.sleep(0.05)
+  sys.exit(3)
+"""
+
+
 def test_local_runs_every_process_and_reports_the_first_failure(tmp_path):
-  script = ('import os, sys; i = int(os.environ["JAXFP_PROCESS_ID"]); '
-            'print("process", i, "of", os.environ["JAXFP_NUM_PROCESSES"], '
-            'os.environ["XLA_FLAGS"]); sys.exit(3 if i == 2 else 0)')
+  markers = tmp_path / 'markers'
+  markers.mkdir()
   result = _run([LAUNCH / 'local.sh', '--devices_per_process=1',
-                 f'--log_dir={tmp_path}', '3', '--', 'python3', '-c', script],
-                check=False)
-  assert result.returncode == 3
+                 f'--log_dir={tmp_path}', '3', '--', 'python3', '-c',
+                 PROCESSES_SCRIPT, markers], check=False)
+  assert result.returncode == 3, result.stderr
   assert 'process 0 of 3 --xla_force_host_platform_device_count=1' in (
       result.stdout)
   assert 'process 1 of 3' in (tmp_path / 'process_1.log').read_text()
   assert 'process 2 of 3' in (tmp_path / 'process_2.log').read_text()
+  # Process 0 would have waited forever: the launcher stopped it.
+  assert 'a process exited with status 3; stopping' in result.stderr
 
 
 def test_local_rejects_a_missing_command():
