@@ -141,7 +141,7 @@ def report(workdir, paths, sim, labels, k, score, ari=None) -> str:
              'one group: no split separates them' if k == 1 else
              'silhouette undefined')
   text = '\n'.join([
-      f'{len(names)} images in {k} groups ({quality})' +
+      f'{len(names)} images in {k} group{"s" * (k != 1)} ({quality})' +
       (f'; adjusted Rand index vs parent folders {ari:.3f}'
        if ari is not None else ''), '',
       tables.markdown(['group', 'images', 'examples'], rows)])

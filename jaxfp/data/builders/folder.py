@@ -190,10 +190,10 @@ def prepare(make: Callable[[], FolderBuilder], manual_dir: str = '',
     now = builder.current_content(manual_dir)
     if now is None or now == built:
       return builder
-    why = ('they do not record the tree they came from (built by an older '
-           'jaxfp)' if built is None else 'the source tree changed since')
-    logging.info('Rebuilding the %s records of %s: %s.', builder.name,
-                 read_metadata(builder).get('source', '?'), why)
+    why = ('they predate records that remember their tree' if built is None
+           else 'that tree has changed, or another one is asked for')
+    logging.info('Rebuilding the %s records (built from %s): %s.',
+                 builder.name, read_metadata(builder).get('source', '?'), why)
     shutil.rmtree(builder.data_dir)
     builder = make()  # A builder reads its records' info when created.
   if not console.verbose():
