@@ -192,23 +192,24 @@ def read(path: str, step: int | None = None) -> Checkpoint:
   NaN or infinite values, raises CheckpointError saying why.
   """
   directory, steps = find(path, step)
-  problems = []
+  unusable = []  # (step, why)
   with manager(directory) as m:
     for candidate in steps:
       try:
         checkpoint = _read_step(m, candidate)
       except _Unusable as e:
-        problems.append(f'step {candidate}: {e}')
+        unusable.append((candidate, str(e)))
         continue
-      for problem in problems:
-        logging.warning('Skipping an unusable checkpoint in %s (%s); using '
-                        'step %d.', directory, problem, candidate)
+      for skipped, why in unusable:
+        logging.warning('Skipping the unusable checkpoint of step %d in %s '
+                        '(%s); using step %d.', skipped, directory, why,
+                        candidate)
       return checkpoint
   if len(steps) == 1:
     raise CheckpointError(f'the checkpoint {directory}/{steps[0]} cannot be '
-                          f'used: {problems[0].split(": ", 1)[1]}')
-  raise CheckpointError(f'no usable checkpoint in {directory}: ' +
-                        '; '.join(problems))
+                          f'used: {unusable[0][1]}')
+  raise CheckpointError(f'no usable checkpoint in {directory}: ' + '; '.join(
+      f'step {skipped}: {why}' for skipped, why in unusable))
 
 
 def _restore_fitting(m: ocp.CheckpointManager, step: int, target):

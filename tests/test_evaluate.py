@@ -160,8 +160,8 @@ def test_a_damaged_latest_step_falls_back_to_the_step_before(trained,
   result = evaluate.evaluate_checkpoint(str(run),
                                         workdir=str(tmp_path / 'eval'))
   assert result['step'] == 1
-  assert re.search(r'Skipping an unusable checkpoint in .*\(step 2: ',
-                   caplog.text)
+  assert re.search(r'Skipping the unusable checkpoint of step 2 in .*'
+                   r'\(ValueError: NOT_FOUND: .*\); using step 1', caplog.text)
   # The trainer resumes from step 1 and sets step 2 aside to save it anew.
   train.train_and_evaluate(config, str(run))
   assert 'The checkpoint of step 2' in caplog.text
