@@ -86,7 +86,7 @@ def sample_specs(config: ml_collections.ConfigDict) -> list[GMSpec]:
 
 def sizes(config: ml_collections.ConfigDict) -> train_lib.Sizes:
   return train_lib.Sizes(
-      batch=config.train_batch_size, crop=config.train_crop_size,
+      batch=config.train_batch_size, crop=config_lib.crop_size(config),
       image=config.image_size,
       generation_batch=min(config.generation_batch_size,
                            config.images_per_generator))
@@ -97,7 +97,7 @@ def _data(config, spec: GMSpec, photos: photos_lib.Photos,
   """(inputs, targets) of training, [steps, batch, ...], and the inputs of
   generation, all float32: images in [0, 1] or latent maps."""
   steps, batch = config.train_steps, config.train_batch_size
-  crop, size = config.train_crop_size, config.image_size
+  crop, size = config_lib.crop_size(config), config.image_size
   n = config.images_per_generator
   targets = photos_lib.random_crops(rng, photos.train, steps * batch, crop)
   if spec.architecture.noise_input:
@@ -220,8 +220,8 @@ def build(config: ml_collections.ConfigDict, directory: str) -> None:
                    s.architecture.family for s in specs).items())),
                config.images_per_generator, config.image_size,
                config.image_size, config.train_steps,
-               config.train_batch_size, config.train_crop_size,
-               config.train_crop_size, directory)
+               config.train_batch_size, config_lib.crop_size(config),
+               config_lib.crop_size(config), directory)
 
   results = [None] * n
   with concurrent.futures.ThreadPoolExecutor(_num_workers()) as pool:

@@ -25,8 +25,9 @@ def default_config() -> ml_collections.ConfigDict:
   config.families = FAMILIES
   config.train_steps = 60
   config.train_batch_size = 4
-  # Generators are convolutional: trained on crops of this side, they
-  # generate image_size images. Smaller crops make a step cheaper.
+  # Generators are convolutional: trained on crops of this side (at most
+  # image_size), they generate image_size images. Smaller crops make a step
+  # cheaper.
   config.train_crop_size = 32
   config.learning_rate = 2e-3
   # Images per jitted generation call; bounds activation memory, not results.
@@ -71,9 +72,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'zoo config {field}={config[field]} must be '
                        f'divisible by {factor} for the families '
                        f'{list(families)}')
-  if config.train_crop_size > config.image_size:
-    raise ValueError(f'zoo config train_crop_size={config.train_crop_size} '
-                     f'must be at most image_size={config.image_size}')
   for field in ('learning_rate', 'seed'):
     if field not in config:
       raise ValueError(f'zoo config lacks the field {field!r}')
@@ -83,6 +81,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not _is_int(config.seed) or config.seed < 0:
     raise ValueError(f'zoo config seed={config.seed!r} must be an integer '
                      '>= 0')
+
+
+def crop_size(config: ml_collections.ConfigDict) -> int:
+  """The side of the training crops: train_crop_size, at most image_size."""
+  return min(config.train_crop_size, config.image_size)
 
 
 def as_dict(config: ml_collections.ConfigDict) -> dict:

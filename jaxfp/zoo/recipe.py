@@ -90,16 +90,17 @@ def _subsets(members, sizes):
   return out
 
 
-def _jittered(rng: np.random.Generator, types, unit_adversarial: bool):
+def _jittered(rng: np.random.Generator, types, unit_adversarial: bool,
+              scale: float = 1.0):
   """Weights in `schema.ZOO.fine` order, each BASE_WEIGHTS x 2^U(-1, 1).
 
   The adversarial weight is 1 where no pixel term sets the scale (it is
-  then what ties the output to the data).
+  then what ties the output to the data); `scale` multiplies the others.
   """
   order = schema_lib.ZOO.fine
   weights = []
   for t in sorted(types, key=order.index):
-    w = BASE_WEIGHTS[t] * 2.0 ** rng.uniform(-1.0, 1.0)
+    w = scale * BASE_WEIGHTS[t] * 2.0 ** rng.uniform(-1.0, 1.0)
     if unit_adversarial and t in GROUP_TYPES['adversarial']:
       w = 1.0
     weights.append((t, round(float(w), 4)))
@@ -136,7 +137,10 @@ def _gan(rng, n: int) -> list[Recipe]:
   regularisers = arch_lib.deal(
       rng, [(), ('spectral',), ('total_variation',),
             ('spectral', 'total_variation')], n)
-  return [_jittered(rng, (a,) + r, True)
+  # BASE_WEIGHTS are scaled for pixel losses of ~0.1; against an adversarial
+  # term of ~1 (weight 1), the regularisers need 10x to change training (at
+  # 1x, total variation went up, not down, in GANs trained on it).
+  return [_jittered(rng, (a,) + r, True, scale=10.0)
           for a, r in zip(adversarial, regularisers)]
 
 
