@@ -16,7 +16,15 @@ FAMILIES = ('image_to_image', 'gan', 'vae')
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """400 generators x 25 images of 64x64, three families (see README)."""
+  """400 generators of three families x 25 images of 64x64.
+
+  60 steps of 4 crops of 16x16 each: measured at 398 CPU-seconds for the
+  whole build (about 200 s of wall time on 2 idle cores), within the ~4
+  minutes README's first command leaves the zoo. A step costs ~9 ms of CPU
+  at 16x16 crops, ~30 ms at 32x32; each generator also costs ~0.4 s of
+  generation, inspection and writing, and the three shared programs ~15 s
+  of compile each.
+  """
   config = ml_collections.ConfigDict()
   config.num_generators = 400
   config.images_per_generator = 25
@@ -28,7 +36,7 @@ def default_config() -> ml_collections.ConfigDict:
   # Generators are convolutional: trained on crops of this side (at most
   # image_size), they generate image_size images. Smaller crops make a step
   # cheaper.
-  config.train_crop_size = 32
+  config.train_crop_size = 16
   config.learning_rate = 2e-3
   # Images per jitted generation call; bounds activation memory, not results.
   config.generation_batch_size = 25

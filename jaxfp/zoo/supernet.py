@@ -10,7 +10,9 @@ generator's architecture in as arrays (`switches`):
   latent       latent map at 1/8         two more upsamplings in front
 
 Everything else is chosen at run time:
-  - depth: blocks and layers sit in `lax.cond`s, so unused ones do not run;
+  - depth: the program scans over [block, layer]-stacked slots (their code
+    compiled once, not 12 times), each block and layer inside a `lax.cond`,
+    so unused ones do not run;
   - widths: every tensor has `WIDTH` channels, those beyond a layer's width
     held at exactly 0 by channel masks (their weights start at 0 and get
     zero gradients, so they stay 0); on CPU a conv over 8 channels is not
@@ -45,7 +47,8 @@ from jaxfp.zoo import generator as generator_lib
 PROGRAMS = ('half_input', 'full_input', 'latent')
 WIDTH = max(arch_lib.FILTER_CHOICES)
 SQUEEZE = arch_lib.squeeze_width(WIDTH)
-_UP_VARIANTS = tuple(arch_lib.UPSAMPLINGS)  # The last one is pixel shuffle.
+_UP_VARIANTS = tuple(arch_lib.UPSAMPLINGS)
+assert _UP_VARIANTS[-1] == 'pixel_shuffle'  # `_upsample` relies on it.
 _DOWN_VARIANTS = ('stride_conv', 'avg_pool')
 _BN_MOMENTUM = 0.9  # As generator._norm's BatchNorm.
 _BN_EPSILON = 1e-5  # flax's defaults: BatchNorm 1e-5, Layer/InstanceNorm 1e-6.

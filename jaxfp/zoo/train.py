@@ -46,6 +46,8 @@ _ADVERSARIAL = recipe_lib.GROUP_TYPES['adversarial']
 # Logged every step: the reconstruction-type terms whether or not the recipe
 # trains on them (what `probe` compares), and the recipe's other terms.
 METRICS = ('pixel_l1', 'pixel_mse', 'gradient', 'spectral', 'total_variation')
+# What a step logs, in the order of its log vector.
+LOGS = METRICS + ('kl', 'adversarial', 'total', 'discriminator')
 _SIGMOID = arch_lib.LAST_NONLINEARITIES.index('sigmoid')
 
 
@@ -258,7 +260,10 @@ class Program:
         (optax.apply_updates(d_flat, d_updates), new_d_opt), (d_flat, d_opt))
     d_value = jnp.where(keep, d_value, 0.0)
     log = dict(log, total=total, discriminator=d_value)
-    return (flat, stats, opt, d_flat, d_opt), log
+    # One vector a step: fetching the logs is then one transfer per step,
+    # not one per value.
+    return (flat, stats, opt, d_flat, d_opt), jnp.stack(
+        [log[name] for name in LOGS])
 
   def _generate_batch(self, flat, stats, sw, inputs):
     gen = self.gen_unravel(flat[:self.gen_size])
@@ -331,9 +336,8 @@ class Program:
     for x, y in zip(inputs, targets):
       carry, log = self._step(carry, sw, rc, x, y)
       logs.append(log)
-    logs = jax.device_get(logs)
-    return carry, {k: np.array([log[k] for log in logs], np.float64)
-                   for k in logs[0]}
+    logs = np.stack(jax.device_get(logs)).astype(np.float64)
+    return carry, {name: logs[:, i] for i, name in enumerate(LOGS)}
 
   def generate(self, carry, sw, inputs: np.ndarray) -> np.ndarray:
     """uint8 images [N, S, S, 3] for inputs [N, ...] (images in [0, 1] or
