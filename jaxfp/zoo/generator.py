@@ -55,15 +55,6 @@ _LAST: dict[str, Callable] = {
 }
 
 
-def output_range(last_nonlinearity: str) -> tuple[float, float]:
-  """The value range a generator's images are trained to (and decoded from)."""
-  return (0.0, 1.0) if last_nonlinearity == 'sigmoid' else (-1.0, 1.0)
-
-
-def input_size(arch: arch_lib.Architecture, image_size: int) -> int:
-  return arch_lib.input_shape(arch, image_size)[0]
-
-
 def _norm(kind: str, train: bool, name: str):
   """A normalisation layer, or None for 'none'."""
   if kind == 'batch':

@@ -78,8 +78,8 @@ def _to_input(x):
 
 
 def _output_range(sw):
-  """(lo, hi) of the generator's images: [0, 1] after a sigmoid, else
-  [-1, 1] (as `generator.output_range`)."""
+  """(lo, hi) of the generator's images, what targets are scaled to: [0, 1]
+  after a sigmoid, else [-1, 1]."""
   lo = jnp.where(sw['last'] == _SIGMOID, 0.0, -1.0)
   return lo, jnp.float32(1.0)
 
