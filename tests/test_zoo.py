@@ -1,9 +1,13 @@
-"""Tests of the built-in zoo: layout, ground truth, layer counts, caching."""
+"""Tests of the built-in zoo: layout, ground truth, layer counts, caching.
+
+The shared programs that train the zoo are tested in test_zoo_engine.py.
+"""
 
 import collections
 import functools
 import json
 import os
+import re
 import time
 
 import jax
@@ -20,18 +24,16 @@ from jaxfp.zoo import build as build_lib
 from jaxfp.zoo import generator as generator_lib
 from jaxfp.zoo import store
 
-# Compiling flax's initialisers at full optimisation takes seconds on CPU.
-_FAST_COMPILE = {'xla_backend_optimization_level': 0,
-                 'xla_cpu_use_fusion_emitters': False}
-
+import zoo_cases
 
 def tiny_config(seed=1):
   config = zoo_config.get_config()
-  config.num_generators = 4
+  config.num_generators = 4  # Every family, every program.
   config.images_per_generator = 3
   config.image_size = 32
   config.train_steps = 2
   config.train_batch_size = 2
+  config.train_crop_size = 16
   config.seed = seed
   return config
 
@@ -69,10 +71,14 @@ def test_layout(tiny_zoo, cache_root):
     meta = json.load(f)
   assert meta['config']['num_generators'] == 4
   assert list(meta['generators']) == names
+  families = set()
   for entry in meta['generators'].values():
     assert {'architecture', 'task', 'loss', 'counts', 'labels',
             'training'} <= set(entry)
-    assert all(np.isfinite(v) for v in entry['training']['final'].values())
+    assert all(np.isfinite(v) for v in entry['training']['late'].values())
+    families.add(entry['labels']['family'])
+  assert families == set(arch_lib.FAMILIES)
+  assert set(meta['probe']) == families
 
 
 def test_ground_truth_reads_back(tiny_zoo):
@@ -83,9 +89,16 @@ def test_ground_truth_reads_back(tiny_zoo):
     meta = json.load(f)
   raw = gt.denormalize(gt.continuous)
   for g, name in enumerate(gt.gm_names):
-    counts = meta['generators'][name]['counts']
+    # The labels are the counts of the network rebuilt from zoo.json.
+    arch = arch_lib.Architecture.from_dict(
+        meta['generators'][name]['architecture'])
+    counts = generator_lib.layer_counts(arch, tiny_config().image_size)
+    assert counts == meta['generators'][name]['counts']
     expected = [counts[c] for c in schema_lib.ZOO.continuous]
     np.testing.assert_allclose(raw[g], expected, rtol=1e-5)
+    labels = arch.labels()
+    for p, column in enumerate(schema_lib.ZOO.discrete):
+      assert column.classes[gt.discrete[g, p]] == labels[column.name]
   assert ((gt.discrete >= 0).all()
           and (gt.discrete < np.array(gt.schema.num_classes)).all())
   fine_group = np.array(gt.schema.fine_to_coarse)
@@ -96,6 +109,11 @@ def test_ground_truth_reads_back(tiny_zoo):
       assert (used > 0) == bool(gt.coarse[g, k])
       assert used <= 2
     assert gt.fine[g][fine_group == 2].sum() == gt.coarse[g, 2]
+    # KL (group 'latent') exactly for VAEs; GANs are always adversarial.
+    family = gt.schema.discrete[-1].classes[gt.discrete[g, -1]]
+    assert gt.coarse[g, 3] == (family == 'vae')
+    if family == 'gan':
+      assert gt.coarse[g, 2] == 1 and gt.coarse[g, 0] == 0
 
 
 def test_cache_hit_does_not_rebuild(tiny_zoo, cache_root):
@@ -111,13 +129,19 @@ def test_cache_hit_does_not_rebuild(tiny_zoo, cache_root):
   assert store.cache_path(other, cache_root) != tiny_zoo
 
 
-def test_same_seed_same_ground_truth(tiny_zoo, tmp_path):
+def test_same_seed_same_zoo(tiny_zoo, tmp_path):
   out = str(tmp_path / 'again')
   assert zoo.generate(tiny_config(), out) == out
   for file in ('ground_truth.csv', 'schema.json'):
     with open(os.path.join(tiny_zoo, file)) as a, open(
         os.path.join(out, file)) as b:
       assert a.read() == b.read()
+  # Same machine, same images, whichever worker thread took which GM.
+  for gm in os.listdir(os.path.join(out, 'images')):
+    for file in os.listdir(os.path.join(out, 'images', gm)):
+      with Image.open(os.path.join(out, 'images', gm, file)) as a, \
+          Image.open(os.path.join(tiny_zoo, 'images', gm, file)) as b:
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert sorted(os.listdir(tmp_path)) == ['again']
   specs = build_lib.sample_specs(tiny_config(seed=1))
   assert specs == build_lib.sample_specs(tiny_config(seed=1))
@@ -132,64 +156,65 @@ def test_generate_refuses_foreign_directory(tmp_path):
 
 @pytest.mark.parametrize('field,value', [
     ('image_size', 33), ('num_generators', 0), ('images_per_generator', -1),
-    ('train_steps', 0), ('learning_rate', 0.0)])
+    ('train_steps', 0), ('learning_rate', 0.0), ('train_crop_size', 12),
+    ('families', ('image_to_image', 'dragon'))])
 def test_impossible_config_names_field(field, value, tmp_path):
   config = tiny_config()
   config[field] = value
-  with pytest.raises(ValueError, match=f'{field}={value}'):
+  with pytest.raises(ValueError, match=re.escape(f'{field}={value}')):
     zoo.generate(config, str(tmp_path / 'zoo'))
   assert not os.listdir(tmp_path)
 
 
 def test_default_zoo_labels_are_balanced():
   specs = build_lib.sample_specs(zoo_config.get_config())
-  assert len(specs) >= 40
+  assert len(specs) >= 400
   labels = collections.Counter()
+  image_to_image = collections.Counter()
   for spec in specs:
-    for column, value in {**spec.architecture.labels(),
-                          **spec.recipe.labels()}.items():
+    row = {**spec.architecture.labels(), **spec.recipe.labels()}
+    for column, value in row.items():
       labels[column, value] += 1
+    if row['family'] == 'image_to_image':
+      image_to_image[row['downsampling']] += 1
   for param in schema_lib.ZOO.discrete:
     counts = [labels[param.name, c] for c in param.classes]
+    if param.name == 'downsampling':
+      # Noise-to-image nets never downsample; 2 in 3 image-to-image nets do.
+      assert image_to_image['yes'] >= 2 * image_to_image['no'] - 2
+      assert labels[param.name, 'yes'] == image_to_image['yes']
+      continue
     assert min(counts) >= len(specs) // (2 * param.num_classes), (param,
                                                                   counts)
+  families = [labels['family', f] for f in arch_lib.FAMILIES]
+  assert max(families) - min(families) <= 1
   for fine in schema_lib.ZOO.fine:
     assert labels[fine, 1] >= len(specs) // 8, (fine, labels[fine, 1])
 
 
-def _covering_architectures():
-  """A few architectures that together use every variant of each choice."""
-  variants = {
-      'normalization': arch_lib.NORMALIZATIONS,
-      'upsampling': tuple(arch_lib.UPSAMPLINGS),
-      'downsampling': tuple(arch_lib.DOWNSAMPLINGS),
-      'block_nonlinearity': arch_lib.NONLINEARITIES,
-      'last_nonlinearity': arch_lib.LAST_NONLINEARITIES,
-      'skip_connection': (True, False),
-      'channel_attention': (False, True),
-  }
-  shapes = [((8,), 1), ((8, 16), 2), ((16, 12, 8), 3), ((8, 8, 16, 8), 1)]
-  archs = []
-  for i, (filters, layers) in enumerate(shapes):
-    choice = {k: v[i % len(v)] for k, v in variants.items()}
-    archs.append(arch_lib.Architecture(
-        stem_filters=12, block_filters=filters, layers_per_block=layers,
-        **choice))
-  return archs
+def test_default_zoo_architectures_are_distinct():
+  """No two GMs share every architecture column (counts and classes)."""
+  specs = build_lib.sample_specs(zoo_config.get_config())
+  keys = [arch_lib.columns_key(s.architecture) for s in specs]
+  assert len(set(keys)) == len(keys)
+  # The planned counts are the counts read off the built networks (the build
+  # checks every GM; here a sample of each family).
+  for spec in specs[:12]:
+    assert (arch_lib.planned_counts(spec.architecture)
+            == generator_lib.layer_counts(spec.architecture, 64))
 
 
-@pytest.mark.parametrize('arch', _covering_architectures(),
-                         ids=lambda a: f'{a.normalization}-{a.upsampling}-'
-                         f'{a.downsampling}')
+@pytest.mark.parametrize('arch', zoo_cases.covering_architectures(),
+                         ids=zoo_cases.arch_id)
 def test_counts_match_built_network(arch):
   image_size = 32
   counts = generator_lib.layer_counts(arch, image_size)
-  model = generator_lib.Generator(arch)
-  size = generator_lib.input_size(arch, image_size)
-  x = jnp.zeros((2, size, size, 3))
-  init = jax.jit(functools.partial(model.init, train=False),
-                 compiler_options=_FAST_COMPILE)
-  variables = init(jax.random.key(0), x)
+  assert counts == arch_lib.planned_counts(arch)
+  model = generator_lib.build(arch)
+  x = jnp.zeros((2,) + arch_lib.input_shape(arch, image_size))
+  # Shapes suffice to count; a fresh trace, independent of layer_counts'.
+  variables = jax.eval_shape(functools.partial(model.init, train=False),
+                             jax.random.key(0), x)
   params = variables['params']
   leaves = jax.tree_util.tree_leaves_with_path(params)
   kernels = [leaf for path, leaf in leaves if path[-1].key == 'kernel']
@@ -212,13 +237,18 @@ def test_counts_match_built_network(arch):
   widths = (arch.stem_filters,) + arch.block_filters
   projections = sum(arch.skip_connection and a != b
                     for a, b in zip(widths, widths[1:]))
+  upsamplings = arch_lib.NOISE_UPSAMPLINGS if arch.noise_input else 1
   assert counts['num_conv_layers'] == (
-      3 + (arch.downsampling == 'stride_conv')
+      2 + upsamplings + (arch.downsampling == 'stride_conv')
       + arch.num_blocks * arch.layers_per_block + projections)
   assert counts['num_fc_layers'] == 2 * arch.num_blocks * int(
       arch.channel_attention)
+  assert counts['num_norm_layers'] == (arch.normalization != 'none') * (
+      upsamplings + (arch.downsampling == 'stride_conv')
+      + arch.num_blocks * arch.layers_per_block)
   if arch.normalization == 'batch':
     assert 'batch_stats' in variables
 
-  out = model.apply(variables, x, train=False)
+  out = jax.eval_shape(functools.partial(model.apply, train=False),
+                       variables, x)
   assert out.shape == (2, image_size, image_size, 3)

@@ -140,11 +140,14 @@ ZOO = Schema(
         DiscreteParam('upsampling', ('interpolation_conv', 'learned')),
         DiscreteParam('skip_connection', ('no', 'yes')),
         DiscreteParam('downsampling', ('no', 'yes')),
+        # Image-to-image nets, GAN generators, VAE decoders (noise-to-image).
+        DiscreteParam('family', ('image_to_image', 'gan', 'vae')),
     ),
-    coarse=('pixel', 'feature', 'adversarial'),
+    # 'latent': losses on the latent code (a VAE's KL to its prior).
+    coarse=('pixel', 'feature', 'adversarial', 'latent'),
     fine=('pixel_l1', 'pixel_mse', 'gradient', 'spectral', 'total_variation',
-          'adv_non_saturating', 'adv_least_squares', 'adv_hinge'),
-    fine_to_coarse=(0, 0, 1, 1, 1, 2, 2, 2),
+          'adv_non_saturating', 'adv_least_squares', 'adv_hinge', 'kl'),
+    fine_to_coarse=(0, 0, 1, 1, 1, 2, 2, 2, 3),
 )
 
 

@@ -1,8 +1,10 @@
-"""Sampled generator architectures and their discrete ground-truth labels.
+"""Sampled generator architectures, their labels and the counts they imply.
 
-An `Architecture` is the recipe `generator.Generator` builds from. Sampling
-deals each discrete choice from shuffled decks (see `deal`), so over a zoo
-every class occurs about equally often rather than merely in expectation.
+An `Architecture` is the recipe `generator.Generator` (image-to-image) or
+`generator.NoiseGenerator` (noise-to-image) builds from. Sampling deals each
+discrete choice from shuffled decks (see `deal`), so over a zoo every class
+occurs about equally often rather than merely in expectation; widths are
+redrawn until no two architectures share every architecture column.
 """
 
 from __future__ import annotations
@@ -11,6 +13,11 @@ import dataclasses
 
 import numpy as np
 
+# Image-to-image nets (super-resolution, restoration, colourisation), GAN
+# generators and VAE decoders. GANs and VAEs share the noise-to-image layout:
+# the family says how the network was trained, the layout what it computes.
+FAMILIES = ('image_to_image', 'gan', 'vae')
+NOISE_FAMILIES = ('gan', 'vae')
 NORMALIZATIONS = ('none', 'batch', 'instance', 'layer')
 NONLINEARITIES = ('relu', 'leaky_relu', 'elu', 'silu')
 LAST_NONLINEARITIES = ('none', 'tanh', 'sigmoid', 'hard_tanh')
@@ -30,11 +37,27 @@ DOWNSAMPLINGS = {
 FILTER_CHOICES = (8, 12, 16, 24, 32)
 MAX_BLOCKS = 4
 MAX_LAYERS_PER_BLOCK = 3
+# A noise-to-image net starts from a latent map at 1/8 of the image size,
+# upsampled three times (the last upsampling is the one every net has).
+LATENT_CHANNELS = 16
+NOISE_UPSAMPLINGS = 3
+
+# The architecture columns of `schema.ZOO` that no two sampled GMs may share
+# all of (the family is left out: a GAN and a VAE with the same decoder would
+# be the same network).
+_COUNT_COLUMNS = (
+    'num_layers', 'num_conv_layers', 'num_fc_layers', 'num_pooling_layers',
+    'num_norm_layers', 'num_filters', 'num_blocks', 'layers_per_block',
+    'num_parameters')
+# Width draws for one GM before giving up (a few suffice at 1000s of GMs).
+_MAX_REDRAWS = 1000
+_LABEL_COLUMNS = ('normalization', 'block_nonlinearity', 'last_nonlinearity',
+                  'upsampling', 'skip_connection', 'downsampling')
 
 
 @dataclasses.dataclass(frozen=True)
 class Architecture:
-  """One generator's architecture; see `generator.Generator` for the layout."""
+  """One generator's architecture; see `generator` for the two layouts."""
   stem_filters: int
   block_filters: tuple[int, ...]  # One width per block.
   layers_per_block: int
@@ -42,12 +65,14 @@ class Architecture:
   block_nonlinearity: str
   last_nonlinearity: str
   upsampling: str  # A key of UPSAMPLINGS.
-  downsampling: str  # A key of DOWNSAMPLINGS.
+  downsampling: str  # A key of DOWNSAMPLINGS; 'none' for noise-to-image.
   skip_connection: bool  # Residual connection around each block.
   channel_attention: bool  # Squeeze-excitation (2 dense layers) per block.
+  family: str = 'image_to_image'
 
   def __post_init__(self):
     choices = {
+        'family': FAMILIES,
         'normalization': NORMALIZATIONS,
         'block_nonlinearity': NONLINEARITIES,
         'last_nonlinearity': LAST_NONLINEARITIES,
@@ -65,6 +90,13 @@ class Architecture:
       raise ValueError(f'architecture layers_per_block='
                        f'{self.layers_per_block}, expected 1 to '
                        f'{MAX_LAYERS_PER_BLOCK}')
+    widths = (self.stem_filters,) + tuple(self.block_filters)
+    if any(w not in FILTER_CHOICES for w in widths):
+      raise ValueError(f'architecture widths {widths} must be among '
+                       f'{FILTER_CHOICES}')
+    if self.noise_input and self.downsampling != 'none':
+      raise ValueError(f'a {self.family} generator starts from a latent map '
+                       'and cannot downsample; downsampling must be none')
 
   @property
   def num_blocks(self) -> int:
@@ -73,6 +105,17 @@ class Architecture:
   @property
   def downsamples(self) -> bool:
     return self.downsampling != 'none'
+
+  @property
+  def noise_input(self) -> bool:
+    return self.family in NOISE_FAMILIES
+
+  @property
+  def program(self) -> str:
+    """Which shared program trains it: its input differs from the others'."""
+    if self.noise_input:
+      return 'latent'
+    return 'full_input' if self.downsamples else 'half_input'
 
   def labels(self) -> dict[str, str]:
     """The discrete columns of `schema.ZOO`, as class names."""
@@ -83,6 +126,7 @@ class Architecture:
         'upsampling': UPSAMPLINGS[self.upsampling],
         'skip_connection': 'yes' if self.skip_connection else 'no',
         'downsampling': DOWNSAMPLINGS[self.downsampling],
+        'family': self.family,
     }
 
   def to_dict(self) -> dict:
@@ -93,6 +137,95 @@ class Architecture:
   @classmethod
   def from_dict(cls, d: dict) -> Architecture:
     return cls(**{**d, 'block_filters': tuple(d['block_filters'])})
+
+
+def input_shape(arch: Architecture, image_size: int) -> tuple[int, int, int]:
+  """[H, W, C] of what the generator reads to make image_size images."""
+  if arch.noise_input:
+    side = image_size // 2 ** NOISE_UPSAMPLINGS
+    return (side, side, LATENT_CHANNELS)
+  side = image_size if arch.downsamples else image_size // 2
+  return (side, side, 3)
+
+
+def squeeze_width(channels: int) -> int:
+  """Hidden units of a block's channel attention."""
+  return max(4, channels // 4)
+
+
+def planned_counts(arch: Architecture) -> dict[str, int]:
+  """The continuous columns of `schema.ZOO` as the layout implies them.
+
+  Used to keep sampled architectures distinct without building them; the
+  zoo's labels are read off the built networks (`generator.layer_counts`),
+  and the build refuses a GM where the two disagree.
+  """
+  convs, fcs, norms, params = [], 0, 0, 0
+  normed = arch.normalization != 'none'
+  # As generator.conv_bias: no bias before a per-channel normalisation.
+  normed_bias = arch.normalization not in ('batch', 'instance')
+
+  def conv(cin, cout, k=3, bias=True):
+    nonlocal params
+    convs.append(cout)
+    params += k * k * cin * cout + (cout if bias else 0)
+
+  def norm(c):
+    nonlocal norms, params
+    if normed:
+      norms += 1
+      params += 2 * c
+
+  def upsample(cin, cout):
+    conv(cin, 4 * cout if arch.upsampling == 'pixel_shuffle' else cout,
+         bias=normed_bias)
+    norm(cout)
+
+  conv(LATENT_CHANNELS if arch.noise_input else 3, arch.stem_filters)
+  width = arch.stem_filters
+  if arch.downsampling == 'stride_conv':
+    conv(width, width, bias=normed_bias)
+    norm(width)
+  if arch.noise_input:
+    for _ in range(NOISE_UPSAMPLINGS - 1):
+      upsample(width, width)
+  for filters in arch.block_filters:
+    c = width
+    for _ in range(arch.layers_per_block):
+      conv(c, filters, bias=normed_bias)
+      norm(filters)
+      c = filters
+    if arch.channel_attention:
+      hidden = squeeze_width(filters)
+      fcs += 2
+      params += filters * hidden + hidden + hidden * filters + filters
+    if arch.skip_connection and width != filters:
+      conv(width, filters, k=1)
+    width = filters
+  upsample(width, arch.block_filters[-1])
+  conv(arch.block_filters[-1], 3)
+  counts = {
+      'num_conv_layers': len(convs),
+      'num_fc_layers': fcs,
+      'num_pooling_layers': int(arch.downsampling == 'avg_pool'),
+      'num_norm_layers': norms,
+      'num_filters': sum(convs),
+      'num_blocks': arch.num_blocks,
+      'layers_per_block': arch.layers_per_block,
+      'num_parameters': params,
+  }
+  counts['num_layers'] = (counts['num_conv_layers'] + counts['num_fc_layers']
+                          + counts['num_pooling_layers']
+                          + counts['num_norm_layers'])
+  return counts
+
+
+def columns_key(arch: Architecture) -> tuple:
+  """Every architecture column of the GM's ground-truth row, family aside."""
+  counts = planned_counts(arch)
+  labels = arch.labels()
+  return (tuple(counts[c] for c in _COUNT_COLUMNS)
+          + tuple(labels[c] for c in _LABEL_COLUMNS))
 
 
 def deal(rng: np.random.Generator, options, n: int) -> list:
@@ -107,32 +240,62 @@ def deal(rng: np.random.Generator, options, n: int) -> list:
   return out[:n]
 
 
+def deal_families(rng: np.random.Generator, families, n: int) -> list[str]:
+  for family in families:
+    if family not in FAMILIES:
+      raise ValueError(f'unknown generator family {family!r}; expected some '
+                       f'of {list(FAMILIES)}')
+  return deal(rng, families, n)
+
+
 def sample_architectures(rng: np.random.Generator,
-                         n: int) -> list[Architecture]:
-  """n architectures with balanced discrete classes and varied sizes."""
+                         families: list[str]) -> list[Architecture]:
+  """One architecture per entry of `families`: balanced classes, varied sizes.
+
+  Image-to-image nets downsample two times in three (stride conv, average
+  pool or none); noise-to-image nets never do, so over a zoo of all three
+  families about 2 in 9 GMs downsample.
+  """
+  n = len(families)
   norms = deal(rng, NORMALIZATIONS, n)
   acts = deal(rng, NONLINEARITIES, n)
   lasts = deal(rng, LAST_NONLINEARITIES, n)
   ups = deal(rng, UPSAMPLINGS, n)
-  # 'none' twice, so half the zoo downsamples.
-  downs = deal(rng, ('none', 'none', 'stride_conv', 'avg_pool'), n)
+  image_to_image = [i for i, f in enumerate(families) if f not in
+                    NOISE_FAMILIES]
+  downs = ['none'] * n
+  for i, d in zip(image_to_image, deal(rng, tuple(DOWNSAMPLINGS),
+                                       len(image_to_image))):
+    downs[i] = d
   skips = deal(rng, (False, True), n)
   attentions = deal(rng, (False, True), n)
   blocks = deal(rng, range(1, MAX_BLOCKS + 1), n)
   layers = deal(rng, range(1, MAX_LAYERS_PER_BLOCK + 1), n)
-  archs = []
+  archs, seen = [], set()
   for i in range(n):
-    archs.append(Architecture(
-        stem_filters=int(rng.choice(FILTER_CHOICES)),
-        block_filters=tuple(int(f) for f in rng.choice(FILTER_CHOICES,
-                                                       size=blocks[i])),
-        layers_per_block=int(layers[i]),
-        normalization=norms[i],
-        block_nonlinearity=acts[i],
-        last_nonlinearity=lasts[i],
-        upsampling=ups[i],
-        downsampling=downs[i],
-        skip_connection=bool(skips[i]),
-        channel_attention=bool(attentions[i]),
-    ))
+    for _ in range(_MAX_REDRAWS):
+      # Only the widths are redrawn, so the dealt classes stay balanced.
+      arch = Architecture(
+          stem_filters=int(rng.choice(FILTER_CHOICES)),
+          block_filters=tuple(int(f) for f in rng.choice(FILTER_CHOICES,
+                                                         size=blocks[i])),
+          layers_per_block=int(layers[i]),
+          normalization=norms[i],
+          block_nonlinearity=acts[i],
+          last_nonlinearity=lasts[i],
+          upsampling=ups[i],
+          downsampling=downs[i],
+          skip_connection=bool(skips[i]),
+          channel_attention=bool(attentions[i]),
+          family=families[i],
+      )
+      key = columns_key(arch)
+      if key not in seen:
+        break
+    else:
+      raise ValueError(f'no distinct widths found for GM {i} ({arch}) in '
+                       f'{_MAX_REDRAWS} draws; the zoo is too large for its '
+                       'architecture space')
+    seen.add(key)
+    archs.append(arch)
   return archs

@@ -11,7 +11,9 @@ import ml_collections
 
 # Bumped whenever the generated zoo would change for the same config, so that
 # caches built by older code are not reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+FAMILIES = ('image_to_image', 'gan', 'vae')
 
 
 def _is_int(value) -> bool:
@@ -26,6 +28,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       'image_size': 16,
       'train_steps': 1,
       'train_batch_size': 1,
+      'train_crop_size': 8,
       'generation_batch_size': 1,
   }
   for field, low in minimums.items():
@@ -35,10 +38,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not _is_int(value) or value < low:
       raise ValueError(f'zoo config {field}={value!r} must be an integer >= '
                        f'{low}')
-  if config.image_size % 2:
-    # Every generator upsamples exactly once by 2, from image_size / 2.
-    raise ValueError(f'zoo config image_size={config.image_size} must be '
-                     'divisible by 2')
+  families = config.get('families')
+  if (not isinstance(families, (tuple, list)) or not families
+      or len(set(families)) != len(families)
+      or not set(families) <= set(FAMILIES)):
+    raise ValueError(f'zoo config families={families!r} must be distinct '
+                     f'names among {list(FAMILIES)}')
+  # Image-to-image nets upsample once by 2; noise-to-image nets three times
+  # from a latent map at 1/8 of the size.
+  factor = 8 if set(families) - {'image_to_image'} else 2
+  for field in ('image_size', 'train_crop_size'):
+    if config[field] % factor:
+      raise ValueError(f'zoo config {field}={config[field]} must be '
+                       f'divisible by {factor} for the families '
+                       f'{list(families)}')
   for field in ('learning_rate', 'seed'):
     if field not in config:
       raise ValueError(f'zoo config lacks the field {field!r}')
@@ -48,6 +61,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not _is_int(config.seed) or config.seed < 0:
     raise ValueError(f'zoo config seed={config.seed!r} must be an integer '
                      '>= 0')
+
+
+def crop_size(config: ml_collections.ConfigDict) -> int:
+  """The side of the training crops: train_crop_size, at most image_size."""
+  return min(config.train_crop_size, config.image_size)
 
 
 def as_dict(config: ml_collections.ConfigDict) -> dict:

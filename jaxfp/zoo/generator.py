@@ -1,6 +1,10 @@
-"""The zoo's image-to-image generators (flax.linen) and their layer counts.
+"""The zoo's generators as flax modules, and their counts read off the build.
 
-Layout of a `Generator` for an `Architecture`:
+These modules are each architecture's reference: the zoo's labels are counted
+on them (`layer_counts`), and the shared programs that train the zoo
+(`supernet`) must compute what they compute.
+
+Image-to-image `Generator`:
 
   stem conv 3x3 -> nonlinearity
   [downsampling: stride-2 conv -> norm -> nonlinearity, or 2x2 average pool]
@@ -13,6 +17,17 @@ Layout of a `Generator` for an `Architecture`:
 
 With downsampling the input has the output's size; without, half of it (the
 generator super-resolves). Either way there is exactly one upsampling.
+
+Noise-to-image `NoiseGenerator` (GAN generators, VAE decoders): a latent map
+of `architecture.LATENT_CHANNELS` channels at 1/8 of the image size,
+
+  stem conv 3x3 -> nonlinearity
+  2 x (upsampling x2 to the stem's width -> norm -> nonlinearity)
+  blocks, final upsampling and output conv as above.
+
+The latent is a map rather than a vector so that the network, like the
+image-to-image ones, is convolutional throughout: trained on small crops, it
+makes images of any size that is a multiple of 8.
 """
 
 from __future__ import annotations
@@ -40,15 +55,6 @@ _LAST: dict[str, Callable] = {
 }
 
 
-def output_range(last_nonlinearity: str) -> tuple[float, float]:
-  """The value range a generator's images are trained to (and decoded from)."""
-  return (0.0, 1.0) if last_nonlinearity == 'sigmoid' else (-1.0, 1.0)
-
-
-def input_size(arch: arch_lib.Architecture, image_size: int) -> int:
-  return image_size if arch.downsamples else image_size // 2
-
-
 def _norm(kind: str, train: bool, name: str):
   """A normalisation layer, or None for 'none'."""
   if kind == 'batch':
@@ -59,6 +65,16 @@ def _norm(kind: str, train: bool, name: str):
     # Over height, width and channels of each image, as image layer norm is.
     return nn.LayerNorm(reduction_axes=(1, 2, 3), feature_axes=-1, name=name)
   return None
+
+
+def conv_bias(normalization: str) -> bool:
+  """Whether a conv followed by this normalisation has a bias.
+
+  BatchNorm and InstanceNorm subtract each channel's mean, and with it any
+  bias: such a bias gets a gradient of pure rounding noise, which Adam
+  scales up to full-size random steps. Networks drop it; so do these.
+  """
+  return normalization not in ('batch', 'instance')
 
 
 def _apply_norm(kind: str, train: bool, name: str, x):
@@ -85,20 +101,23 @@ class TransposedConv2x(nn.Module):
   runs as a plain convolution, several times faster.
   """
   features: int
+  use_bias: bool = True
 
   @nn.compact
   def __call__(self, x):
     n, h, w, c = x.shape
     kernel = self.param('kernel', nn.initializers.lecun_normal(),
                         (3, 3, c, self.features))
-    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
     spread = jnp.pad(x[:, :, None, :, None, :],
                      ((0, 0), (0, 0), (0, 1), (0, 0), (0, 1), (0, 0)))
     spread = spread.reshape(n, 2 * h, 2 * w, c)
     y = jax.lax.conv_general_dilated(
         spread, kernel, (1, 1), 'SAME',
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    return y + bias
+    if self.use_bias:
+      y = y + self.param('bias', nn.initializers.zeros_init(),
+                         (self.features,))
+    return y
 
 
 class SqueezeExcite(nn.Module):
@@ -110,7 +129,7 @@ class SqueezeExcite(nn.Module):
     channels = x.shape[-1]
     s = jnp.mean(x, axis=(1, 2))
     s = _ACTIVATIONS[self.activation](
-        nn.Dense(max(4, channels // 4), name='squeeze')(s))
+        nn.Dense(arch_lib.squeeze_width(channels), name='squeeze')(s))
     s = nn.sigmoid(nn.Dense(channels, name='excite')(s))
     return x * s[:, None, None, :]
 
@@ -128,7 +147,8 @@ class Block(nn.Module):
   def __call__(self, x, train: bool):
     h = x
     for j in range(self.layers):
-      h = nn.Conv(self.filters, (3, 3), name=f'conv_{j}')(h)
+      h = nn.Conv(self.filters, (3, 3), use_bias=conv_bias(
+          self.normalization), name=f'conv_{j}')(h)
       h = _apply_norm(self.normalization, train, f'norm_{j}', h)
       h = _ACTIVATIONS[self.activation](h)
     if self.channel_attention:
@@ -150,20 +170,33 @@ class Upsample(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     n, h, w, c = x.shape
+    bias = conv_bias(self.normalization)
     if self.variant in ('nearest_conv', 'bilinear_conv'):
       method = 'nearest' if self.variant == 'nearest_conv' else 'bilinear'
       x = jax.image.resize(x, (n, 2 * h, 2 * w, c), method)
-      x = nn.Conv(self.filters, (3, 3), name='conv')(x)
+      x = nn.Conv(self.filters, (3, 3), use_bias=bias, name='conv')(x)
     elif self.variant == 'transposed_conv':
-      x = TransposedConv2x(self.filters, name='conv')(x)
+      x = TransposedConv2x(self.filters, use_bias=bias, name='conv')(x)
     elif self.variant == 'pixel_shuffle':
-      x = nn.Conv(4 * self.filters, (3, 3), name='conv')(x)
+      x = nn.Conv(4 * self.filters, (3, 3), use_bias=bias, name='conv')(x)
       x = x.reshape(n, h, w, 2, 2, self.filters)
       x = x.transpose(0, 1, 3, 2, 4, 5).reshape(n, 2 * h, 2 * w, self.filters)
     else:
       raise ValueError(f'unknown upsampling variant {self.variant!r}')
     x = _apply_norm(self.normalization, train, 'norm', x)
     return _ACTIVATIONS[self.activation](x)
+
+
+def _body(a: arch_lib.Architecture, x, train: bool):
+  """Blocks, the final upsampling and the output: shared by both layouts."""
+  for i, filters in enumerate(a.block_filters):
+    x = Block(filters, a.layers_per_block, a.normalization,
+              a.block_nonlinearity, a.skip_connection, a.channel_attention,
+              name=f'block_{i}')(x, train)
+  x = Upsample(a.upsampling, a.block_filters[-1], a.normalization,
+               a.block_nonlinearity, name='upsample')(x, train)
+  x = nn.Conv(3, (3, 3), name='to_rgb')(x)
+  return _LAST[a.last_nonlinearity](x)
 
 
 class Generator(nn.Module):
@@ -176,18 +209,32 @@ class Generator(nn.Module):
     act = _ACTIVATIONS[a.block_nonlinearity]
     x = act(nn.Conv(a.stem_filters, (3, 3), name='stem')(x))
     if a.downsampling == 'stride_conv':
-      x = nn.Conv(a.stem_filters, (3, 3), strides=(2, 2), name='down_conv')(x)
+      x = nn.Conv(a.stem_filters, (3, 3), strides=(2, 2),
+                  use_bias=conv_bias(a.normalization), name='down_conv')(x)
       x = act(_apply_norm(a.normalization, train, 'down_norm', x))
     elif a.downsampling == 'avg_pool':
       x = AvgPool(name='down_pool')(x)
-    for i, filters in enumerate(a.block_filters):
-      x = Block(filters, a.layers_per_block, a.normalization,
-                a.block_nonlinearity, a.skip_connection, a.channel_attention,
-                name=f'block_{i}')(x, train)
-    x = Upsample(a.upsampling, a.block_filters[-1], a.normalization,
-                 a.block_nonlinearity, name='upsample')(x, train)
-    x = nn.Conv(3, (3, 3), name='to_rgb')(x)
-    return _LAST[a.last_nonlinearity](x)
+    return _body(a, x, train)
+
+
+class NoiseGenerator(nn.Module):
+  """A noise-to-image generator (GAN generator or VAE decoder)."""
+  arch: arch_lib.Architecture
+
+  @nn.compact
+  def __call__(self, z, train: bool):
+    a = self.arch
+    act = _ACTIVATIONS[a.block_nonlinearity]
+    x = act(nn.Conv(a.stem_filters, (3, 3), name='stem')(z))
+    for i in range(arch_lib.NOISE_UPSAMPLINGS - 1):
+      x = Upsample(a.upsampling, a.stem_filters, a.normalization,
+                   a.block_nonlinearity, name=f'up_{i}')(x, train)
+    return _body(a, x, train)
+
+
+def build(arch: arch_lib.Architecture) -> nn.Module:
+  """The flax module of an architecture, by its family's layout."""
+  return NoiseGenerator(arch) if arch.noise_input else Generator(arch)
 
 
 _CONV_TYPES = (nn.Conv, nn.ConvTranspose, TransposedConv2x)
@@ -195,7 +242,15 @@ _NORM_TYPES = (nn.BatchNorm, nn.LayerNorm, nn.InstanceNorm, nn.GroupNorm)
 
 
 def layer_counts(arch: arch_lib.Architecture, image_size: int) -> dict:
-  """The continuous columns of `schema.ZOO`, counted on the built network.
+  """The continuous columns of `schema.ZOO`, counted on the built network."""
+  return inspect(arch, image_size)[0]
+
+
+def inspect(arch: arch_lib.Architecture, image_size: int):
+  """(counts, variable shapes) of the built network, from one abstract trace.
+
+  The counts are the continuous columns of `schema.ZOO`; the shapes are those
+  `model.init` would make (what `host_init` fills).
 
   The network is traced abstractly (no compile) with every submodule call
   recorded, so the counts describe what runs, not what was sampled:
@@ -214,8 +269,7 @@ def layer_counts(arch: arch_lib.Architecture, image_size: int) -> dict:
     num_parameters: scalars in the 'params' collection (BatchNorm running
       statistics are state, not parameters).
   """
-  model = Generator(arch)
-  size = input_size(arch, image_size)
+  model = build(arch)
   calls = []  # (module, enclosing Block or None)
   blocks = []
 
@@ -235,7 +289,7 @@ def layer_counts(arch: arch_lib.Architecture, image_size: int) -> dict:
   with nn.intercept_methods(record):
     variables = jax.eval_shape(
         functools.partial(model.init, train=False), jax.random.key(0),
-        jnp.zeros((1, size, size, 3), jnp.float32))
+        jnp.zeros((1,) + arch_lib.input_shape(arch, image_size), jnp.float32))
 
   convs = [m for m, _ in calls if isinstance(m, _CONV_TYPES)]
   block_names = sorted({b.name for _, b in calls if b is not None})
@@ -261,4 +315,4 @@ def layer_counts(arch: arch_lib.Architecture, image_size: int) -> dict:
   counts['num_layers'] = (counts['num_conv_layers'] + counts['num_fc_layers']
                           + counts['num_pooling_layers']
                           + counts['num_norm_layers'])
-  return counts
+  return counts, variables

@@ -2,7 +2,14 @@
 
 A recipe is a weighted sum of fine loss types (the names of `schema.ZOO`).
 Each recipe uses at least one coarse group, one or two fine types of each
-group it uses, and exactly one adversarial type if it is adversarial.
+group it uses, and exactly one adversarial type if it is adversarial. What a
+family can use:
+
+  image_to_image  any non-empty set of pixel, feature, adversarial groups
+  gan             one adversarial type [+ spectral and/or total variation,
+                  the target-free feature terms]
+  vae             KL + pixel [+ one feature type] [+ one adversarial type:
+                  a VAE-GAN], one time in three each
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ GROUP_TYPES = {
     'pixel': ('pixel_l1', 'pixel_mse'),
     'feature': ('gradient', 'spectral', 'total_variation'),
     'adversarial': ('adv_non_saturating', 'adv_least_squares', 'adv_hinge'),
+    'latent': ('kl',),
 }
 # Typical scale of each term's weight; a recipe jitters it by up to 2x.
 BASE_WEIGHTS = {
@@ -29,6 +37,7 @@ BASE_WEIGHTS = {
     'adv_non_saturating': 0.1,
     'adv_least_squares': 0.1,
     'adv_hinge': 0.1,
+    'kl': 0.1,
 }
 
 # Terms blind to a constant offset of the output (and so to its colours).
@@ -81,9 +90,25 @@ def _subsets(members, sizes):
   return out
 
 
-def sample_recipes(rng: np.random.Generator, n: int) -> list[Recipe]:
-  """n recipes; group sets and per-group type sets are dealt from decks."""
-  groups = tuple(GROUP_TYPES)
+def _jittered(rng: np.random.Generator, types, unit_adversarial: bool,
+              scale: float = 1.0):
+  """Weights in `schema.ZOO.fine` order, each BASE_WEIGHTS x 2^U(-1, 1).
+
+  The adversarial weight is 1 where no pixel term sets the scale (it is
+  then what ties the output to the data); `scale` multiplies the others.
+  """
+  order = schema_lib.ZOO.fine
+  weights = []
+  for t in sorted(types, key=order.index):
+    w = scale * BASE_WEIGHTS[t] * 2.0 ** rng.uniform(-1.0, 1.0)
+    if unit_adversarial and t in GROUP_TYPES['adversarial']:
+      w = 1.0
+    weights.append((t, round(float(w), 4)))
+  return Recipe(tuple(weights))
+
+
+def _image_to_image(rng, n: int) -> list[Recipe]:
+  groups = tuple(g for g in GROUP_TYPES if g != 'latent')
   group_sets = arch_lib.deal(rng, _subsets(groups, (1, 2)) + [groups], n)
   per_group = {
       'pixel': arch_lib.deal(rng, _subsets(GROUP_TYPES['pixel'], (1, 2)), n),
@@ -102,14 +127,42 @@ def sample_recipes(rng: np.random.Generator, n: int) -> list[Recipe]:
       with_spectral = [s for s in _subsets(GROUP_TYPES['feature'], (1, 2))
                        if 'spectral' in s]
       types = list(with_spectral[rng.integers(len(with_spectral))])
-    order = schema_lib.ZOO.fine
-    types.sort(key=order.index)
     adversarial_only = set(types) <= set(GROUP_TYPES['adversarial'])
-    weights = []
-    for t in types:
-      w = BASE_WEIGHTS[t] * 2.0 ** rng.uniform(-1.0, 1.0)
-      if adversarial_only:
-        w = 1.0  # Nothing else to balance against.
-      weights.append((t, round(float(w), 4)))
-    recipes.append(Recipe(tuple(weights)))
+    recipes.append(_jittered(rng, types, adversarial_only))
+  return recipes
+
+
+def _gan(rng, n: int) -> list[Recipe]:
+  adversarial = arch_lib.deal(rng, GROUP_TYPES['adversarial'], n)
+  regularisers = arch_lib.deal(
+      rng, [(), ('spectral',), ('total_variation',),
+            ('spectral', 'total_variation')], n)
+  # BASE_WEIGHTS are scaled for pixel losses of ~0.1; against an adversarial
+  # term of ~1 (weight 1), the regularisers need 10x to change training (at
+  # 1x, total variation went up, not down, in GANs trained on it).
+  return [_jittered(rng, (a,) + r, True, scale=10.0)
+          for a, r in zip(adversarial, regularisers)]
+
+
+def _vae(rng, n: int) -> list[Recipe]:
+  pixel = arch_lib.deal(rng, _subsets(GROUP_TYPES['pixel'], (1, 2)), n)
+  feature = arch_lib.deal(
+      rng, [()] * 3 + _subsets(GROUP_TYPES['feature'], (1,)), n)
+  adversarial = arch_lib.deal(
+      rng, [()] * 6 + _subsets(GROUP_TYPES['adversarial'], (1,)), n)
+  return [_jittered(rng, ('kl',) + p + f + a, False)
+          for p, f, a in zip(pixel, feature, adversarial)]
+
+
+_SAMPLERS = {'image_to_image': _image_to_image, 'gan': _gan, 'vae': _vae}
+
+
+def sample_recipes(rng: np.random.Generator,
+                   families: list[str]) -> list[Recipe]:
+  """A recipe per entry of `families`; each family deals from its own decks."""
+  recipes = [None] * len(families)
+  for family, sample in _SAMPLERS.items():
+    where = [i for i, f in enumerate(families) if f == family]
+    for i, recipe in zip(where, sample(rng, len(where))):
+      recipes[i] = recipe
   return recipes

@@ -1,8 +1,11 @@
-"""What each generator is trained to do: the degradation it learns to undo.
+"""What each generator is trained to do.
 
-Generators without downsampling super-resolve (input: the 2x2-averaged
-half-size image). Generators with downsampling map a same-size degraded image
-back to the photo: either blurred and noisy ('restore') or grey ('colorize').
+Image-to-image generators learn to undo a degradation. Those without
+downsampling super-resolve (input: the 2x2-averaged half-size image); those
+with downsampling map a same-size degraded image back to the photo: either
+blurred and noisy ('restore') or grey ('colorize'). Noise-to-image
+generators (GANs, VAE decoders) learn the photos' distribution from latent
+maps ('synthesis'): they have no degraded input.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from scipy import ndimage
 
 from jaxfp.zoo import architecture as arch_lib
 
-KINDS = ('super_resolution', 'restore', 'colorize')
+KINDS = ('super_resolution', 'restore', 'colorize', 'synthesis')
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -31,10 +34,14 @@ class Task:
 def sample_tasks(rng: np.random.Generator,
                  archs: list[arch_lib.Architecture]) -> list[Task]:
   """A task per architecture; same-size tasks alternate for downsamplers."""
-  same_size = arch_lib.deal(rng, ('restore', 'colorize'), len(archs))
+  downsamplers = sum(a.downsamples for a in archs)
+  dealt = iter(arch_lib.deal(rng, ('restore', 'colorize'), downsamplers))
+  same_size = [next(dealt) if a.downsamples else None for a in archs]
   tasks = []
   for arch, kind in zip(archs, same_size):
-    if not arch.downsamples:
+    if arch.noise_input:
+      tasks.append(Task('synthesis'))
+    elif not arch.downsamples:
       tasks.append(Task('super_resolution'))
     elif kind == 'restore':
       tasks.append(Task('restore',
@@ -54,6 +61,9 @@ def degrade(task: Task, targets: np.ndarray,
   if task.kind == 'colorize':
     grey = targets @ _LUMA
     return np.repeat(grey[..., None], 3, axis=-1)
+  if task.kind == 'synthesis':
+    raise ValueError('a synthesis task has no degraded input: its generator '
+                     'reads latent maps')
   if task.kind == 'restore':
     sigma = task.blur_sigma
     blurred = ndimage.gaussian_filter(targets, sigma=(0, sigma, sigma, 0),
