@@ -45,6 +45,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
 
   config.batch_size = 16
   config.learning_rate = 1e-4
+  # Decoupled weight decay (AdamW) when > 0; published: plain Adam.
+  config.weight_decay = 0.0
   config.lr_schedule = 'constant'  # 'constant' | 'warmup_cosine'.
   config.warmup_steps = 0
   config.num_train_steps = 80

@@ -21,8 +21,16 @@ def get_config(preset: str = '') -> ml_collections.ConfigDict:
   config = common.base_config('parsing')
   config.data = data.parsing()
   config.model.pn_channels = (32, 64, 128, 256, 512)
+  config.model.pn_hidden = (512, 256, 64)
+  # The PN's side features (jaxfp.models.parsing.SideFeatures), off as
+  # published: the log spectrum of '' (none), 'fingerprint' or 'residual'
+  # (the image minus its blur), pooled to spectrum_pool^2; colour statistics.
+  config.model.spectrum = ''
+  config.model.spectrum_pool = 16
+  config.model.colour_stats = False
   config.loss.head_weight = 10.0  # Published: every parsing head loss x 10.
   config.loss.hierarchical = True
+  config.loss.continuous = 'mse'  # Published; or 'l1', the reported metric.
   config.num_baseline_shuffles = 20
 
   if preset == 'cpu':

@@ -97,6 +97,13 @@ def eval_step(state, batch, *, task, collection):
   return predictions, collection.gather_from_model_output(**terms)
 
 
+def optimizer(config, learning_rate_fn) -> optax.GradientTransformation:
+  """Adam as published; AdamW (decoupled decay) if config.weight_decay > 0."""
+  if config.weight_decay > 0:
+    return optax.adamw(learning_rate_fn, weight_decay=config.weight_decay)
+  return optax.adam(learning_rate_fn)
+
+
 def create_train_state(key, config, model, image_size, learning_rate_fn):
   images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   # Initialised outside pmap: BatchNorm's axis name is unbound there, so
@@ -107,7 +114,7 @@ def create_train_state(key, config, model, image_size, learning_rate_fn):
     return TrainState.create(
         apply_fn=model.apply, params=variables['params'],
         batch_stats=variables.get('batch_stats', {}),
-        tx=optax.adam(learning_rate_fn))
+        tx=optimizer(config, learning_rate_fn))
   # One program (run eagerly, optax's init compiles one per parameter shape),
   # unoptimised: it runs once, and XLA CPU's optimising compile of the
   # random initialisers took ~10x longer (41-52 s for the test model).

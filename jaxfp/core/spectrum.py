@@ -96,3 +96,43 @@ def high_frequency(spectrum: jax.Array, radius: int) -> jax.Array:
   mask = np.zeros(spectrum.shape[-2:], dtype=bool)
   mask[rows, cols] = True
   return jnp.where(mask, jnp.zeros((), spectrum.dtype), spectrum)
+
+
+def log_channel_spectrum(x: jax.Array, highpass_sigma: float = 0.0
+                         ) -> jax.Array:
+  """log(1 + |fftshift(fft2(x))| averaged over channels), float32.
+
+  Args:
+    x: [N, H, W, c] maps (an image or a fingerprint).
+    highpass_sigma: > 0: the spectrum of x minus its Gaussian blur of this
+      sigma in pixels (circular edges), i.e. |FFT(x)| times the blur's
+      complement 1 - exp(-2 pi^2 sigma^2 |f|^2); image content sits at low
+      frequencies, a generator's traces mostly do not.
+
+  Returns:
+    [N, H, W], zero frequency at (H // 2, W // 2).
+  """
+  x = jnp.asarray(x).astype(jnp.float32)
+  magnitude = jnp.mean(jnp.abs(jnp.fft.fft2(x, axes=(1, 2))), axis=-1)
+  if highpass_sigma > 0:
+    fy = np.fft.fftfreq(x.shape[1])[:, None]
+    fx = np.fft.fftfreq(x.shape[2])[None, :]
+    keep = 1.0 - np.exp(-2 * np.pi ** 2 * highpass_sigma ** 2 *
+                        (fx ** 2 + fy ** 2))
+    magnitude = magnitude * jnp.asarray(keep, jnp.float32)
+  return jnp.log1p(jnp.fft.fftshift(magnitude, axes=(1, 2)))
+
+
+def radial_profile(spectrum: jax.Array) -> jax.Array:
+  """Mean of centred square maps [N, S, S] over S // 2 rings: [N, S // 2].
+
+  Ring r holds the frequencies whose distance from the centre rounds down
+  to r; the corners beyond S // 2 join the outermost ring.
+  """
+  size = spectrum.shape[-1]
+  yy, xx = np.mgrid[:size, :size] - size // 2
+  ring = np.minimum(np.sqrt(xx ** 2 + yy ** 2).astype(np.int64),
+                    size // 2 - 1)
+  weights = np.eye(size // 2, dtype=np.float32)[ring.ravel()]
+  weights /= weights.sum(axis=0, keepdims=True)
+  return spectrum.reshape(spectrum.shape[0], -1) @ jnp.asarray(weights)

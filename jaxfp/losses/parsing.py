@@ -187,21 +187,31 @@ def weighted_cross_entropy(log_probs: jax.Array, labels: jax.Array,
   return _safe_divide(numerator, denominator)
 
 
+CONTINUOUS_LOSSES = ('mse', 'l1')
+
+
 def masked_mse(predictions: jax.Array, targets: jax.Array, *,
-               axis_name: str | None = None) -> jax.Array:
-  """Mean squared error over the non-NaN targets, scalar float32.
+               axis_name: str | None = None, kind: str = 'mse') -> jax.Array:
+  """Mean squared (kind 'mse') or absolute ('l1') error over the non-NaN
+  targets, scalar float32.
 
   Args:
     predictions: [N, C].
     targets: [N, C], NaN where missing.
     axis_name: pmap / shard_map batch axis; the count of valid entries is the
       pmean over devices of the local count.
+    kind: 'mse' (published) or 'l1' (the metric reported for continuous
+      hyperparameters; its gradient does not fade near the target).
   """
+  if kind not in CONTINUOUS_LOSSES:
+    raise ValueError(f'loss.continuous {kind!r}: use one of '
+                     f'{CONTINUOUS_LOSSES}')
   targets = jnp.asarray(targets, jnp.float32)
   valid = ~jnp.isnan(targets)
   error = jnp.where(valid, predictions - jnp.where(valid, targets, 0.0), 0.0)
   count = _global_mean(jnp.sum(valid.astype(jnp.float32)), axis_name)
-  return _safe_divide(jnp.sum(jnp.square(error)), count)
+  per_entry = jnp.square(error) if kind == 'mse' else jnp.abs(error)
+  return _safe_divide(jnp.sum(per_entry), count)
 
 
 def _check_shapes(outputs: Mapping[str, object],
@@ -243,6 +253,7 @@ def parsing_loss(
     hierarchical: bool = True,
     published_sigmoid_ce: bool = False,
     axis_name: str | None = None,
+    continuous: str = 'mse',
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Total parsing loss and its per-group terms.
 
@@ -262,6 +273,7 @@ def parsing_loss(
       cross-entropy treats those sigmoid outputs as logits (log_softmax of
       them). Continuous heads are the same in both modes.
     axis_name: pmap / shard_map batch axis; normalisers become global.
+    continuous: the continuous heads' error, 'mse' (published) or 'l1'.
 
   Returns:
     (total, terms): total float32 scalar; terms {'continuous', 'discrete',
@@ -274,7 +286,8 @@ def parsing_loss(
   f32 = lambda x: jnp.asarray(x).astype(jnp.float32)  # noqa: E731
 
   continuous = masked_mse(jax.nn.sigmoid(f32(outputs['continuous'])),
-                          labels['continuous'], axis_name=axis_name)
+                          labels['continuous'], axis_name=axis_name,
+                          kind=continuous)
 
   discrete_labels = jnp.asarray(labels['discrete'])
   coarse = f32(outputs['coarse'])

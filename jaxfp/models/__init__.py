@@ -8,6 +8,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxfp.core import normalization
 from jaxfp.core import schema as schema_lib
 from jaxfp.core import spectrum as spectrum_lib
 from jaxfp.models import heads
@@ -26,7 +27,8 @@ class FingerprintParser(nn.Module):
   """FEN followed by the PN: image [N, H, W, 3] -> fingerprint and logits.
 
   With `use_fen=False` (the "no FEN" ablation) the PN reads the image itself,
-  which is then also what is returned as the fingerprint.
+  which is then also what is returned as the fingerprint. `spectrum` and
+  `colour_stats` add the PN's side features (parsing.SideFeatures).
   """
   schema: schema_lib.Schema
   fen_depth: int = 17
@@ -36,6 +38,10 @@ class FingerprintParser(nn.Module):
   pn_channels: tuple[int, ...] = parsing.CHANNELS
   dtype: Any = jnp.float32
   axis_name: str | None = None
+  pn_hidden: tuple[int, ...] = parsing.HIDDEN
+  spectrum: str = ''
+  spectrum_pool: int = 16
+  colour_stats: bool = False
 
   @nn.compact
   def __call__(self, images, *, train: bool):
@@ -45,8 +51,14 @@ class FingerprintParser(nn.Module):
           axis_name=self.axis_name, name='fen')(images, train=train)
     else:
       fingerprint = images
+    side = parsing.SideFeatures(
+        self.spectrum, self.spectrum_pool, self.colour_stats,
+        mean=normalization.MEAN, std=normalization.STD,
+        axis_name=self.axis_name, name='side')(images, fingerprint,
+                                                train=train)
     outputs = ParsingNetwork(self.schema, self.dropout_rate, self.pn_channels,
-                             dtype=self.dtype, name='pn')(fingerprint, train=train)
+                             dtype=self.dtype, hidden=self.pn_hidden,
+                             name='pn')(fingerprint, train=train, side=side)
     return {'fingerprint': fingerprint, **outputs}
 
 

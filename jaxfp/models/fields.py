@@ -21,7 +21,8 @@ from jaxfp.models import published as published_lib
 
 # What `fields_of` records, when the module has it.
 RECORDED = ('task', 'num_classes', 'fen_depth', 'fen_width', 'use_fen',
-            'dropout_rate', 'pn_channels', 'head_channels', 'head_hidden')
+            'dropout_rate', 'pn_channels', 'head_channels', 'head_hidden',
+            'pn_hidden', 'spectrum', 'spectrum_pool', 'colour_stats')
 
 
 def _arguments(cls: type, fields: Mapping[str, Any]) -> dict[str, Any]:

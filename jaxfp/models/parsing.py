@@ -5,17 +5,38 @@ channels (narrower in the CPU preset), flattened in PyTorch's (C, H, W) order
 (so published Linear weights load unchanged), dropout, fc1 -> 512,
 fc2 -> 256, fc3 -> 64 with ReLUs, then one linear head per predicted quantity. Heads emit logits: probabilities and the
 loss-type hierarchy are applied by `jaxfp.losses.parsing`.
+
+Side features (`SideFeatures`, off in the published network): fixed,
+parameter-free summaries that a stack of 3x3 convs and max-pools does not
+compute easily from 64x64 pixels, standardised by a BatchNorm and joined to
+the flattened conv features before the dropout and the hidden layers:
+  * a log-magnitude spectrum (of the fingerprint, or of the image's
+    high-pass residual: image minus a Gaussian blur of sigma 1), averaged
+    over channels and average-pooled to `pool` x `pool`, so that every
+    frequency band keeps its position (periodic upsampling traces are peaks
+    at fixed frequencies), and its radial profile;
+  * colour statistics of the image: per channel mean, std, the fractions of
+    pixels at either end of the range, and a histogram.
+With `channels=()` the PN has no conv trunk and reads the side features only
+(docs/parsing.md measures both).
 """
 
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxfp.core import schema as schema_lib
+from jaxfp.core import spectrum as spectrum_lib
 
 CHANNELS = (32, 64, 128, 256, 512)
 HIDDEN = (512, 256, 64)
+SPECTRUM_SOURCES = ('', 'fingerprint', 'residual')
+HIST_BINS = 16
+# The residual's blur, in pixels: the reference parser's choice
+# (jaxfp.tools.reference), so both read the same band.
+HIGHPASS_SIGMA = 1.0
 
 
 def max_pool_2x2(x):
@@ -29,6 +50,75 @@ def max_pool_2x2(x):
   return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
+def average_pool_to(maps, size: int):
+  """[N, H, W] average-pooled to [N, size, size] (H and W divisible)."""
+  n, h, w = maps.shape
+  if h % size or w % size:
+    raise ValueError(f'a {h}x{w} spectrum cannot be pooled to {size}x{size}: '
+                     'model.spectrum_pool must divide the image size')
+  return maps.reshape(n, size, h // size, size, w // size).mean(axis=(2, 4))
+
+
+def colour_statistics(unit):
+  """Per-channel statistics of images in [0, 1]: [N, H, W, c] -> [N, 20 c].
+
+  Mean, std, the fractions of pixels at 0 and at 255 (saturation) and a
+  16-bin histogram: a generator's output layer (tanh, sigmoid, clipping) and
+  its loss shape these, whatever the image shows.
+  """
+  n, h, w, c = unit.shape
+  flat = unit.reshape(n, h * w, c).astype(jnp.float32)
+  edges = jnp.linspace(0.0, 1.0, HIST_BINS + 1)
+  lower, upper = edges[:-1], edges[1:].at[-1].set(1.0 + 1e-6)
+  inside = (flat[..., None] >= lower) & (flat[..., None] < upper)
+  parts = [flat.mean(axis=1), flat.std(axis=1),
+           (flat <= 0.5 / 255).mean(axis=1),
+           (flat >= 254.5 / 255).mean(axis=1),
+           inside.mean(axis=1).reshape(n, -1)]
+  return jnp.concatenate(parts, axis=-1)
+
+
+class SideFeatures(nn.Module):
+  """Fixed summaries of an image and its fingerprint, standardised: [N, d].
+
+  `spectrum`: '' (none), 'fingerprint' or 'residual'; `colour_stats`: the
+  image's colour statistics. Images arrive normalised; `mean` and `std`
+  undo that for the statistics. Returns None when nothing is asked for.
+  """
+  spectrum: str = ''
+  pool: int = 16
+  colour_stats: bool = False
+  mean: float = 0.0
+  std: float = 1.0
+  axis_name: str | None = None
+
+  @nn.compact
+  def __call__(self, images, fingerprint, *, train: bool):
+    if self.spectrum not in SPECTRUM_SOURCES:
+      raise ValueError(f'model.spectrum {self.spectrum!r}: use one of '
+                       f'{SPECTRUM_SOURCES}')
+    # The image's summaries are fixed functions of the input: no gradient to
+    # carry (the fingerprint's spectrum does carry one, into the FEN).
+    unit = jax.lax.stop_gradient(
+        images.astype(jnp.float32) * self.std + self.mean)
+    parts = []
+    if self.spectrum:
+      spectrum = (
+          spectrum_lib.log_channel_spectrum(fingerprint)
+          if self.spectrum == 'fingerprint' else
+          spectrum_lib.log_channel_spectrum(unit, HIGHPASS_SIGMA))
+      parts += [average_pool_to(spectrum, self.pool).reshape(
+                    spectrum.shape[0], -1),
+                spectrum_lib.radial_profile(spectrum)]
+    if self.colour_stats:
+      parts.append(colour_statistics(unit))
+    if not parts:
+      return None
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                        axis_name=self.axis_name, name='norm')(
+                            jnp.concatenate(parts, axis=-1))
+
+
 class ParsingNetwork(nn.Module):
   """Fingerprint [N, H, W, c] -> dict of logits shaped by the schema.
 
@@ -39,11 +129,17 @@ class ParsingNetwork(nn.Module):
   schema: schema_lib.Schema
   dropout_rate: float = 0.5
   # Conv widths of the five blocks; the published network uses CHANNELS.
+  # Empty: no conv trunk, the side features alone feed the hidden layers.
   channels: tuple[int, ...] = CHANNELS
   dtype: Any = jnp.float32
+  hidden: tuple[int, ...] = HIDDEN
 
   @nn.compact
-  def __call__(self, fingerprint, *, train: bool):
+  def __call__(self, fingerprint, *, train: bool, side=None):
+    """`side`: [N, d] features joined to the trunk's (SideFeatures), or None."""
+    if not self.channels and side is None:
+      raise ValueError('a PN without conv channels needs side features '
+                       '(model.spectrum or model.colour_stats)')
     x = fingerprint.astype(self.dtype)
     for i, channels in enumerate(self.channels):
       # Padding 2 as published. Padded explicitly: XLA's CPU convolution
@@ -53,9 +149,14 @@ class ParsingNetwork(nn.Module):
       x = nn.Conv(channels, (3, 3), padding='VALID', dtype=self.dtype,
                   name=f'conv_{i}')(x)
       x = max_pool_2x2(nn.relu(x))
-    x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+    if self.channels:
+      x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+    else:
+      x = jnp.zeros((x.shape[0], 0), self.dtype)
+    if side is not None:
+      x = jnp.concatenate([x, side.astype(self.dtype)], axis=-1)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    for i, features in enumerate(HIDDEN):
+    for i, features in enumerate(self.hidden):
       x = nn.relu(nn.Dense(features, dtype=self.dtype, name=f'fc_{i}')(x))
     x = x.astype(jnp.float32)
 

@@ -90,7 +90,8 @@ class ParsingTask(common.Iterators):
     return parsing_losses.parsing_loss(
         outputs, batch, self.class_weights, self.schema,
         head_weight=loss.head_weight, hierarchical=loss.hierarchical,
-        published_sigmoid_ce=loss.published_sigmoid_ce, axis_name=common.AXIS)
+        published_sigmoid_ce=loss.published_sigmoid_ce, axis_name=common.AXIS,
+        continuous=loss.continuous)
 
   def loss(self, outputs, batch):
     """Total loss and its named terms for one device's share of the batch."""

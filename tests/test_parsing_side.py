@@ -1,0 +1,122 @@
+"""The PN's side features (spectra, colour statistics) and the continuous
+loss choice."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from jaxfp import models
+from jaxfp.core import schema as schema_lib
+from jaxfp.core import spectrum as spectrum_lib
+from jaxfp.losses import parsing as parsing_losses
+from jaxfp.models import fields
+from jaxfp.models import parsing
+
+
+def test_continuous_losses_by_hand():
+  predictions = jnp.array([[0.2, 0.9], [0.7, 0.1]])
+  targets = jnp.array([[0.5, np.nan], [1.0, 0.0]])
+  l1 = (0.3 + 0.3 + 0.1) / 3
+  mse = (0.09 + 0.09 + 0.01) / 3
+  assert float(parsing_losses.masked_mse(predictions, targets, kind='l1')) == (
+      pytest.approx(l1, rel=1e-6))
+  assert float(parsing_losses.masked_mse(predictions, targets)) == (
+      pytest.approx(mse, rel=1e-6))
+  with pytest.raises(ValueError, match='loss.continuous'):
+    parsing_losses.masked_mse(predictions, targets, kind='huber')
+
+
+def test_highpass_spectrum_is_the_spectrum_of_image_minus_blur():
+  rng = np.random.default_rng(0)
+  images = rng.random((2, 32, 32, 3)).astype(np.float32)
+  ours = np.asarray(spectrum_lib.log_channel_spectrum(jnp.asarray(images),
+                                                      1.0))
+  # The same residual in pixel space: circular edges, a blur wide enough
+  # that truncating the Gaussian changes nothing measurable.
+  residual = images - ndimage.gaussian_filter(
+      images, sigma=(0, 1.0, 1.0, 0), mode='wrap', truncate=8.0)
+  theirs = np.log1p(np.abs(np.fft.fftshift(
+      np.fft.fft2(residual, axes=(1, 2)), axes=(1, 2))).mean(axis=-1))
+  # A sampled Gaussian vs its continuous transfer function: 0.4% apart.
+  np.testing.assert_allclose(ours, theirs, rtol=5e-3, atol=1e-3)
+
+
+def test_periodic_trace_peaks_where_its_frequency_is():
+  # A period-4 pattern (what a stride-2, 2-fold upsampling twice leaves)
+  # down the rows puts energy at 1/4 of the sampling rate: 8 rows from the
+  # centre at size 32.
+  x = np.cos(2 * np.pi * np.arange(32) / 4)[None, :, None, None] * np.ones(
+      (1, 32, 32, 3))
+  spectrum = np.asarray(spectrum_lib.log_channel_spectrum(jnp.asarray(x)))[0]
+  assert np.unravel_index(spectrum.argmax(), spectrum.shape) in (
+      (8, 16), (24, 16))
+
+
+def test_radial_profile_of_a_constant_and_a_ring():
+  constant = jnp.full((1, 16, 16), 3.0)
+  np.testing.assert_allclose(spectrum_lib.radial_profile(constant), 3.0,
+                             rtol=1e-5)
+  yy, xx = np.mgrid[:16, :16] - 8
+  ring = (np.sqrt(xx ** 2 + yy ** 2).astype(int) == 5).astype(np.float32)
+  profile = np.asarray(spectrum_lib.radial_profile(jnp.asarray(ring[None])))[0]
+  assert profile.argmax() == 5 and profile[5] == pytest.approx(1.0)
+  assert np.delete(profile, 5).max() == 0.0
+
+
+def test_colour_statistics_by_hand():
+  unit = jnp.zeros((1, 2, 2, 3)).at[0, 0, 0].set(1.0)
+  stats = np.asarray(parsing.colour_statistics(unit))[0]
+  assert stats.shape == (3 * (4 + parsing.HIST_BINS),)
+  np.testing.assert_allclose(stats[:3], 0.25)  # Mean.
+  np.testing.assert_allclose(stats[3:6], np.sqrt(0.25 * 0.75), rtol=1e-6)
+  np.testing.assert_allclose(stats[6:9], 0.75)  # Fraction at 0.
+  np.testing.assert_allclose(stats[9:12], 0.25)  # Fraction at 255.
+  hist = stats[12:].reshape(3, parsing.HIST_BINS)  # Per channel.
+  np.testing.assert_allclose(hist[:, 0], 0.75)
+  np.testing.assert_allclose(hist[:, -1], 0.25)
+  np.testing.assert_allclose(hist.sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize('options', [
+    dict(spectrum='residual', colour_stats=True),
+    dict(spectrum='fingerprint', pn_hidden=(8,)),
+    dict(spectrum='residual', colour_stats=True, pn_channels=(),
+         use_fen=False, pn_hidden=(16,)),
+])
+def test_parser_with_side_features(options):
+  options = {'pn_channels': (4, 4, 8, 8, 8), **options}
+  model = models.FingerprintParser(schema_lib.ZOO, fen_depth=3, fen_width=4,
+                                   **options)
+  images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  variables = model.init(jax.random.key(1), images, train=False)
+  out, _ = model.apply(variables, images, train=True, mutable=['batch_stats'],
+                       rngs={'dropout': jax.random.key(2)})
+  assert out['continuous'].shape == (2, len(schema_lib.ZOO.continuous))
+  assert all(np.isfinite(np.asarray(d)).all() for d in out['discrete'])
+  assert 'side' in variables['batch_stats']
+  # The fields a checkpoint's meta records rebuild the same network.
+  rebuilt = fields.parser(schema_lib.ZOO, fields.fields_of(model))
+  assert rebuilt == model
+
+
+def test_fingerprint_spectrum_trains_the_fen():
+  model = models.FingerprintParser(schema_lib.ZOO, fen_depth=3, fen_width=4,
+                                   pn_channels=(), spectrum='fingerprint',
+                                   pn_hidden=(8,), dropout_rate=0.0)
+  images = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+  variables = model.init(jax.random.key(1), images, train=False)
+
+  def loss(params):
+    out = model.apply({**variables, 'params': params}, images, train=False)
+    return jnp.sum(out['continuous'])
+  grads = jax.grad(loss)(variables['params'])
+  assert float(jnp.abs(grads['fen']['conv_0']['kernel']).sum()) > 0
+
+
+def test_a_trunkless_pn_needs_side_features():
+  model = models.FingerprintParser(schema_lib.ZOO, fen_depth=3, fen_width=4,
+                                   pn_channels=())
+  with pytest.raises(ValueError, match='side features'):
+    model.init(jax.random.key(1), jnp.zeros((1, 16, 16, 3)), train=False)
