@@ -1,0 +1,500 @@
+"""A non-deep reference parser: spectra and colour statistics into linear
+models, fitted and scored on the trainer's split (`python -m jaxfp.reference`).
+
+It answers one question: is a hyperparameter's trace in the images at all?
+If this reference beats the random-ground-truth baseline on unseen generators
+and the deep parser does not, the parser loses the signal; if neither does,
+the data lacks it.
+
+Features of one image (uint8 RGB, any square size s divisible by `pool`;
+`features`):
+  * the log-magnitude spectrum of the high-pass residual (image minus a
+    Gaussian blur of sigma 1, per channel; |FFT| averaged over the channels,
+    zero frequency at the centre), average-pooled to `pool` x `pool`;
+  * its radial profile: the mean of that log spectrum over rings of equal
+    |frequency| (s / 2 rings; the corners beyond s / 2 join the last ring);
+  * colour statistics per channel: mean, std, 1/5/50/95/99 % quantiles,
+    the fraction of pixels at 0 and at 255, a 16-bin histogram, and the std
+    of the residual.
+
+Model (`Reference`): features standardised, PCA to `pca_dim` components;
+then one model per hyperparameter: ridge regression for each continuous
+column, logistic regression for each discrete column and each loss type.
+`Reference.predict` returns the dict that the parsing task's evaluation
+produces, so `jaxfp.report.metrics.parsing_metrics` and `random_baseline`
+score both alike.
+
+On a dataset (`run`): the training and held-out GMs are those the trainer's
+config selects (`jaxfp.data.parsing.load_info`), the images those its
+evaluation reads (`eval_iterator`: every image once, in record order, not
+augmented); results.md / results.json go to the workdir in the trainer's
+form, and with `compare` a comparison.md puts a parser run's figures and
+the reference's side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from absl import logging
+import ml_collections
+import numpy as np
+from scipy import ndimage
+from sklearn import decomposition
+from sklearn import linear_model
+from sklearn import preprocessing
+
+from jaxfp.core import console
+from jaxfp.core import files
+from jaxfp.core import normalization
+from jaxfp.core import schema as schema_lib
+from jaxfp.data import splits
+from jaxfp.report import metrics as metrics_lib
+from jaxfp.report import tables
+
+POOL = 16
+HIST_BINS = 16
+QUANTILES = (1, 5, 50, 95, 99)
+SIGMA = 1.0
+
+
+# ----------------------------------------------------------------- features
+
+
+def residual_log_spectrum(images: np.ndarray, sigma: float = SIGMA
+                          ) -> tuple[np.ndarray, np.ndarray]:
+  """The residual's log-magnitude spectrum [N, s, s] and the residual.
+
+  Spectrum: log(1 + mean over channels |fftshift(fft2(x - blur(x)))|),
+  zero frequency at [s // 2, s // 2]. Residual: x - blur(x), [N, s, s, 3].
+
+  Args:
+    images: uint8 [N, s, s, 3] (scaled to [0, 1]) or float in [0, 1].
+    sigma: the Gaussian blur's sigma in pixels.
+  """
+  x = np.asarray(images, np.float32)
+  if np.asarray(images).dtype == np.uint8:
+    x = x / 255.0
+  blurred = ndimage.gaussian_filter(x, sigma=(0, sigma, sigma, 0),
+                                    mode='reflect')
+  residual = x - blurred
+  spectrum = np.abs(np.fft.fftshift(np.fft.fft2(residual, axes=(1, 2)),
+                                    axes=(1, 2)))
+  return np.log1p(spectrum.mean(axis=-1)), residual
+
+
+def rings(size: int) -> np.ndarray:
+  """Ring index of every frequency of an s x s centred spectrum, [s, s]:
+  int(|frequency|), the corners beyond s // 2 - 1 in the last ring."""
+  yy, xx = np.mgrid[:size, :size] - size // 2
+  return np.minimum(np.sqrt(xx ** 2 + yy ** 2).astype(np.int64),
+                    size // 2 - 1)
+
+
+def radial_profile(spectrum: np.ndarray) -> np.ndarray:
+  """Mean of [N, s, s] (zero frequency at s // 2) over s // 2 rings."""
+  n, s, _ = spectrum.shape
+  ring = rings(s).ravel()
+  onehot = np.zeros((s * s, s // 2), np.float64)
+  onehot[np.arange(s * s), ring] = 1.0
+  return spectrum.reshape(n, -1) @ onehot / onehot.sum(axis=0)
+
+
+def avg_pool(maps: np.ndarray, size: int) -> np.ndarray:
+  """[N, s, s] average-pooled to [N, size, size] (s divisible by size)."""
+  n, s, _ = maps.shape
+  if s % size:
+    raise ValueError(f'image size {s} is not divisible by the reference\'s '
+                     f'pool size {size}')
+  k = s // size
+  return maps.reshape(n, size, k, size, k).mean(axis=(2, 4))
+
+
+def colour_statistics(images: np.ndarray, residual: np.ndarray) -> np.ndarray:
+  """Per-channel intensity statistics, [N, 3 * (10 + HIST_BINS)]."""
+  u8 = np.asarray(images)
+  # float64: float32 sums over a whole image drift visibly (a flat image's
+  # std would not be 0).
+  x = u8.astype(np.float64) / 255.0
+  flat = x.reshape(len(x), -1, x.shape[-1])  # [N, pixels, 3]
+  raw = u8.reshape(flat.shape)
+  parts = [flat.mean(axis=1), flat.std(axis=1)]
+  parts += list(np.percentile(flat, QUANTILES, axis=1))
+  # Clipping at the ends of the range is a trace of the last nonlinearity.
+  parts += [(raw == 0).mean(axis=1), (raw == 255).mean(axis=1)]
+  edges = np.linspace(0, 1, HIST_BINS + 1)[1:-1]
+  bins = np.digitize(flat, edges)  # [N, pixels, 3] in 0..HIST_BINS-1
+  hist = np.stack([(bins == b).mean(axis=1) for b in range(HIST_BINS)],
+                  axis=1)  # [N, HIST_BINS, 3]
+  parts.append(hist.reshape(len(x), -1))
+  parts.append(residual.reshape(flat.shape).std(axis=1))
+  return np.concatenate(parts, axis=1)
+
+
+def num_features(size: int, pool: int = POOL) -> int:
+  """Length of `features` of s x s images."""
+  return pool * pool + size // 2 + 3 * (10 + HIST_BINS)
+
+
+def features(images: np.ndarray, *, pool: int = POOL, sigma: float = SIGMA,
+             chunk: int = 512) -> np.ndarray:
+  """Reference features of uint8 images [N, s, s, 3] -> float32 [N, d]."""
+  images = np.asarray(images)
+  if images.ndim != 4 or images.shape[-1] != 3 or (
+      images.shape[1] != images.shape[2]):
+    raise ValueError(f'images must be [N, s, s, 3], got {images.shape}')
+  out = []
+  # In chunks: the complex spectra of a whole zoo would not fit in memory.
+  for start in range(0, len(images), chunk):
+    batch = images[start:start + chunk]
+    spectrum, residual = residual_log_spectrum(batch, sigma)
+    out.append(np.concatenate([
+        avg_pool(spectrum, pool).reshape(len(batch), -1),
+        radial_profile(spectrum),
+        colour_statistics(batch, residual)], axis=1).astype(np.float32))
+  if not out:
+    return np.zeros((0, num_features(images.shape[1], pool)), np.float32)
+  return np.concatenate(out)
+
+
+# -------------------------------------------------------------------- model
+
+
+class Reference:
+  """Standardise, PCA, one linear model per hyperparameter."""
+
+  def __init__(self, schema: schema_lib.Schema, *, pca_dim: int = 64,
+               ridge_alpha: float = 1.0, logistic_c: float = 1.0,
+               seed: int = 0):
+    if pca_dim < 1:
+      raise ValueError(f'pca_dim is {pca_dim}; must be at least 1')
+    self.schema = schema
+    self.pca_dim = pca_dim
+    self.ridge_alpha = ridge_alpha
+    self.logistic_c = logistic_c
+    self.seed = seed
+
+  def settings(self) -> dict:
+    return {'pca_dim': self.pca_dim, 'ridge_alpha': self.ridge_alpha,
+            'logistic_c': self.logistic_c, 'seed': self.seed, 'pool': POOL,
+            'sigma': SIGMA}
+
+  def _embed(self, feats):
+    return self._pca.transform(self._scaler.transform(feats))
+
+  def fit(self, feats: np.ndarray, labels: metrics_lib.Labels) -> Reference:
+    """feats [N, d]; labels: the images' ground truth (`metrics.Labels`)."""
+    if len(feats) < 2:
+      raise ValueError(f'the reference needs at least 2 training images, '
+                       f'got {len(feats)}')
+    self._scaler = preprocessing.StandardScaler().fit(feats)
+    dim = min(self.pca_dim, feats.shape[0], feats.shape[1])
+    self._pca = decomposition.PCA(dim, random_state=self.seed).fit(
+        self._scaler.transform(feats))
+    z = self._embed(feats)
+    self._continuous = []
+    for j in range(len(self.schema.continuous)):
+      y = labels.continuous[:, j]
+      ok = ~np.isnan(y)
+      self._continuous.append(
+          linear_model.Ridge(self.ridge_alpha).fit(z[ok], y[ok])
+          if ok.any() else None)
+    self._discrete = [self._classifier(z, labels.discrete[:, j])
+                      for j in range(len(self.schema.discrete))]
+    self._coarse = [self._classifier(z, labels.coarse[:, j])
+                    for j in range(len(self.schema.coarse))]
+    self._fine = [self._classifier(z, labels.fine[:, j])
+                  for j in range(len(self.schema.fine))]
+    return self
+
+  def _classifier(self, z, y):
+    ok = y != schema_lib.MISSING
+    classes = np.unique(y[ok])
+    if len(classes) < 2:  # Constant (or absent) in training: predict it.
+      return int(classes[0]) if len(classes) else None
+    return linear_model.LogisticRegression(
+        C=self.logistic_c, max_iter=2000).fit(z[ok], y[ok])
+
+  @staticmethod
+  def _probabilities(model, z, num_classes):
+    out = np.zeros((len(z), num_classes), np.float64)
+    if model is None:
+      out[:] = 1.0 / num_classes
+    elif isinstance(model, int):
+      out[:, model] = 1.0
+    else:
+      # A class absent from training keeps probability 0.
+      out[:, model.classes_] = model.predict_proba(z)
+    return out
+
+  def _used(self, models, z):
+    """P(loss type used), [N, len(models)]."""
+    return _columns([self._probabilities(m, z, 2)[:, 1] for m in models],
+                    len(z))
+
+  def predict(self, feats: np.ndarray) -> dict:
+    """The parsing task's prediction dict for features [N, d]."""
+    z = self._embed(feats)
+    n = len(z)
+    continuous = _columns([np.full(n, 0.5) if m is None else m.predict(z)
+                           for m in self._continuous], n)
+    return {
+        # The network's sigmoid keeps its outputs in [0, 1]; so does this.
+        'continuous': np.clip(continuous, 0.0, 1.0),
+        'discrete': tuple(self._probabilities(m, z, p.num_classes)
+                          for m, p in zip(self._discrete,
+                                          self.schema.discrete)),
+        'coarse': self._used(self._coarse, z),
+        'fine': self._used(self._fine, z),
+    }
+
+
+def _columns(columns: list[np.ndarray], n: int) -> np.ndarray:
+  """[n, len(columns)], also for a schema without such columns."""
+  return np.stack(columns, axis=1) if columns else np.zeros((n, 0))
+
+
+def fit(feats: np.ndarray, labels: metrics_lib.Labels,
+        schema: schema_lib.Schema, **kwargs) -> Reference:
+  """A `Reference` fitted on features [N, d] and the images' labels."""
+  return Reference(schema, **kwargs).fit(feats, labels)
+
+
+def score(predictions: dict, ground_truth: schema_lib.GroundTruth,
+          rows: np.ndarray, *, num_shuffles: int, seed: int) -> dict:
+  """Held-out metrics and the random-ground-truth baseline, as the parsing
+  task's `score` computes them (the same functions, the same arguments)."""
+  model = metrics_lib.parsing_metrics(
+      predictions, metrics_lib.Labels.of(ground_truth, rows),
+      ground_truth.schema)
+  mean, std = metrics_lib.random_baseline(
+      predictions, ground_truth, rows, num_shuffles=num_shuffles, seed=seed)
+  return {'metrics': model, 'baseline_mean': mean, 'baseline_std': std,
+          'num_images': int(len(rows)), 'num_gms': int(len(np.unique(rows)))}
+
+
+# ------------------------------------------------------------ on a dataset
+
+
+def _data():
+  """The tf.data side, imported when data is read (as the parsing task
+  does): the features and the model need no TensorFlow."""
+  with console.native_output_hushed():
+    from jaxfp.data import parsing  # pylint: disable=g-import-not-at-top
+  return parsing
+
+
+def read_images(data_config: ml_collections.ConfigDict,
+                info: splits.DataInfo, gms: tuple[str, ...], num_images: int,
+                batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+  """uint8 images [N, s, s, 3] of `gms` and their rows in the ground truth.
+
+  Read through the evaluation pipeline (one pass in record order, no
+  augmentation), pointed at `gms`: the images the trainer reads, from the
+  same records. The pipeline hands out normalised floats; they are mapped
+  back to the stored uint8 values, which is exact up to float rounding.
+  """
+  if not gms:
+    return (np.zeros((0, data_config.image_size, data_config.image_size, 3),
+                     np.uint8), np.zeros((0,), np.int32))
+  view = dataclasses.replace(info, test_gms=tuple(gms),
+                             num_test_images=num_images)
+  images, rows = [], []
+  for batch in _data().eval_iterator(data_config, view,
+                                     global_batch_size=batch_size,
+                                     local_device_count=1):
+    real = batch['mask'][0] > 0
+    pixels = normalization.unit_range(
+        batch['image'][0][real].astype(np.float64)) * 255.0
+    exact = np.rint(pixels)
+    # A pipeline that changed the pixels (augmentation, resizing) would give
+    # the reference other images than the trainer's; refuse rather than fit.
+    if pixels.size and np.abs(pixels - exact).max() > 0.01:
+      raise ValueError('the evaluation pipeline does not hand out the stored '
+                       'pixels (off by up to '
+                       f'{np.abs(pixels - exact).max():.3f})')
+    images.append(np.clip(exact, 0, 255).astype(np.uint8))
+    rows.append(batch['gm'][0][real].astype(np.int32))
+  return np.concatenate(images), np.concatenate(rows)
+
+
+def _check_config(config: ml_collections.ConfigDict) -> None:
+  task = config.get('task', 'parsing')
+  if task != 'parsing':
+    raise ValueError(f'config.task is {task!r}: the reference parses '
+                     'generators (a model-parsing config such as '
+                     'configs/fen.py)')
+  if config.data.image_size % POOL:
+    raise ValueError(f'config.data.image_size is {config.data.image_size}; '
+                     f'the reference needs a multiple of {POOL}')
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *,
+        pca_dim: int = 64, ridge_alpha: float = 1.0, logistic_c: float = 1.0,
+        compare: str | None = None) -> dict:
+  """Fits the reference on the config's training GMs, scores it on its
+  held-out GMs, writes results.md / results.json (and comparison.md with
+  `compare`, a parser run's workdir or results.json) to `workdir`.
+
+  Returns the result dict (as the parsing task's `score`, plus 'text').
+  """
+  _check_config(config)
+  workdir = files.check_output_folder(workdir, '--workdir')
+  parser_results = _read_results(compare) if compare else None
+  info = _data().load_info(config.data)
+  gt = info.ground_truth
+  logging.info('Reference: training on %d GMs (%d images), holding out %d '
+               'GMs (%d images)', len(info.train_gms), info.num_train_images,
+               len(info.test_gms), info.num_test_images)
+  if parser_results is not None:
+    _check_same_split(parser_results, info, compare)
+
+  with console.quietly('Reading images and computing features'):
+    train_images, train_rows = read_images(
+        config.data, info, info.train_gms, info.num_train_images)
+    test_images, test_rows = read_images(
+        config.data, info, info.test_gms, info.num_test_images)
+    train_feats = features(train_images)
+    test_feats = features(test_images)
+  with console.quietly('Fitting the reference'):
+    model = fit(train_feats, metrics_lib.Labels.of(gt, train_rows),
+                gt.schema, pca_dim=pca_dim, ridge_alpha=ridge_alpha,
+                logistic_c=logistic_c, seed=config.seed)
+  result = score(model.predict(test_feats), gt, test_rows,
+                 num_shuffles=config.num_baseline_shuffles, seed=config.seed)
+  # The same metrics on the training GMs' images: how much the reference
+  # fits its own generators beyond what carries over to unseen ones.
+  result['train_metrics'] = metrics_lib.parsing_metrics(
+      model.predict(train_feats), metrics_lib.Labels.of(gt, train_rows),
+      gt.schema)
+  result['text'] = _report(result, workdir, config, info, model)
+  if parser_results is not None:
+    text = comparison(parser_results, result)
+    files.write_text(os.path.join(workdir, 'comparison.md'), text + '\n')
+    result['text'] += '\n\n' + text
+  return result
+
+
+def _report(result: dict, workdir: str, config: ml_collections.ConfigDict,
+            info: splits.DataInfo, model: Reference) -> str:
+  """results.md and results.json, in the parsing task's form."""
+  shuffles = config.num_baseline_shuffles
+  header = (
+      f'Held-out parsing metrics of the non-deep reference (residual '
+      f'spectra and colour statistics, PCA to {model.pca_dim}, ridge and '
+      f'logistic regressions) fitted on {len(info.train_gms)} GMs '
+      f'({info.num_train_images} images): {result["num_gms"]} GMs never '
+      f'seen in fitting, {result["num_images"]} images. Baseline: the same '
+      'predictions scored against the ground truth with each column '
+      f'shuffled across these GMs (mean ± std over {shuffles} shuffles). '
+      'Bold: better than the baseline mean.')
+  table = metrics_lib.grouped_tables(result['metrics'],
+                                     result['baseline_mean'],
+                                     result['baseline_std'],
+                                     info.ground_truth.schema)
+  payload = {
+      'model': 'reference', 'reference': model.settings(),
+      'num_images': result['num_images'], 'num_gms': result['num_gms'],
+      'test_gms': list(info.test_gms), 'train_gms': list(info.train_gms),
+      'num_train_images': info.num_train_images,
+      'num_baseline_shuffles': shuffles, 'metrics': result['metrics'],
+      'baseline_mean': result['baseline_mean'],
+      'baseline_std': result['baseline_std'],
+      'train_metrics': result['train_metrics']}
+  files.write_text(os.path.join(workdir, 'results.md'),
+                   f'{header}\n\n{table}\n')
+  files.write_json(os.path.join(workdir, 'results.json'), payload, indent=2)
+  return f'{header}\n\n{table}'
+
+
+# ------------------------------------------------------------- side by side
+
+
+def _read_results(path: str) -> dict:
+  """A parser run's results.json (given the file or its workdir)."""
+  if os.path.isdir(path):
+    path = os.path.join(path, 'results.json')
+  try:
+    with open(path, encoding='utf-8') as f:
+      results = json.load(f)
+  except FileNotFoundError:
+    raise FileNotFoundError(f'--compare: {path} does not exist (give a '
+                            'parser run\'s workdir or its results.json)'
+                            ) from None
+  except json.JSONDecodeError as e:
+    raise ValueError(f'--compare: {path} is not JSON ({e})') from None
+  missing = [k for k in ('metrics', 'baseline_mean', 'baseline_std',
+                         'test_gms') if k not in (results or {})]
+  if not isinstance(results, dict) or missing:
+    raise ValueError(f'--compare: {path} is not a parsing run\'s results '
+                     f'(no {", ".join(missing) or "object"})')
+  return results
+
+
+def _check_same_split(results: dict, info: splits.DataInfo,
+                      where: str) -> None:
+  if sorted(results['test_gms']) != sorted(info.test_gms):
+    raise ValueError(
+        f'--compare: {where} held out {len(results["test_gms"])} GMs '
+        f'{sorted(results["test_gms"])[:6]}..., the config holds out '
+        f'{sorted(info.test_gms)[:6]}...: give the run\'s config (or '
+        '--config.data.test_gms=<its GMs>) so both are scored on the same '
+        'GMs')
+
+
+def _nan(value) -> float:
+  """JSON's null (a metric left out) as NaN."""
+  return float('nan') if value is None else float(value)
+
+
+def comparison(parser: dict, reference: dict) -> str:
+  """One table, a row per metric: the parser, the reference, each beside
+  its own random-GT baseline (the baselines differ: each shuffles the
+  ground truth under its own predictions), and which of the two is better.
+
+  Both are results in the form of results.json ('metrics',
+  'baseline_mean', 'baseline_std'); a metric either left out is a dash.
+  """
+  both = [k for k in metrics_lib.ordered_keys(reference['metrics'])
+          if k in parser['metrics']]
+  rows = []
+  counts = {'defined': 0, 'parser': 0, 'reference': 0,
+            'parser_better': 0, 'reference_better': 0}
+  for key in both:
+    values = {}
+    for name, r in (('parser', parser), ('reference', reference)):
+      values[name] = (_nan(r['metrics'][key]),
+                      _nan(r['baseline_mean'].get(key)),
+                      _nan(r['baseline_std'].get(key)))
+    if not all(np.isfinite(v[0]) and np.isfinite(v[1])
+               for v in values.values()):
+      rows.append([key] + ['–'] * 5)
+      continue
+    row = [key]
+    for name, (m, b, s) in values.items():
+      wins = metrics_lib.beats(key, m, b)
+      row += [f'**{m:.3f}**' if wins else f'{m:.3f}', f'{b:.3f} ± {s:.3f}']
+      if '/' in key:  # Per hyperparameter; aggregates are not counted.
+        counts[name] += wins
+    p, r = values['parser'][0], values['reference'][0]
+    better = ('parser' if metrics_lib.beats(key, p, r) else
+              'reference' if metrics_lib.beats(key, r, p) else 'tie')
+    if '/' in key:
+      counts['defined'] += 1
+      if better != 'tie':
+        counts[f'{better}_better'] += 1
+    rows.append(row + [better])
+  header = (
+      f'The parser and the non-deep reference on the same '
+      f'{len(parser["test_gms"])} held-out GMs. Bold: better than its own '
+      'random-GT baseline mean. Of the '
+      f'{counts["defined"]} per-hyperparameter metrics defined for both, the '
+      f'parser beats its baseline mean on {counts["parser"]}, the reference '
+      f'on {counts["reference"]}; the parser is better than the reference '
+      f'on {counts["parser_better"]}, the reference on '
+      f'{counts["reference_better"]}.')
+  return header + '\n\n' + tables.markdown(
+      ['metric', 'parser', 'its baseline', 'reference', 'its baseline',
+       'better'], rows)
