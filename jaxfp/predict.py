@@ -3,6 +3,8 @@ r"""Runs a checkpoint on image files and folders and reports what it sees.
   python -m jaxfp.predict --checkpoint=runs/fen_cpu photo.png suspicious/
   python -m jaxfp.predict --checkpoint=runs/det --output=scores.jsonl \
       --panels_dir=panels/ /data/images
+  python -m jaxfp.predict --checkpoint=runs/fen_cpu --summary --quiet \
+      --output=source_a.jsonl /data/source_a   # + source_a.summary.{json,md}
 
 See `jaxfp.inference.predict`. Exit status: 0 all inputs processed, 1 some
 skipped, 2 nothing processed or a user error (a bad flag or checkpoint).
@@ -30,7 +32,11 @@ def define_flags():
                     'How images of another size become the input size.')
   flags.DEFINE_integer('batch_size', 32, 'Images per compiled call.',
                        lower_bound=1)
-  flags.DEFINE_bool('quiet', False, 'No table on the terminal.')
+  flags.DEFINE_bool('quiet', False, 'No per-image table on the terminal.')
+  flags.DEFINE_bool('summary', False, 'The inputs are images of one source: '
+                    'also print one summary of all of them and, with '
+                    '--output, write it beside it as <output>.summary.json '
+                    'and .summary.md.')
 
 
 @console.command
@@ -41,7 +47,8 @@ def main(argv):
     raise app.UsageError('--checkpoint is required')
   return predict.run(FLAGS.checkpoint, argv[1:], policy=FLAGS.resize,
                      batch_size=FLAGS.batch_size, output=FLAGS.output,
-                     panels_dir=FLAGS.panels_dir, table=not FLAGS.quiet)
+                     panels_dir=FLAGS.panels_dir, table=not FLAGS.quiet,
+                     summary=FLAGS.summary)
 
 
 if __name__ == '__main__':

@@ -17,6 +17,15 @@ Per image, by the checkpoint's task:
 A table goes to the terminal, JSON lines to --output, and with --panels_dir
 one PNG per image: the image, its fingerprint and its spectrum.
 
+With --summary, for a folder of images of one source: one summary of all
+of them (`summarize`), printed and, beside --output, written as
+<output>.summary.json and <output>.summary.md. Per hyperparameter: the mean
+(and spread) of the continuous values, each discrete parameter's majority
+class with its share of the votes and the mean probability of every class,
+each loss type's mean probability and the share of images that call it
+used; for detection and attribution the mean probability and the votes of
+each class. It says how many images it rests on and how many were skipped.
+
 Unreadable, truncated or empty files and folders without images get one line
 each on stderr and are skipped; every other image is still processed. Exit
 status: 0 all inputs processed, 1 some failed, 2 nothing to do or a bad
@@ -40,6 +49,12 @@ from jaxfp.core import schema as schema_lib
 from jaxfp.data import images as images_lib
 from jaxfp.inference import network
 from jaxfp.report import summaries
+from jaxfp.report import tables
+
+# A loss type counts as used in an image's vote at P(used) above this, the
+# threshold of the held-out F1 (jaxfp.report.metrics.LOSS_THRESHOLD).
+LOSS_USED = 0.5
+
 
 def describe(loaded: network.Loaded, out: dict, i: int) -> dict:
   """The JSON-able prediction for image i of a batch's outputs."""
@@ -55,8 +70,12 @@ def describe(loaded: network.Loaded, out: dict, i: int) -> dict:
     discrete = {}
     for p, probs in zip(s.discrete, out['discrete']):
       k = int(np.argmax(probs[i]))
+      # Every class's probability, not only the winner's: a summary over
+      # many images averages them.
       discrete[p.name] = {'class': p.classes[k],
-                          'probability': float(probs[i, k])}
+                          'probability': float(probs[i, k]),
+                          'probabilities': {c: float(probs[i, j])
+                                            for j, c in enumerate(p.classes)}}
     loss_types = {name: float(out['coarse'][i, j])
                   for j, name in enumerate(s.coarse)}
     loss_types.update({name: float(out['fine'][i, j])
@@ -152,21 +171,150 @@ def predict(loaded: network.Loaded, paths: Sequence[str], *,
   return records, failures
 
 
+def _votes(choices: Sequence[str], mean_probability: dict[str, float]
+           ) -> dict:
+  """The majority of `choices`, its share; ties go to the higher mean
+  probability, then to the first name in `mean_probability`'s order."""
+  names = list(mean_probability)
+  counts = {n: 0 for n in names}
+  for c in choices:
+    counts[c] += 1
+  best = max(names, key=lambda n: (counts[n], mean_probability[n],
+                                   -names.index(n)))
+  return {'majority': best, 'share': counts[best] / max(len(choices), 1),
+          'votes': counts}
+
+
+def _spread(values: Sequence[float]) -> dict:
+  a = np.asarray(values, np.float64)
+  return {'mean': float(a.mean()), 'std': float(a.std()),
+          'min': float(a.min()), 'max': float(a.max())}
+
+
+def summarize(loaded: network.Loaded, records: Sequence[dict],
+              failures: Sequence[tuple[str, str]]) -> dict:
+  """One summary of every image's prediction, for images of one source.
+
+  Means over images of what `describe` gives per image; a discrete
+  parameter (or class, for classifiers) also gets a vote: each image's
+  top class. Returns a JSON-able dict (no NaN: with no image, the
+  per-hyperparameter parts are empty).
+  """
+  out = {'task': loaded.task, 'checkpoint': loaded.directory,
+         'step': loaded.step, 'num_images': len(records),
+         'num_skipped': len(failures),
+         'skipped': [{'file': images_lib.shown(f), 'reason': r}
+                     for f, r in failures]}
+  preds = [r['prediction'] for r in records]
+  if loaded.schema is not None:
+    s = loaded.schema
+    out['continuous'], out['discrete'], out['loss_types'] = {}, {}, {}
+    if not preds:
+      return out
+    for name in s.continuous:
+      entry = {'normalized': _spread(
+          [p['continuous'][name]['normalized'] for p in preds])}
+      values = [p['continuous'][name].get('value') for p in preds]
+      if all(v is not None for v in values):
+        entry['value'] = _spread(values)
+      out['continuous'][name] = entry
+    for param in s.discrete:
+      mean = {c: float(np.mean([p['discrete'][param.name]['probabilities'][c]
+                                for p in preds])) for c in param.classes}
+      out['discrete'][param.name] = {
+          **_votes([p['discrete'][param.name]['class'] for p in preds], mean),
+          'mean_probability': mean}
+    levels = [(n, 'coarse') for n in s.coarse] + [
+        (n, f'fine ({s.coarse[g]})') for n, g in zip(s.fine, s.fine_to_coarse)]
+    for name, level in levels:
+      used = np.array([p['loss_type_probability'][name] for p in preds])
+      out['loss_types'][name] = {
+          'level': level, 'mean_probability': float(used.mean()),
+          'share_used': float(np.mean(used > LOSS_USED))}
+    return out
+  out['classes'] = {}
+  if preds:
+    mean = {c: float(np.mean([p['probabilities'][c] for p in preds]))
+            for c in loaded.class_names}
+    top = [max(p['probabilities'], key=p['probabilities'].get)
+           for p in preds]
+    out['classes'] = {**_votes(top, mean), 'mean_probability': mean}
+  return out
+
+
+def format_summary(summary: dict, inputs: Sequence[str]) -> str:
+  """The summary as markdown: a line on what it rests on, then tables."""
+  head = (f'Summary of {summary["num_images"]} images'
+          f' ({summary["num_skipped"]} skipped) under '
+          f'{", ".join(images_lib.shown(p) for p in inputs)}; checkpoint '
+          f'{summary["checkpoint"]} ({summary["task"]}, step '
+          f'{summary["step"]}).')
+  if not summary['num_images']:
+    return head + ' No image to summarise.'
+  parts = [head]
+  if 'classes' in summary:  # Detection, attribution.
+    c = summary['classes']
+    parts.append(
+        f'Majority: {c["majority"]}, {c["share"]:.0%} of the votes.\n\n' +
+        tables.markdown(['class', 'mean probability', 'votes'], [
+            [n, f'{p:.3f}', c['votes'][n]]
+            for n, p in c['mean_probability'].items()]))
+    return '\n\n'.join(parts)
+  cont = []
+  for name, e in summary['continuous'].items():
+    n = e['normalized']
+    value = (f'{e["value"]["mean"]:.4g} ({e["value"]["min"]:.4g} to '
+             f'{e["value"]["max"]:.4g})' if 'value' in e else '?')
+    cont.append([name, f'{n["mean"]:.3f} ± {n["std"]:.3f}', value])
+  parts.append('Continuous parameters: mean ± std over images in [0, 1], and '
+               'the mean in original units (range over images)\n\n' +
+               tables.markdown(['parameter', 'normalised', 'value'], cont))
+  disc = []
+  for name, e in summary['discrete'].items():
+    ranked = sorted(e['mean_probability'].items(), key=lambda kv: -kv[1])
+    disc.append([name, e['majority'], f'{e["share"]:.0%}',
+                 ', '.join(f'{c} {p:.2f}' for c, p in ranked)])
+  parts.append('Discrete parameters: the majority class over images, its '
+               'share of the votes, and every class\'s mean probability\n\n'
+               + tables.markdown(['parameter', 'majority', 'votes',
+                                  'mean probabilities'], disc))
+  loss = [[name, e['level'], f'{e["mean_probability"]:.3f}',
+           f'{e["share_used"]:.0%}']
+          for name, e in summary['loss_types'].items()]
+  parts.append(f'Loss types: mean P(used), and the share of images with '
+               f'P(used) > {LOSS_USED}\n\n' + tables.markdown(
+                   ['loss type', 'level', 'mean P(used)', 'images'], loss))
+  return '\n\n'.join(parts)
+
+
+def summary_paths(output: str) -> tuple[str, str]:
+  """<output>.summary.json and .md, beside --output (its extension off)."""
+  stem = os.path.splitext(output)[0]
+  return f'{stem}.summary.json', f'{stem}.summary.md'
+
+
 def run(checkpoint: str, paths: Sequence[str], *, policy: str = 'resize',
         batch_size: int = 32, output: str | None = None,
-        panels_dir: str | None = None, table: bool = True) -> int:
+        panels_dir: str | None = None, table: bool = True,
+        summary: bool = False) -> int:
   """The predict command: predictions of every image under `paths`.
 
   Prints a table (unless `table` is False) and writes JSON lines to
-  `output`, opened before any work, so a bad path fails at once. Each
-  unusable input gets one `skipped PATH: reason` line on stderr. Returns
-  the exit status: 0 every input processed, 1 some skipped, 2 nothing
-  processed. A bad checkpoint raises CheckpointError.
+  `output`, opened before any work, so a bad path fails at once. With
+  `summary`, prints one summary of all images (`summarize`) and writes it
+  beside `output` (`summary_paths`). Each unusable input gets one
+  `skipped PATH: reason` line on stderr. Returns the exit status: 0 every
+  input processed, 1 some skipped, 2 nothing processed. A bad checkpoint
+  raises CheckpointError.
   """
   if batch_size < 1:
     raise ValueError(f'--batch_size={batch_size}: must be at least 1')
   if panels_dir:
     files.check_output_folder(panels_dir, '--panels_dir')
+  summary_files = ()
+  if summary and output:
+    summary_files = tuple(files.check_output_file(f, '--summary')
+                          for f in summary_paths(output))
   with contextlib.ExitStack() as stack:
     out = None
     if output:
@@ -183,6 +331,14 @@ def run(checkpoint: str, paths: Sequence[str], *, policy: str = 'resize',
   if table:
     for record in records:
       print(format_record(loaded.task, record))
+  if summary:
+    about = summarize(loaded, records, failures)
+    text = format_summary(about, paths)
+    if summary_files:
+      files.write_json(summary_files[0], {'inputs': [
+          images_lib.shown(p) for p in paths], **about}, indent=2)
+      files.write_text(summary_files[1], text + '\n')
+    print(('\n' if table and records else '') + text)
   print(f'{len(records)} images processed, {len(failures)} failed '
         f'(checkpoint: {loaded.task}, step {loaded.step})', file=sys.stderr)
   if not records:
