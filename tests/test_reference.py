@@ -2,7 +2,6 @@
 recover on unseen generators, and the command on the test preset."""
 
 import json
-import os
 
 from absl import flags
 import numpy as np
