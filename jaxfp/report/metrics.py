@@ -162,15 +162,21 @@ DECIDING = (('continuous', 'continuous_l1'), ('discrete', 'discrete_f1'),
 # A value beats the random baseline only this many shuffle stds above its
 # mean: within 2 std, chance alone moves a figure that far often enough.
 SIGNIFICANT_Z = 2.0
+# Metrics lie in [0, 1]; a spread below this over shuffles is rounding.
+_NO_SPREAD = 1e-6
 
 
 def z_score(metric: str, model: float, mean: float, std: float) -> float:
   """(model - mean) / std, signed so that positive is better.
 
   NaN when any input is not finite or std is 0: shuffles that never move a
-  metric (a column constant across these GMs) give no yardstick.
+  metric (a column constant across these GMs) give no yardstick. Below
+  `_NO_SPREAD` the std counts as 0: shuffles that leave a metric alone can
+  still differ in float rounding (a sum in another order), and dividing by
+  that noise gave z in the millions.
   """
-  if not all(np.isfinite(v) for v in (model, mean, std)) or std <= 0:
+  if (not all(np.isfinite(v) for v in (model, mean, std)) or
+      std <= _NO_SPREAD):
     return float('nan')
   z = (model - mean) / std
   return float(-z if direction(metric) == 'lower' else z)
