@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import types
 
 import jax
 from matplotlib import image as mpl_image
@@ -226,3 +227,22 @@ def test_a_config_that_does_not_fit_the_checkpoint_is_named(trained,
                      rf'.*fen/conv_0/kernel: checkpoint \(3, 3, 3, {width}\), '
                      rf'model \(3, 3, 3, {2 * width}\)'):
     train.train_and_evaluate(wider, str(run))
+
+
+def test_gm_names_of_another_dataset_are_not_the_checkpoints(caplog):
+  """Every zoo names its GMs gm_000...: a held-out GM of another zoo that
+  shares a training GM's name is no GM the checkpoint saw."""
+  trained = schema.random_ground_truth(schema.ZOO, 4, np.random.default_rng(0))
+  meta = {'ground_truth': trained.to_dict(),
+          'train_gms': list(trained.gm_names[:3]),
+          'test_gms': [trained.gm_names[3]]}
+  def task_on(truth):
+    return types.SimpleNamespace(info=types.SimpleNamespace(
+        ground_truth=truth, test_gms=truth.gm_names, closed_gms=()))
+  evaluate._check_split(meta, task_on(trained))
+  assert 'trained on 3 of the held-out GMs' in caplog.text
+  caplog.clear()
+  other = schema.random_ground_truth(schema.ZOO, 4, np.random.default_rng(1))
+  assert other.gm_names == trained.gm_names
+  evaluate._check_split(meta, task_on(other))
+  assert 'trained on' not in caplog.text

@@ -217,7 +217,15 @@ def evaluate_checkpoint(checkpoint: str, *, workdir: str | None = None,
 
 def _check_split(meta: dict, task) -> None:
   """Warns when the held-out GMs include GMs the checkpoint trained on, or
-  the closed set GMs it held out."""
+  the closed set GMs it held out. GMs are matched by name, and names repeat
+  across datasets (every zoo has a gm_000): on a dataset whose ground truth
+  differs from the checkpoint's, no GM is one it saw."""
+  saved = meta.get('ground_truth')
+  truth = getattr(getattr(task, 'info', None), 'ground_truth', None)
+  if saved and truth is not None and saved != truth.to_dict():
+    logging.info('The dataset is not the one the checkpoint was trained on '
+                 '(the ground truth differs): every GM is unseen.')
+    return
   trained = set(meta.get('train_gms') or ())
   seen = sorted(trained & set(getattr(task.info, 'test_gms', ())))
   if seen:
