@@ -5,6 +5,8 @@ r"""Evaluates a checkpoint on held-out data, without training.
       --workdir=/tmp/fen_cpu_step1000
   python -m jaxfp.evaluate --checkpoint=runs/published_parsing \
       --config=configs/fen.py --config.data.name=model_parsing ...
+  python -m jaxfp.evaluate --checkpoint=runs/fen_cpu --workdir=/tmp/seed123 \
+      --all_held_out --config=configs/fen.py:cpu --config.data.zoo.seed=123
 
 See `jaxfp.tools.evaluate`: which config, which held-out GMs, what is
 written. Exit status: 0, or 2 for a user error (a bad flag, config field or
@@ -32,6 +34,9 @@ def define_flags() -> None:
   flags.DEFINE_enum('split', 'checkpoint', ('checkpoint', 'config'),
                     "Held-out GMs: the checkpoint's own (meta 'test_gms'), or "
                     'as the config chooses them.')
+  flags.DEFINE_bool('all_held_out', False, 'Hold out every GM of the '
+                    'dataset (one the checkpoint never saw, e.g. '
+                    '--config.data.zoo.seed=123); overrides --split.')
   config_flags.DEFINE_config_file(
       'config', None, 'Optional: data and evaluation settings (the network '
       "always comes from the checkpoint). Default: the checkpoint's config.",
@@ -47,7 +52,8 @@ def main(argv):
     raise app.UsageError('give --workdir (a training run) or --checkpoint')
   result = evaluate.evaluate_checkpoint(
       checkpoint, workdir=FLAGS.workdir, config=FLAGS.config, step=FLAGS.step,
-      use_checkpoint_split=FLAGS.split == 'checkpoint')
+      use_checkpoint_split=FLAGS.split == 'checkpoint',
+      all_held_out=FLAGS.all_held_out)
   print('\n' + result['text'], flush=True)
 
 

@@ -130,15 +130,19 @@ def _gather_processes(tree):
                       multihost_utils.process_allgather(tree, tiled=True))
 
 
-def evaluate(p_eval_step, state, task, config, collection, perturb=None):
+def evaluate(p_eval_step, state, task, config, collection, perturb=None,
+             split=None):
   """One pass over the held-out images: the task's score and examples.
 
   Predictions of every process are gathered, so every process scores the
   whole held-out set. `examples` holds (images, fingerprints, ids) of the
   first image of each distinct `task.example_key` value. `perturb` (a
   `jaxfp.data.augment.fixed` map) perturbs the held-out images first.
+  `split`: another of the task's evaluation splits (`task.eval_splits()`).
   """
   extra = {} if perturb is None else {'perturb': perturb}
+  if split is not None:
+    extra['split'] = split
   batches = task.eval_iterator(global_batch_size=config.batch_size,
                                local_device_count=jax.local_device_count(),
                                **extra)
@@ -169,6 +173,19 @@ def evaluate(p_eval_step, state, task, config, collection, perturb=None):
   result['examples'] = (np.stack([examples[k][0] for k in order]),
                         np.stack([examples[k][1] for k in order]),
                         np.asarray(order))
+  return result
+
+
+def evaluate_splits(p_eval_step, state, task, config, collection):
+  """The final evaluation: `evaluate` on the held-out images, and on each
+  of the task's other splits (parsing: the closed set), whose results go
+  under their names (without pictures)."""
+  result = evaluate(p_eval_step, state, task, config, collection)
+  for split in getattr(task, 'eval_splits', tuple)():
+    extra = evaluate(p_eval_step, state, task, config, collection,
+                     split=split)
+    extra.pop('examples')
+    result[split] = extra
   return result
 
 
@@ -342,7 +359,7 @@ def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
     writer.flush()
     manager.close()
     return {'preempted': True, 'step': stopped_at, 'state': state}
-  result = evaluate(p_eval_step, state, task, config, eval_collection)
+  result = evaluate_splits(p_eval_step, state, task, config, eval_collection)
   _write_eval(writer, task, num_steps, result)
   writer.flush()
   manager.close()
@@ -364,6 +381,10 @@ def eval_line(task, step: int, result: dict) -> str:
       if key in baseline:
         part += f' (baseline {baseline[key]:.3f})'
       parts.append(part)
+  counted = result.get('significance')
+  if counted:
+    parts.append(f'{counted["significant"]} of {counted["defined"]} '
+                 f'hyperparameters at z >= {counted["threshold"]:g}')
   return f'step {step}: held-out ' + ', '.join(parts)
 
 

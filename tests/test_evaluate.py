@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import types
 
 import jax
 from matplotlib import image as mpl_image
@@ -29,6 +30,8 @@ def trained(tmp_path_factory):
   config.num_train_steps = 2
   config.checkpoint_every_steps = 1
   config.eval_every_steps = 100
+  # Several closed-set images among the 4 x 6 of the training GMs.
+  config.data.closed_set_fraction = 0.3
   workdir = str(tmp_path_factory.mktemp('run'))
   result = train.train_and_evaluate(config, workdir)
   with open(os.path.join(workdir, 'results.json')) as f:
@@ -49,18 +52,59 @@ def test_evaluating_a_run_reproduces_its_final_metrics(trained, tmp_path):
   assert result['step'] == 2
   _assert_same_metrics(result['metrics'], results['metrics'])
   _assert_same_metrics(result['baseline_mean'], results['baseline_mean'])
+  _assert_same_metrics(result['train_prior'], results['train_prior'])
+  # The closed set: the same held-back images of the training GMs.
+  closed = results['closed_set']
+  assert closed['num_images'] > 0 and closed['fraction'] == 0.3
+  assert not set(closed['gms']) & set(results['test_gms'])
+  _assert_same_metrics(result['closed_set']['metrics'], closed['metrics'])
   with open(os.path.join(out, 'results.json')) as f:
     written = json.load(f)
   assert written['test_gms'] == results['test_gms']
+  assert written['significance'] == results['significance']
+  assert set(written['significance']['by_kind']) == {'continuous',
+                                                     'discrete', 'loss'}
+  assert "train prior from the checkpoint's 4 training GMs" == written[
+      'notes']['held_out']
+  saved = np.load(os.path.join(out, 'predictions.npz'))
+  assert len(saved['gm']) == written['num_images']
+  assert set(saved['gm']) == set(results['test_gms'])
   for key in ('discrete_f1', 'loss_f1'):
     assert key in written['metrics'] and key in written['baseline_std']
   with open(os.path.join(out, 'results.md')) as f:
     text = f.read()
-  assert 'macro F1' in text and 'random GT baseline' in text
+  assert 'macro F1' in text and 'Bold: beats the random-GT baseline at ' \
+      'z >= 2' in text
+  assert '| hyperparameter | metric | held out | random GT | z | train ' \
+      'prior | closed set |' in text
   # One row per held-out GM: image | fingerprint | spectrum.
   assert mpl_image.imread(os.path.join(out, 'fingerprints.png')).ndim == 3
   assert mpl_image.imread(os.path.join(out, 'baseline_bars.png')).ndim == 3
   assert len(result['examples'][2]) == len(results['test_gms'])
+
+
+def test_every_gm_held_out(trained, tmp_path):
+  """A split with no training GM (data the checkpoint never saw): the
+  train prior comes from the checkpoint's own training GMs."""
+  config, workdir, _, results = trained
+  out = str(tmp_path / 'all')
+  result = evaluate.evaluate_checkpoint(workdir, workdir=out,
+                                        all_held_out=True)
+  with open(os.path.join(out, 'results.json')) as f:
+    written = json.load(f)
+  gms = config.data.zoo.num_generators
+  assert (written['num_gms'], len(written['test_gms'])) == (gms, gms)
+  assert written['closed_set'] is None and 'closed_set' not in result
+  assert 'no GM of this split is a training GM' in written['notes'][
+      'closed_set']
+  assert "checkpoint's 4 training GMs" in written['notes']['held_out']
+  assert written['train_prior']['loss_auc'] == pytest.approx(0.5)
+  assert set(written['train_prior_values']) == {
+      'continuous_mean', 'discrete_majority', 'loss_prevalence'}
+  # The prior of the checkpoint's training GMs, as in its own run.
+  with open(os.path.join(workdir, 'results.json')) as f:
+    assert json.load(f)['train_prior_values'] == written[
+        'train_prior_values']
 
 
 def test_a_step_folder_and_the_checkpoint_split(trained, tmp_path):
@@ -183,3 +227,22 @@ def test_a_config_that_does_not_fit_the_checkpoint_is_named(trained,
                      rf'.*fen/conv_0/kernel: checkpoint \(3, 3, 3, {width}\), '
                      rf'model \(3, 3, 3, {2 * width}\)'):
     train.train_and_evaluate(wider, str(run))
+
+
+def test_gm_names_of_another_dataset_are_not_the_checkpoints(caplog):
+  """Every zoo names its GMs gm_000...: a held-out GM of another zoo that
+  shares a training GM's name is no GM the checkpoint saw."""
+  trained = schema.random_ground_truth(schema.ZOO, 4, np.random.default_rng(0))
+  meta = {'ground_truth': trained.to_dict(),
+          'train_gms': list(trained.gm_names[:3]),
+          'test_gms': [trained.gm_names[3]]}
+  def task_on(truth):
+    return types.SimpleNamespace(info=types.SimpleNamespace(
+        ground_truth=truth, test_gms=truth.gm_names, closed_gms=()))
+  evaluate._check_split(meta, task_on(trained))
+  assert 'trained on 3 of the held-out GMs' in caplog.text
+  caplog.clear()
+  other = schema.random_ground_truth(schema.ZOO, 4, np.random.default_rng(1))
+  assert other.gm_names == trained.gm_names
+  evaluate._check_split(meta, task_on(other))
+  assert 'trained on' not in caplog.text

@@ -65,6 +65,7 @@ def data(tmp_path_factory):
   c.manual_dir = os.path.join(root, 'manual')
   c.image_size = SIZE
   c.test_gms = ('gm_c',)
+  c.closed_set_fraction = 0.0  # Every training image trains, but below.
   return c, input_pipeline.load_info(c)
 
 
@@ -208,6 +209,64 @@ def test_eval_one_pass_padded_with_mask(data):
   small = list(input_pipeline.eval_iterator(c, info, global_batch_size=4,
                                             local_device_count=LDC))
   assert [x['mask'].sum() for x in small] == [4, 1]
+
+
+def test_the_closed_set_is_held_back_from_training(data):
+  c = ml_collections.ConfigDict(data[0].to_dict())
+  c.closed_set_fraction = 0.4
+  info = input_pipeline.load_info(c)
+  # 15 images of the training GMs a, b, d: some held back, by a hash of
+  # their paths, so the same ones in every load.
+  assert 0 < info.num_closed_images < 15
+  assert info.num_train_images + info.num_closed_images == 15
+  assert set(info.closed_gms) <= set(info.train_gms)
+  again = input_pipeline.load_info(c)
+  assert (again.closed_gms, again.num_closed_images) == (
+      info.closed_gms, info.num_closed_images)
+  kw = dict(global_batch_size=8, local_device_count=LDC)
+  closed = []
+  for batch in input_pipeline.eval_iterator(c, info, split='closed_set',
+                                            **kw):
+    b = _flat(batch)
+    ids = _identify(b['image'][b['mask'] == 1])
+    np.testing.assert_array_equal(b['gm'][b['mask'] == 1],
+                                  [g for g, _ in ids])
+    closed += ids
+  assert len(closed) == len(set(closed)) == info.num_closed_images
+  assert {info.ground_truth.gm_names[g] for g, _ in closed} == set(
+      info.closed_gms)
+  # Two passes of the training stream see every other training image and
+  # never a closed one.
+  it = input_pipeline.train_iterator(c, info, seed=0, **kw)
+  trained = {x for b in _take(it, 4) for x in _identify(_flat(b)['image'])}
+  assert not trained & set(closed)
+  assert len(trained) == info.num_train_images
+  # The held-out GM keeps all its images.
+  test = list(input_pipeline.eval_iterator(c, info, **kw))
+  assert sum(x['mask'].sum() for x in test) == 5
+  with pytest.raises(ValueError, match="split 'train'"):
+    input_pipeline.eval_iterator(c, info, split='train', **kw)
+  # A GM whose every image would be held back keeps them all for training.
+  c.closed_set_fraction = 0.9999
+  everything = input_pipeline.load_info(c)
+  assert everything.num_closed_images == 0 and not everything.closed_gms
+  assert everything.num_train_images == 15
+  c.closed_set_fraction = 1.0
+  with pytest.raises(ValueError, match='closed_set_fraction is 1.0'):
+    input_pipeline.load_info(c)
+
+
+def test_every_gm_held_out_is_for_evaluation_only(data):
+  c = ml_collections.ConfigDict(data[0].to_dict())
+  c.test_gms, c.test_fraction = (), 1.0
+  with pytest.raises(ValueError, match='every GM .4. is a test GM'):
+    input_pipeline.load_info(c)
+  info = input_pipeline.load_info(c, require_train_gms=False)
+  assert info.test_gms == GMS and not info.train_gms
+  assert (info.num_test_images, info.num_closed_images) == (20, 0)
+  with pytest.raises(ValueError, match='nothing to train on'):
+    input_pipeline.train_iterator(c, info, global_batch_size=8,
+                                  local_device_count=LDC, seed=0)
 
 
 def test_zoo_data_config(monkeypatch, tmp_path):

@@ -5,6 +5,7 @@ import pytest
 
 from jaxfp.core import schema as schema_lib
 from jaxfp.report import metrics
+from jaxfp.report import results
 
 SCHEMA = schema_lib.Schema(
     continuous=('a', 'b'),
@@ -84,12 +85,9 @@ def test_a_perfect_model_beats_the_random_baseline():
                                       seed=0)
   assert model['continuous_l1'] == 0 and model['discrete_accuracy'] == 1
   assert model['loss_auc'] == 1
+  z = metrics.z_scores(model, mean, std)
   for key, _ in metrics.HEADLINE:
-    assert metrics.beats(key, model[key], mean[key])
-    assert std[key] >= 0
-  table = metrics.markdown_table(model, mean, std)
-  assert '| **continuous_l1** | 0.0000 |' in table
-  assert table.count('| yes |') >= 3
+    assert z[key] > 0 and std[key] >= 0
 
 
 def test_f1_scores_match_hand_computation():
@@ -149,11 +147,191 @@ def test_baseline_covers_f1_and_tables_show_every_hyperparameter():
     assert key in mean and std[key] >= 0
   # mse is used by every GM: no AUC, no F1, shown as a dash.
   assert 'loss_auc/mse' not in model and 'loss_f1/mse' not in mean
-  text = metrics.grouped_tables(model, mean, std, SCHEMA)
+  scored = metrics.score_split(predictions, rows, gt, prior=None,
+                               num_shuffles=5, seed=0)
+  text = results.report([('held out', scored, '')], SCHEMA, 5)
   for name in ('| a |', '| b |', '| norm | 3 |', '| pixel | coarse |',
-               '| l1 | fine (pixel) |', '| mse | fine (pixel) | – | – |'):
+               '| l1 | fine (pixel) |',
+               '| mse | fine (pixel) | – | – | – | – | – | – | – | – |'):
     assert name in text
   for prefix, better in metrics.HEADLINE:
     assert f'{prefix} ({better} is better)' in text
   assert metrics.direction('continuous_l1/a') == 'lower'
   assert metrics.direction('loss_f1') == 'higher'
+
+
+def test_z_scores_against_hand_computation():
+  model = {'continuous_l1/a': 0.2, 'discrete_f1/norm': 0.8,
+           'loss_auc/pixel': 0.5, 'loss_auc/l1': 0.9, 'loss_f1/l1': 0.4}
+  mean = {'continuous_l1/a': 0.3, 'discrete_f1/norm': 0.5,
+          'loss_auc/pixel': 0.5, 'loss_auc/l1': 0.6, 'loss_f1/l1': 0.5}
+  std = {'continuous_l1/a': 0.05, 'discrete_f1/norm': 0.1,
+         'loss_auc/pixel': 0.0, 'loss_auc/l1': 0.2, 'loss_f1/l1': 0.05}
+  z = metrics.z_scores(model, mean, std)
+  # L1 is lower-is-better: 0.1 below the mean is +2 stds.
+  assert z['continuous_l1/a'] == pytest.approx(2.0)
+  assert z['discrete_f1/norm'] == pytest.approx(3.0)
+  assert np.isnan(z['loss_auc/pixel'])  # Shuffles never moved it.
+  assert z['loss_auc/l1'] == pytest.approx(1.5)
+  assert z['loss_f1/l1'] == pytest.approx(-2.0)
+  assert np.isnan(metrics.z_score('loss_auc/l1', np.nan, 0.5, 0.1))
+
+
+def test_significance_counts_only_defined_deciding_metrics():
+  # Six hyperparameters: a, b (continuous), norm (discrete), pixel, l1, mse
+  # (loss types), each decided by L1, macro F1 or AUC.
+  model = {'continuous_l1/a': 0.1, 'continuous_l1/b': 0.4,
+           'discrete_f1/norm': 0.9, 'discrete_accuracy/norm': 0.9,
+           'loss_auc/pixel': 0.7, 'loss_auc/l1': 0.99}
+  z = {'continuous_l1/a': 2.0, 'continuous_l1/b': 1.9,
+       'discrete_f1/norm': 5.0, 'discrete_accuracy/norm': -1.0,
+       'loss_auc/pixel': np.nan, 'loss_auc/l1': 2.5}
+  prior = {'continuous_l1/a': 0.2, 'continuous_l1/b': 0.3,
+           'discrete_f1/norm': 0.2, 'loss_auc/pixel': 0.5,
+           'loss_auc/l1': 0.5}
+  out = metrics.significance(model, z, SCHEMA, prior)
+  # mse has no AUC (absent) and pixel's z is NaN: 4 defined of 6.
+  assert (out['significant'], out['defined'], out['total']) == (3, 4, 6)
+  assert out['significant_keys'] == ['continuous_l1/a', 'discrete_f1/norm',
+                                     'loss_auc/l1']
+  assert out['by_kind']['continuous'] == {
+      'significant': 1, 'defined': 2, 'total': 2, 'beats_train_prior': 1}
+  assert out['by_kind']['loss'] == {
+      'significant': 1, 'defined': 1, 'total': 3, 'beats_train_prior': 1}
+  assert out['beats_train_prior'] == 3  # b's 0.4 is worse than 0.3.
+  # Accuracy is not a deciding metric: its z never counts.
+  assert metrics.significance(model, z, SCHEMA)['beats_train_prior'] is None
+
+
+def _train_truth():
+  """Three training GMs."""
+  return _table(['t0', 't1', 't2'], [[0.0, 0.2], [0.6, np.nan], [0.3, 0.8]],
+                [[2], [2], [0]], [[1], [0], [1]], [[0, 1], [1, -1], [1, 1]])
+
+
+def test_train_prior_against_hand_computation():
+  prior = metrics.train_prior(_train_truth())
+  np.testing.assert_allclose(prior['continuous'], [0.3, 0.5])
+  assert prior['discrete'].tolist() == [2]
+  np.testing.assert_allclose(prior['coarse'], [2 / 3])
+  np.testing.assert_allclose(prior['fine'], [2 / 3, 1.0])
+  # Held out: h0 (a 0.5, b 0.1, class 2, pixel 1, l1 0, mse 1) x 2 images,
+  # h1 (a 0.0, b 1.0, class 1, pixel 0, l1 1, mse 0) x 1 image.
+  held = _table(['h0', 'h1'], [[0.5, 0.1], [0.0, 1.0]], [[2], [1]],
+                [[1], [0]], [[0, 1], [1, 0]])
+  rows = np.array([0, 0, 1])
+  constant = metrics.prior_predictions(prior, len(rows))
+  scored = metrics.score_split(_predictions(), rows, held, prior=constant,
+                               num_shuffles=4, seed=0)
+  p = scored['train_prior']
+  # a: |0.3-0.5| x2, |0.3-0| -> 0.7/3; b: |0.5-0.1| x2, |0.5-1| -> 1.3/3.
+  assert p['continuous_l1/a'] == pytest.approx(0.7 / 3)
+  assert p['continuous_l1/b'] == pytest.approx(1.3 / 3)
+  # Always class 2, against 2, 2, 1: accuracy 2/3; macro F1 over classes
+  # 1 (F1 0) and 2 (precision 2/3, recall 1: F1 0.8) -> 0.4.
+  assert p['discrete_accuracy/norm'] == pytest.approx(2 / 3)
+  assert p['discrete_f1/norm'] == pytest.approx(0.4)
+  # A constant score ranks nothing: AUC 0.5. P(used) 2/3 > 0.5 predicts
+  # "used" for every image: pixel (truth 1, 1, 0) F1 = 2*2 / (2*2 + 1).
+  assert p['loss_auc/pixel'] == pytest.approx(0.5)
+  assert p['loss_auc/l1'] == pytest.approx(0.5)
+  assert p['loss_f1/pixel'] == pytest.approx(0.8)
+  assert p['continuous_l1'] == pytest.approx((0.7 + 1.3) / 6)
+  values = metrics.prior_values(prior, SCHEMA)
+  assert values['discrete_majority'] == {'norm': 'z'}
+  assert values['loss_prevalence']['mse'] == pytest.approx(1.0)
+
+
+def test_train_prior_ties_missing_labels_and_other_units():
+  # Classes 0 and 1 tie: the lower index wins. Column b has no label at
+  # all: no prior, so its metric is dropped rather than scored.
+  truth = _table(['t0', 't1'], [[0.2, np.nan], [0.4, np.nan]], [[1], [0]],
+                 [[-1], [-1]], [[1, 0], [1, 0]])
+  prior = metrics.train_prior(truth)
+  assert prior['discrete'].tolist() == [0]
+  assert np.isnan(prior['continuous'][1]) and np.isnan(prior['coarse'][0])
+  held = _table(['h0', 'h1'], [[0.5, 0.1], [0.0, 1.0]], [[2], [1]],
+                [[1], [0]], [[0, 1], [1, 0]])
+  rows = np.array([0, 1])
+  scored = metrics.score_split(
+      {k: (v[:2] if k != 'discrete' else (v[0][:2],))
+       for k, v in _predictions().items()}, rows, held,
+      prior=metrics.prior_predictions(prior, 2), num_shuffles=2, seed=0)
+  assert 'continuous_l1/b' not in scored['train_prior']
+  assert 'loss_auc/pixel' not in scored['train_prior']
+  # a: mean 0.3 against 0.5 and 0.0.
+  assert scored['train_prior']['continuous_l1/a'] == pytest.approx(0.25)
+  # The training table spans raw 0..10, the other 0..5 (column a): the
+  # mean 0.3 (raw 3) is 0.6 there. Column b's ranges agree: unchanged.
+  ranges = np.array([[0, 5], [0, 1]], np.float32)
+  np.testing.assert_allclose(
+      metrics.renormalize(np.array([[0.3, 0.7]]), truth.continuous_range,
+                          ranges), [[0.6, 0.7]])
+  moved = metrics.train_prior(_train_truth(), ranges)
+  np.testing.assert_allclose(moved['continuous'], [0.6, 0.5])
+
+
+def test_tables_bold_only_at_z_two_and_say_so():
+  gt = _table(['g0', 'g1'], [[0.5, 0.5], [1.0, 0.0]], [[0], [2]],
+              [[1], [0]], [[0, 1], [1, 0]])
+  scored = metrics.score_split(_predictions(), np.array([0, 1, 1]), gt,
+                               prior=None, num_shuffles=3, seed=0)
+  # Hand-set figures: a at z = +2 (bold), b above the mean but at z = +1.
+  scored['metrics'].update({'continuous_l1/a': 0.2, 'continuous_l1/b': 0.25})
+  scored['baseline_mean'].update({'continuous_l1/a': 0.3,
+                                  'continuous_l1/b': 0.3})
+  scored['baseline_std'].update({'continuous_l1/a': 0.05,
+                                 'continuous_l1/b': 0.05})
+  scored['z'] = metrics.z_scores(scored['metrics'], scored['baseline_mean'],
+                                 scored['baseline_std'])
+  assert results.cells(scored, 'continuous_l1/a') == [
+      '**0.200**', '0.300 ± 0.050', '+2.0', '–']
+  assert results.cells(scored, 'continuous_l1/b') == [
+      '0.250', '0.300 ± 0.050', '+1.0', '–']
+  text = results.report([('held out', scored, ''),
+                         ('closed set', None, 'none: no training GM')],
+                        SCHEMA, 3)
+  assert 'Bold: beats the random-GT baseline at z >= 2' in text
+  assert '- closed set: none: no training GM' in text
+  assert '| a | continuous_l1 | **0.200** | 0.300 ± 0.050 | +2.0 | – |' in text
+
+
+def test_predictions_file_round_trip_and_pooling(tmp_path):
+  rng = np.random.default_rng(0)
+  gt = _table([f'g{i}' for i in range(4)], rng.uniform(size=(4, 2)),
+              [[0], [1], [2], [0]], [[1], [0], [1], [0]],
+              [[0, 1], [1, 0], [1, 1], [0, 0]])
+  parts = []
+  for fold, rows in enumerate((np.array([0, 0, 2]), np.array([1, 3, 3]))):
+    preds = {'continuous': rng.uniform(size=(3, 2)),
+             'discrete': (rng.dirichlet(np.ones(3), 3),),
+             'coarse': rng.uniform(size=(3, 1)),
+             'fine': rng.uniform(size=(3, 2))}
+    prior = metrics.prior_predictions(
+        metrics.train_prior(gt.select([n for i, n in enumerate(gt.gm_names)
+                                       if i not in rows])), 3)
+    path = str(tmp_path / f'fold_{fold}.npz')
+    results.write_predictions(path, preds, rows, gt, prior, step=7)
+    part = results.read_predictions(path)
+    assert part['step'] == 7
+    assert part['gm'].tolist() == [gt.gm_names[r] for r in rows]
+    np.testing.assert_allclose(part['predictions']['continuous'],
+                               preds['continuous'], rtol=1e-6)
+    parts.append(part)
+  predictions, rows, truth, prior = results.pool(parts)
+  assert truth.gm_names == ('g0', 'g2', 'g1', 'g3')
+  assert [truth.gm_names[r] for r in rows] == ['g0', 'g0', 'g2', 'g1', 'g3',
+                                               'g3']
+  np.testing.assert_array_equal(truth.discrete[rows],
+                                gt.discrete[[0, 0, 2, 1, 3, 3]])
+  assert predictions['continuous'].shape == (6, 2)
+  assert prior['discrete'][0].shape == (6, 3)
+  with pytest.raises(ValueError, match="GM 'g0' is held out by runs 0 and 1"):
+    results.pool([parts[0], parts[0]])
+
+
+def test_a_spread_of_float_rounding_is_no_spread():
+  # Shuffles that leave an L1 alone can differ in the last bits of a sum.
+  assert np.isnan(metrics.z_score('continuous_l1/a', 0.248, 0.3, 1.4e-8))
+  assert metrics.z_score('continuous_l1/a', 0.29, 0.3, 1e-3) == (
+      pytest.approx(10.0))

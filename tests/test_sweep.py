@@ -12,7 +12,10 @@ import pytest
 from configs import data as data_config
 from configs import fen as fen_config
 from jaxfp import train
+from jaxfp.core import schema as schema_lib
 from jaxfp.data import splits
+from jaxfp.report import metrics as metrics_lib
+from jaxfp.report import results as results_lib
 from jaxfp.tools import sweep
 
 REAL_TRAIN = train.train_and_evaluate
@@ -79,7 +82,8 @@ TINY_SWEEP = '''
 AVERAGE_RUNS = True
 
 def get_sweep(arg=None):
-  return [('seed_0', {'seed': 0}), ('seed_1', {'seed': 1})]
+  return [(f'fold_{k}', {'data.num_folds': 2, 'data.fold': k})
+          for k in range(2)]
 '''
 
 
@@ -110,13 +114,15 @@ def test_tiny_sweep_tables_every_run_and_the_mean(tiny_sweep):
   with open(os.path.join(workdir, 'sweep.md')) as f:
     assert f.read().strip() == text.strip()
   assert '2 of 2 runs finished' in text
-  assert '| seed_0 | seed=0 | 2 |' in text and '| seed_1 | seed=1 | 2 |' in text
+  assert '| fold_0 | data.num_folds=2, data.fold=0 | 2 |' in text
+  assert '| fold_1 | data.num_folds=2, data.fold=1 | 2 |' in text
   assert '| mean ± std over 2 runs |' in text
   assert '| **continuous_l1** |' in text  # The per-metric average table.
+  assert 'bold: better than the baseline at z >= 2' in text
   rows = _read_csv(workdir)
-  assert [r['run'] for r in rows] == ['seed_0', 'seed_1', 'mean', 'std']
+  assert [r['run'] for r in rows] == ['fold_0', 'fold_1', 'mean', 'std']
   results = []
-  for name in ('seed_0', 'seed_1'):
+  for name in ('fold_0', 'fold_1'):
     with open(os.path.join(workdir, name, 'results.json')) as f:
       results.append(json.load(f))
   for key in ('continuous_l1', 'discrete_f1', 'loss_f1'):
@@ -126,7 +132,42 @@ def test_tiny_sweep_tables_every_run_and_the_mean(tiny_sweep):
       assert row[f'{key}:baseline_std'] != ''
     assert float(rows[2][key]) == pytest.approx(np.mean(values))
     assert float(rows[3][key]) == pytest.approx(np.std(values))
-  assert results[0]['metrics'] != results[1]['metrics']  # Seeds differ.
+  assert results[0]['metrics'] != results[1]['metrics']  # Folds differ.
+
+
+def test_the_folds_pool_into_one_table_where_every_gm_is_tested_once(
+    tiny_sweep):
+  base, _, workdir, text = tiny_sweep
+  results = []
+  for name in ('fold_0', 'fold_1'):
+    with open(os.path.join(workdir, name, 'results.json')) as f:
+      results.append(json.load(f))
+  gms = results[0]['test_gms'] + results[1]['test_gms']
+  assert len(gms) == len(set(gms)) == base.data.zoo.num_generators
+  with open(os.path.join(workdir, 'pooled.json')) as f:
+    pooled = json.load(f)
+  assert pooled['runs'] == ['fold_0', 'fold_1']
+  assert sorted(pooled['gms']) == sorted(gms)
+  assert pooled['num_images'] == sum(r['num_images'] for r in results)
+  assert pooled['num_gms'] == len(gms)
+  counted = pooled['significance']
+  total = len(metrics_lib.deciding_keys(schema_lib.ZOO))
+  assert counted['total'] == total and counted['defined'] <= total
+  # Scored once on the concatenated predictions, not averaged over folds.
+  parts = [results_lib.read_predictions(os.path.join(
+      workdir, name, results_lib.PREDICTIONS)) for name in pooled['runs']]
+  predictions, rows, truth, prior = results_lib.pool(parts)
+  again = metrics_lib.score_split(
+      predictions, rows, truth, prior=prior,
+      num_shuffles=base.num_baseline_shuffles, seed=base.seed)
+  assert again['metrics'] == pytest.approx(pooled['metrics'])
+  # JSON keeps an undefined z (NaN) as null.
+  assert again['z'] == pytest.approx(
+      {k: np.nan if v is None else v for k, v in pooled['z'].items()},
+      nan_ok=True)
+  assert f'Pooled held-out table: 2 runs pooled: {len(gms)} GMs' in text
+  with open(os.path.join(workdir, 'pooled.md')) as f:
+    assert 'Bold: beats the random-GT baseline at z >= 2' in f.read()
 
 
 def test_finished_runs_are_not_run_again_and_interrupted_ones_resume(
@@ -138,16 +179,18 @@ def test_finished_runs_are_not_run_again_and_interrupted_ones_resume(
   monkeypatch.setattr(train, 'train_and_evaluate', must_not_run)
   assert sweep.run_sweep(base, runs, workdir, average=True) == text
 
-  # seed_1 lost its results (stopped after its last checkpoint): only it
+  # fold_1 lost its results (stopped after its last checkpoint): only it
   # runs, from that checkpoint, so it only evaluates and gives the same row.
   calls = []
   def counting(config, run_dir):
     calls.append(os.path.basename(run_dir))
     return REAL_TRAIN(config, run_dir)
   monkeypatch.setattr(train, 'train_and_evaluate', counting)
-  os.remove(os.path.join(workdir, 'seed_1', 'results.json'))
+  os.remove(os.path.join(workdir, 'fold_1', 'results.json'))
+  assert 'not pooled yet: 1 of 2 runs' in sweep.write_tables(
+      workdir, runs, average=True, config=base)
   again = sweep.run_sweep(base, runs, workdir, average=True)
-  assert calls == ['seed_1']
+  assert calls == ['fold_1']
   assert _strip_wall(again) == _strip_wall(text)
 
 
@@ -172,10 +215,10 @@ def test_results_that_do_not_parse_or_fit_are_not_a_finished_run(
     calls.append(os.path.basename(run_dir))
     return REAL_TRAIN(config, run_dir)
   monkeypatch.setattr(train, 'train_and_evaluate', counting)
-  results = os.path.join(workdir, 'seed_1', 'results.json')
+  results = os.path.join(workdir, 'fold_1', 'results.json')
   for stale in ('', '{"step": 1, "metrics": {"continuous_l1": 0.5}}'):
     with open(results, 'w') as f:
       f.write(stale)
     again = sweep.run_sweep(base, runs, workdir, average=True)
     assert _strip_wall(again) == _strip_wall(text)
-  assert calls == ['seed_1', 'seed_1']
+  assert calls == ['fold_1', 'fold_1']

@@ -1,7 +1,10 @@
 """Leave-out cross-validation: the GMs dealt into four folds (the paper used
 four test sets); each run holds one fold out and trains on the rest.
 
-The table ends with the mean ± std of every metric over the folds.
+The table ends with the mean ± std of every metric over the folds, then
+the folds pooled into one table where every GM is tested once (each fold's
+held-out predictions.npz, scored together; jaxfp.tools.sweep). GMs of one
+architecture always share a fold.
 """
 
 from configs import sweeps

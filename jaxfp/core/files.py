@@ -1,10 +1,10 @@
 """Writing result files so that a reader never sees half of one.
 
-`write_text` writes a temporary file beside the target and renames it into
-place: on POSIX a rename within one folder is atomic, so a process killed
-mid-write (or a disk that fills up) leaves the old file or none, never an
-empty or truncated one that a later reader (a sweep counting finished runs)
-would trust. `check_output_folder` fails before any work when a file cannot
+`write_text` and `write_bytes` write a temporary file beside the target and
+rename it into place: on POSIX a rename within one folder is atomic, so a
+process killed mid-write (or a disk that fills up) leaves the old file or
+none, never an empty or truncated one that a later reader (a sweep counting
+finished runs) would trust. `check_output_folder` fails before any work when a file cannot
 be written where the user asked.
 """
 
@@ -18,12 +18,17 @@ import tempfile
 
 def write_text(path: str, text: str) -> None:
   """Writes `text` to `path` (UTF-8) atomically."""
+  write_bytes(path, text.encode('utf-8'))
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` to `path` atomically."""
   folder = os.path.dirname(os.path.abspath(path))
   fd, temporary = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.',
                                    suffix='.tmp', dir=folder)
   try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      f.write(text)
+    with os.fdopen(fd, 'wb') as f:
+      f.write(data)
       f.flush()
       os.fsync(f.fileno())
     os.chmod(temporary, 0o644)  # mkstemp's 0600 would travel with the name.

@@ -17,6 +17,12 @@ by name (`jaxfp.data.splits`). Batches are dicts of numpy arrays shaped
 Labels are looked up through the example's GM row, so they are the ground
 truth of that GM by construction. Eval padding rows have mask 0, gm -1 and
 all labels missing.
+
+The closed set: `config.data.closed_set_fraction` of each training GM's
+images, chosen by a hash of the file's path (so the same images in every
+run and process), never enter the training stream; `eval_iterator(...,
+split='closed_set')` scores them. A training GM whose every image would be
+held back keeps them all for training.
 """
 
 from __future__ import annotations
@@ -41,6 +47,9 @@ from jaxfp.data.builders import zoo as zoo_builder
 
 LABEL_KEYS = ('continuous', 'discrete', 'coarse', 'fine')
 DATASETS = ('zoo', 'model_parsing')
+SPLITS = ('test', 'closed_set')
+# Hash buckets of the closed-set choice: fractions to 1e-4.
+_BUCKETS = 10_000
 
 
 def _cache_dir(c: ml_collections.ConfigDict) -> str:
@@ -85,12 +94,21 @@ def _prepare(c: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
 
 
-def load_info(data_config: ml_collections.ConfigDict) -> splits.DataInfo:
-  """Builds the dataset if needed; returns its ground truth and split."""
+def load_info(data_config: ml_collections.ConfigDict, *,
+              require_train_gms: bool = True) -> splits.DataInfo:
+  """Builds the dataset if needed; returns its ground truth and split.
+
+  `require_train_gms=False` accepts a split that holds out every GM (an
+  evaluation of a checkpoint on data it never saw).
+  """
   c = data_config
   if c.name not in DATASETS:
     raise ValueError(f'config.data.name is {c.name!r}; expected one of '
                      f'{DATASETS}')
+  fraction = float(c.get('closed_set_fraction', 0.0))
+  if not 0 <= fraction < 1:
+    raise ValueError(f'config.data.closed_set_fraction is {fraction}; need '
+                     '0 (no closed set) or more, and below 1')
   builder = _prepare(c)
   meta = folder.read_metadata(builder)
   table = schema_lib.GroundTruth.from_dict(meta['ground_truth'])
@@ -107,22 +125,65 @@ def load_info(data_config: ml_collections.ConfigDict) -> splits.DataInfo:
   if empty:
     logging.warning('GMs with no readable image, left out: %s', empty)
   usable = [gm for gm in names if counts[gm]]
-  test = splits.choose_test_gms(c, names, usable)
+  test = splits.choose_test_gms(c, names, usable, table)
   train_gms = tuple(gm for gm in usable if gm not in test)
   test_gms = tuple(gm for gm in usable if gm in test)
-  if not train_gms:
-    raise ValueError(f'every GM ({len(usable)}) is a test GM; too few GMs '
-                     'left to train on')
+  if not train_gms and require_train_gms:
+    raise ValueError(f'every GM ({len(usable)}) is a test GM: nothing to '
+                     'train on (only jaxfp.evaluate takes such a split)')
+  closed = _closed_counts(builder, fraction, train_gms)
+  # A GM whose every image hashed into the closed set keeps them all for
+  # training: a training GM must have a training image.
+  closed = {gm: n for gm, n in closed.items() if 0 < n < counts[gm]}
   return splits.DataInfo(
       ground_truth=table, train_gms=train_gms, test_gms=test_gms,
-      num_train_images=sum(counts[gm] for gm in train_gms),
+      num_train_images=sum(counts[gm] for gm in train_gms) - sum(
+          closed.values()),
       num_test_images=sum(counts[gm] for gm in test_gms),
-      skipped_files=skipped)
+      skipped_files=skipped, num_closed_images=sum(closed.values()),
+      closed_gms=tuple(gm for gm in train_gms if gm in closed),
+      closed_set_fraction=fraction)
+
+
+def _is_closed(fraction: float):
+  """file path -> whether its image belongs to the closed set (if its GM
+  is a training GM that keeps one): a hash, the same in every process."""
+  threshold = int(round(fraction * _BUCKETS))
+  return lambda file: tf.strings.to_hash_bucket_fast(file, _BUCKETS) < threshold
+
+
+def _records(builder) -> tf.data.Dataset:
+  """Every record in its stored (fixed) order, nothing decoded."""
+  return builder.as_dataset(
+      split='train', shuffle_files=False,
+      decoders={'image': tfds.decode.SkipDecoding(),
+                'file': tfds.decode.SkipDecoding()})
+
+
+def _closed_counts(builder, fraction: float,
+                   train_gms: Sequence[str]) -> dict[str, int]:
+  """Closed-set images per training GM: one pass over the records' GM
+  labels and file names (images are not decoded)."""
+  if fraction <= 0 or not train_gms:
+    return {}
+  names = builder.info.features['gm'].names
+  is_closed = _is_closed(fraction)
+  counts = np.zeros(len(names), np.int64)
+  labels = _records(builder).map(
+      lambda ex: (ex['gm'], is_closed(ex['file']))).batch(4096)
+  for gm, closed in labels.as_numpy_iterator():
+    np.add.at(counts, gm[closed], 1)
+  wanted = set(train_gms)
+  return {n: int(counts[i]) for i, n in enumerate(names) if n in wanted}
 
 
 def _examples(c: ml_collections.ConfigDict, info: splits.DataInfo,
-              gms: Sequence[str]) -> tf.data.Dataset:
-  """This process's share of the images of `gms`: {'image' uint8, 'row'}."""
+              gms: Sequence[str], images: str = 'all') -> tf.data.Dataset:
+  """This process's share of the images of `gms`: {'image' uint8, 'row'}.
+
+  `images`: 'all' of them, those 'kept' for training (the closed set left
+  out), or only the 'closed' set.
+  """
   builder = _builder(c)
   if not builder.is_prepared():
     raise ValueError(f'{builder.data_dir} is not built; call load_info first')
@@ -132,18 +193,24 @@ def _examples(c: ml_collections.ConfigDict, info: splits.DataInfo,
   rows = tf.constant([info.ground_truth.index(n) if n in wanted else -1
                       for n in label_names], tf.int32)
   image_feature = builder.info.features['image']
+  ds = _records(builder)
+  ds = ds.filter(lambda ex: tf.gather(rows, tf.cast(ex['gm'], tf.int32)) >= 0)
+  if images != 'all' and info.closed_gms:
+    has_closed = tf.constant([n in set(info.closed_gms)
+                              for n in label_names])
+    is_closed = _is_closed(info.closed_set_fraction)
+    keep_closed = images == 'closed'
+    ds = ds.filter(lambda ex: tf.equal(
+        tf.logical_and(tf.gather(has_closed, tf.cast(ex['gm'], tf.int32)),
+                       is_closed(ex['file'])), keep_closed))
+  elif images == 'closed':
+    raise ValueError('this split has no closed set')
   # Records are read in their stored order (fixed); images are decoded only
   # after the GM filter and the per-process shard.
-  ds = builder.as_dataset(
-      split='train', shuffle_files=False,
-      decoders={'image': tfds.decode.SkipDecoding(),
-                'file': tfds.decode.SkipDecoding()})
-  ds = ds.map(lambda ex: {'image': ex['image'],
-                          'row': tf.gather(rows, tf.cast(ex['gm'], tf.int32))})
-  ds = ds.filter(lambda ex: ex['row'] >= 0)
   ds = ds.shard(jax.process_count(), jax.process_index())
-  return ds.map(lambda ex: {'image': image_feature.decode_example(ex['image']),
-                            'row': ex['row']},
+  return ds.map(lambda ex: {
+      'image': image_feature.decode_example(ex['image']),
+      'row': tf.gather(rows, tf.cast(ex['gm'], tf.int32))},
                 num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -160,12 +227,15 @@ def train_iterator(
     global_batch_size: int, local_device_count: int, seed: int,
     start_step: int = 0, augmentation: ml_collections.ConfigDict | None = None
 ) -> Iterator[dict[str, np.ndarray]]:
-  """Endless shuffled batches of the train GMs' images, resumable by step
-  (`batching.train_batches`); `augmentation`: a `jaxfp.data.augment`
-  config."""
+  """Endless shuffled batches of the train GMs' images (the closed set left
+  out), resumable by step (`batching.train_batches`); `augmentation`: a
+  `jaxfp.data.augment` config."""
+  if not info.train_gms:
+    raise ValueError('every GM is a test GM: nothing to train on')
   return batching.train_batches(
-      _examples(data_config, info, info.train_gms), info.num_train_images,
-      _to_element(info), global_batch_size=global_batch_size,
+      _examples(data_config, info, info.train_gms, 'kept'),
+      info.num_train_images, _to_element(info),
+      global_batch_size=global_batch_size,
       local_device_count=local_device_count, seed=seed,
       start_step=start_step, buffer=data_config.shuffle_buffer,
       augmentation=augmentation)
@@ -174,10 +244,17 @@ def train_iterator(
 def eval_iterator(
     data_config: ml_collections.ConfigDict, info: splits.DataInfo, *,
     global_batch_size: int, local_device_count: int, perturb=None,
-) -> Iterator[dict[str, np.ndarray]]:
-  """One padded pass over the test GMs' images in a fixed order
-  (`batching.eval_batches`)."""
+    split: str = 'test') -> Iterator[dict[str, np.ndarray]]:
+  """One padded pass in a fixed order (`batching.eval_batches`) over the
+  test GMs' images, or with split='closed_set' over the closed set."""
+  if split == 'test':
+    examples, total = (_examples(data_config, info, info.test_gms),
+                       info.num_test_images)
+  elif split == 'closed_set':
+    examples, total = (_examples(data_config, info, info.closed_gms,
+                                 'closed'), info.num_closed_images)
+  else:
+    raise ValueError(f'split {split!r}: use one of {SPLITS}')
   return batching.eval_batches(
-      _examples(data_config, info, info.test_gms), info.num_test_images,
-      _to_element(info), global_batch_size=global_batch_size,
+      examples, total, _to_element(info), global_batch_size=global_batch_size,
       local_device_count=local_device_count, perturb=perturb)

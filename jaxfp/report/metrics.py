@@ -14,9 +14,23 @@ predictions are per image, ground truth per GM, joined by the GM's row index.
 Keys are '<metric>/<hyperparameter>', plus one aggregate per metric (the mean
 over hyperparameters) named '<metric>' (`HEADLINE`).
 
-The baseline is the paper's random ground truth: every column of the held-out
-table is permuted across GMs independently (same marginal distribution, no
-relation to the images), and the same predictions are scored against it.
+Two baselines:
+
+  random ground truth   the paper's: every column of the held-out table is
+                        permuted across GMs independently (same marginal
+                        distribution, no relation to the images), and the
+                        same predictions are scored against it, over many
+                        shuffles (mean and std)
+  training prior        predicts, for every image, what the training GMs'
+                        ground truth alone suggests: the mean of each
+                        continuous parameter, the majority class of each
+                        discrete one, and for each loss type the fraction
+                        of training GMs that used it as P(used) (a constant
+                        score: its ROC AUC is 0.5 by definition)
+
+Significance: per metric the z-score against the shuffles, (model - mean) /
+std, signed so that positive is better; a hyperparameter beats chance only
+at z >= 2 on its deciding metric (`DECIDING`).
 """
 
 from __future__ import annotations
@@ -27,7 +41,6 @@ import numpy as np
 from sklearn import metrics as sk_metrics
 
 from jaxfp.core import schema as schema_lib
-from jaxfp.report import tables
 
 # Aggregates, in the order reports show them, and which way is better.
 HEADLINE = (('continuous_l1', 'lower'), ('discrete_accuracy', 'higher'),
@@ -133,83 +146,260 @@ def direction(metric: str) -> str:
   return dict(HEADLINE)[metric.split('/')[0]]
 
 
-def beats(metric: str, model: float, baseline: float) -> bool:
-  """Better than the baseline (by more than float rounding)."""
-  margin = 1e-9 * max(1.0, abs(baseline))
-  if direction(metric) == 'lower':
-    return model < baseline - margin
-  return model > baseline + margin
-
-
 def ordered_keys(metrics: dict[str, float]) -> list[str]:
   """Aggregates first (HEADLINE order), then per-hyperparameter keys."""
   headline = [p for p, _ in HEADLINE if p in metrics]
   return headline + sorted(k for k in metrics if k not in headline)
 
 
-def markdown_table(model: dict[str, float], baseline_mean: dict[str, float],
-                   baseline_std: dict[str, float]) -> str:
-  """One row per metric: model, baseline mean +- std, and which is better."""
-  headline = [p for p, _ in HEADLINE]
-  rows = []
-  for key in ordered_keys(model):
-    if key not in baseline_mean:
-      continue
-    m, b, s = model[key], baseline_mean[key], baseline_std[key]
-    name = f'**{key}**' if key in headline else key
-    verdict = 'yes' if beats(key, m, b) else 'no'
-    rows.append([name, f'{m:.4f}', f'{b:.4f} ± {s:.4f}', verdict])
-  return tables.markdown(
-      ['metric', 'model', 'random GT baseline', 'beats baseline'], rows)
+# ------------------------------------------------------------ significance --
+
+# The one metric per hyperparameter that decides whether it beats chance,
+# by kind: continuous L1, discrete macro F1 (accuracy rewards predicting
+# the commonest class), loss-type ROC AUC (free of a threshold).
+DECIDING = (('continuous', 'continuous_l1'), ('discrete', 'discrete_f1'),
+            ('loss', 'loss_auc'))
+# A value beats the random baseline only this many shuffle stds above its
+# mean: within 2 std, chance alone moves a figure that far often enough.
+SIGNIFICANT_Z = 2.0
+# Metrics lie in [0, 1]; a spread below this over shuffles is rounding.
+_NO_SPREAD = 1e-6
 
 
-def _cells(key, model, mean, std):
-  """Model value (bold if it beats the baseline mean) and the baseline."""
-  if key not in model or key not in mean:
-    return ['–', '–']
-  m = f'{model[key]:.3f}'
-  if beats(key, model[key], mean[key]):
-    m = f'**{m}**'
-  return [m, f'{mean[key]:.3f} ± {std[key]:.3f}']
+def z_score(metric: str, model: float, mean: float, std: float) -> float:
+  """(model - mean) / std, signed so that positive is better.
 
-
-def grouped_tables(model: dict[str, float], baseline_mean: dict[str, float],
-                   baseline_std: dict[str, float],
-                   schema: schema_lib.Schema) -> str:
-  """The readable report: aggregates, then one row per hyperparameter.
-
-  Model values that beat the baseline mean are in bold; the baseline column
-  says by how much chance alone moves each figure (its std over shuffles).
-  A dash marks a metric left undefined on these GMs (one class only).
+  NaN when any input is not finite or std is 0: shuffles that never move a
+  metric (a column constant across these GMs) give no yardstick. Below
+  `_NO_SPREAD` the std counts as 0: shuffles that leave a metric alone can
+  still differ in float rounding (a sum in another order), and dividing by
+  that noise gave z in the millions.
   """
-  summary = []
-  for prefix, better in HEADLINE:
-    summary.append([f'{prefix} ({better} is better)'] +
-                   _cells(prefix, model, baseline_mean, baseline_std))
-  cont = [[name] + _cells(f'continuous_l1/{name}', model, baseline_mean,
-                          baseline_std) for name in schema.continuous]
-  disc = [[p.name, str(p.num_classes)] +
-          _cells(f'discrete_accuracy/{p.name}', model, baseline_mean,
-                 baseline_std) +
-          _cells(f'discrete_f1/{p.name}', model, baseline_mean, baseline_std)
-          for p in schema.discrete]
-  loss_rows = [(name, 'coarse') for name in schema.coarse] + [
-      (name, f'fine ({schema.coarse[g]})')
-      for name, g in zip(schema.fine, schema.fine_to_coarse)]
-  loss = [[name, level] +
-          _cells(f'loss_auc/{name}', model, baseline_mean, baseline_std) +
-          _cells(f'loss_f1/{name}', model, baseline_mean, baseline_std)
-          for name, level in loss_rows]
-  baseline = 'baseline'
-  return '\n\n'.join([
-      tables.markdown(['aggregate (mean over hyperparameters)', 'model',
-                       'random GT baseline'], summary),
-      'Continuous parameters: L1 error in normalised [0, 1] units (lower is '
-      'better)\n\n' + tables.markdown(['parameter', 'L1', baseline], cont),
-      'Discrete parameters: accuracy and macro F1\n\n' + tables.markdown(
-          ['parameter', 'classes', 'accuracy', baseline, 'macro F1',
-           baseline], disc),
-      f'Loss types: ROC AUC and F1 at P(used) > {LOSS_THRESHOLD}\n\n' +
-      tables.markdown(
-          ['loss type', 'level', 'AUC', baseline, 'F1', baseline], loss),
-  ])
+  if (not all(np.isfinite(v) for v in (model, mean, std)) or
+      std <= _NO_SPREAD):
+    return float('nan')
+  z = (model - mean) / std
+  return float(-z if direction(metric) == 'lower' else z)
+
+
+def z_scores(model: dict[str, float], baseline_mean: dict[str, float],
+             baseline_std: dict[str, float]) -> dict[str, float]:
+  """`z_score` of every metric with a baseline (NaN where undefined)."""
+  return {k: z_score(k, v, baseline_mean[k], baseline_std[k])
+          for k, v in model.items()
+          if k in baseline_mean and k in baseline_std}
+
+
+def deciding_keys(schema: schema_lib.Schema) -> list[tuple[str, str, str]]:
+  """(kind, hyperparameter, metric key) of every hyperparameter's deciding
+  metric, in schema order."""
+  names = {'continuous': schema.continuous,
+           'discrete': schema.discrete_names,
+           'loss': schema.coarse + schema.fine}
+  return [(kind, n, f'{metric}/{n}') for kind, metric in DECIDING
+          for n in names[kind]]
+
+
+def is_significant(z: float | None, threshold: float = SIGNIFICANT_Z) -> bool:
+  """z at or above `threshold`; the margin keeps a ratio that is exactly
+  the threshold on paper (0.1 / 0.05) from missing it by float rounding."""
+  return (z is not None and bool(np.isfinite(z)) and
+          z >= threshold - 1e-9)
+
+
+def significance(model: dict[str, float], z: dict[str, float],
+                 schema: schema_lib.Schema, prior: dict[str, float] | None
+                 = None, threshold: float = SIGNIFICANT_Z) -> dict:
+  """How many hyperparameters beat the random baseline at z >= threshold.
+
+  Each hyperparameter counts once, by its deciding metric (`DECIDING`).
+  One whose metric or z-score is undefined on these GMs (absent or NaN: a
+  loss type all or none of them use, a column the shuffles cannot move)
+  is left out of 'defined' and can never count. With `prior` (the metrics
+  of the training-prior baseline), also how many beat that strictly.
+
+  Returns {'threshold', 'significant', 'defined', 'total',
+  'significant_keys', 'beats_train_prior' (or None), 'by_kind': {kind:
+  {'significant', 'defined', 'total', 'beats_train_prior'}}}.
+  """
+  def count(rows):
+    defined = [k for _, _, k in rows
+               if np.isfinite(model.get(k, np.nan)) and
+               np.isfinite(z.get(k, np.nan))]
+    hits = [k for k in defined if is_significant(z[k], threshold)]
+    beats = None
+    if prior is not None:
+      beats = sum(_strictly_better(k, model[k], prior[k]) for k in defined
+                  if np.isfinite(prior.get(k, np.nan)))
+    return hits, {'significant': len(hits), 'defined': len(defined),
+                  'total': len(rows), 'beats_train_prior': beats}
+  rows = deciding_keys(schema)
+  hits, out = count(rows)
+  out = {'threshold': threshold, **out, 'significant_keys': hits}
+  out['by_kind'] = {kind: count([r for r in rows if r[0] == kind])[1]
+                    for kind, _ in DECIDING}
+  return out
+
+
+def _strictly_better(metric: str, model: float, other: float) -> bool:
+  if direction(metric) == 'lower':
+    return model < other
+  return model > other
+
+
+# ------------------------------------------------- the training prior -------
+
+def train_prior(train_truth: schema_lib.GroundTruth,
+                target_range: np.ndarray | None = None) -> dict:
+  """The constants of the second baseline, from the training GMs' truth.
+
+  One value per column, each GM counted once: the mean of every continuous
+  parameter, the majority class of every discrete one (ties: the lowest
+  class index) and the prevalence of every loss type (the fraction of
+  training GMs that used it). Missing labels are ignored; a column with no
+  label at all gets NaN (continuous, loss types) or -1 (discrete).
+
+  `target_range` ([C, 2] raw (min, max)): the normalisation of the table
+  the prior will be scored against, when it is not the training table's
+  (another zoo normalises its columns over its own GMs).
+  """
+  continuous = train_truth.continuous.astype(np.float64)
+  if target_range is not None:
+    continuous = renormalize(continuous, train_truth.continuous_range,
+                             target_range)
+  with np.errstate(invalid='ignore'):
+    means = np.array([np.nanmean(c) if np.isfinite(c).any() else np.nan
+                      for c in continuous.T])
+  majority = []
+  for j, k in enumerate(train_truth.schema.num_classes):
+    labels = train_truth.discrete[:, j]
+    labels = labels[labels != schema_lib.MISSING]
+    majority.append(int(np.argmax(np.bincount(labels, minlength=k)))
+                    if len(labels) else schema_lib.MISSING)
+  def prevalence(table):
+    out = []
+    for column in table.T:
+      known = column[column != schema_lib.MISSING]
+      out.append(float(np.mean(known)) if len(known) else np.nan)
+    return np.array(out, np.float64)
+  return {'continuous': means, 'discrete': np.array(majority, np.int64),
+          'num_classes': tuple(train_truth.schema.num_classes),
+          'coarse': prevalence(train_truth.coarse),
+          'fine': prevalence(train_truth.fine)}
+
+
+def renormalize(values: np.ndarray, from_range: np.ndarray,
+                to_range: np.ndarray) -> np.ndarray:
+  """Normalised continuous values of one table in the units of another.
+
+  Columns whose ranges are unknown (NaN, e.g. the published tables) or
+  equal are returned unchanged; a target column of zero width maps to 0,
+  as `schema.read_csv` maps a constant column.
+  """
+  values = np.array(values, np.float64)
+  lo, hi = from_range[:, 0], from_range[:, 1]
+  to_lo, to_hi = to_range[:, 0], to_range[:, 1]
+  for j in range(values.shape[-1]):
+    known = np.isfinite([lo[j], hi[j], to_lo[j], to_hi[j]]).all()
+    if not known or (lo[j] == to_lo[j] and hi[j] == to_hi[j]):
+      continue
+    raw = lo[j] + values[..., j] * (hi[j] - lo[j])
+    width = to_hi[j] - to_lo[j]
+    values[..., j] = (raw - to_lo[j]) / width if width else 0.0
+  return values
+
+
+def prior_predictions(prior: dict, num_images: int) -> dict:
+  """The prior's constants as per-image predictions that `parsing_metrics`
+  scores: the mean, a one-hot of the majority class, P(used) = the
+  prevalence (a constant score, so its ROC AUC is 0.5 by definition)."""
+  def tile(v):
+    return np.tile(np.asarray(v, np.float64)[None], (num_images, 1))
+  discrete = []
+  for cls, k in zip(prior['discrete'], prior['num_classes']):
+    onehot = np.zeros(k) if cls == schema_lib.MISSING else np.eye(k)[cls]
+    discrete.append(np.tile(onehot[None], (num_images, 1)))
+  return {'continuous': tile(prior['continuous']),
+          'discrete': tuple(discrete), 'coarse': tile(prior['coarse']),
+          'fine': tile(prior['fine'])}
+
+
+def _score_prior(predictions: dict, labels: Labels,
+                 schema: schema_lib.Schema) -> dict[str, float]:
+  """`parsing_metrics` of the prior's predictions, without the columns the
+  prior leaves undefined (no training label: NaN, or an all-zero one-hot),
+  which would otherwise score as if it predicted class 0 or P = 0."""
+  bad = set()
+  continuous = np.asarray(predictions['continuous'], np.float64)
+  for j, name in enumerate(schema.continuous):
+    if not np.isfinite(continuous[:, j]).all():
+      bad.add(f'continuous_l1/{name}')
+  for p, probs in zip(schema.discrete, predictions['discrete']):
+    if (np.asarray(probs).sum(axis=-1) == 0).any():
+      bad |= {f'discrete_accuracy/{p.name}', f'discrete_f1/{p.name}'}
+  clean = dict(predictions, continuous=np.nan_to_num(continuous))
+  for group in ('coarse', 'fine'):
+    scores = np.asarray(predictions[group], np.float64)
+    for j, name in enumerate(getattr(schema, group)):
+      if not np.isfinite(scores[:, j]).all():
+        bad |= {f'loss_auc/{name}', f'loss_f1/{name}'}
+    clean[group] = np.nan_to_num(scores, nan=0.5)
+  out = parsing_metrics(clean, labels, schema)
+  for key in bad:
+    out.pop(key, None)
+  for prefix, _ in HEADLINE:  # Aggregates over what is left.
+    values = [v for k, v in out.items() if k.startswith(prefix + '/')]
+    out[prefix] = float(np.mean(values)) if values else float('nan')
+  return out
+
+
+def prior_values(prior: dict, schema: schema_lib.Schema) -> dict:
+  """The prior's constants by name, for results.json (None: undefined)."""
+  def num(v):
+    return float(v) if np.isfinite(v) else None
+  return {
+      'continuous_mean': {n: num(v) for n, v in
+                          zip(schema.continuous, prior['continuous'])},
+      'discrete_majority': {
+          p.name: (None if c == schema_lib.MISSING else p.classes[c])
+          for p, c in zip(schema.discrete, prior['discrete'])},
+      'loss_prevalence': {n: num(v) for n, v in zip(
+          schema.coarse + schema.fine,
+          np.concatenate([prior['coarse'], prior['fine']]))},
+  }
+
+
+# ------------------------------------------------------- one scored split --
+
+def score_split(predictions: dict, rows: np.ndarray,
+                ground_truth: schema_lib.GroundTruth, *,
+                prior: dict | None, num_shuffles: int,
+                seed: int) -> dict:
+  """Every figure a results table shows for one set of images.
+
+  Args:
+    predictions: per image, as `parsing_metrics` takes them.
+    rows: per image, its GM's row in `ground_truth`.
+    ground_truth: a table holding every GM of `rows`.
+    prior: per image, the training-prior baseline's
+      predictions (`prior_predictions`, or one fold's per image when folds
+      are pooled); None: no prior baseline.
+    num_shuffles, seed: the random-ground-truth baseline.
+
+  Returns {'metrics', 'baseline_mean', 'baseline_std', 'z', 'train_prior'
+  (the prior's metrics, or None), 'significance', 'num_images', 'num_gms'}.
+  """
+  schema = ground_truth.schema
+  labels = Labels.of(ground_truth, rows)
+  model = parsing_metrics(predictions, labels, schema)
+  mean, std = random_baseline(predictions, ground_truth, rows,
+                              num_shuffles=num_shuffles, seed=seed)
+  z = z_scores(model, mean, std)
+  prior_metrics = None
+  if prior is not None:
+    prior_metrics = _score_prior(prior, labels, schema)
+  return {'metrics': model, 'baseline_mean': mean, 'baseline_std': std,
+          'z': z, 'train_prior': prior_metrics,
+          'significance': significance(model, z, schema, prior_metrics),
+          'num_images': int(len(rows)),
+          'num_gms': int(len(np.unique(rows)))}

@@ -90,7 +90,8 @@ def baseline_bars(path: str, groups: Sequence[tuple[str, Sequence[str]]],
                   model: dict[str, float], baseline_mean: dict[str, float],
                   baseline_std: dict[str, float],
                   labels: dict[str, str] | None = None,
-                  title: str = '') -> None:
+                  title: str = '', prior: dict[str, float] | None = None
+                  ) -> None:
   """Horizontal bars of the model beside the baseline (error bars: its std).
 
   Args:
@@ -100,6 +101,8 @@ def baseline_bars(path: str, groups: Sequence[tuple[str, Sequence[str]]],
     model, baseline_mean, baseline_std: metric key -> value.
     labels: metric key -> its tick label (default: the part after '/').
     title: figure title.
+    prior: metric key -> the training-prior baseline, drawn as a black
+      tick on the baseline's bar.
   """
   labels = labels or {}
   groups = [(t, [k for k in keys if k in model and k in baseline_mean])
@@ -122,6 +125,13 @@ def baseline_bars(path: str, groups: Sequence[tuple[str, Sequence[str]]],
             xerr=[baseline_std.get(k, 0.0) for k in keys], capsize=2,
             label='random GT baseline (error bar: ± std over shuffles)',
             color='tab:gray', alpha=0.7)
+    if prior:
+      shown = [(i, prior[k]) for i, k in enumerate(keys)
+               if prior.get(k) is not None and np.isfinite(prior[k])]
+      if shown:
+        ax.scatter([v for _, v in shown], [i + 0.2 for i, _ in shown],
+                   marker='|', s=120, c='black', zorder=3,
+                   label='train prior baseline')
     ax.set_yticks(y, [labels.get(k, k.split('/')[-1]) for k in keys],
                   fontsize=7)
     ax.set_ylim(len(keys) - 0.4, -0.6)  # First key on top.

@@ -18,6 +18,18 @@ checkpoints; a task owns everything that depends on what is learned:
   scalars(result)               -> dict of summary scalars
   meta()                        -> JSON-able facts saved with checkpoints
 
+and optionally
+
+  eval_splits()                 -> names of other splits the final
+                                   evaluation also scores (parsing: the
+                                   closed set), passed as eval_iterator's
+                                   `split`
+  use_checkpoint_meta(meta)     jaxfp.evaluate hands over the checkpoint's
+                                meta (parsing: its training GMs' truth)
+
+A task class takes (config, info=None, *, evaluation_only=False); with
+evaluation_only its data may hold out everything (jaxfp.evaluate).
+
 The registry: every module of this package that defines `TASKS`, a dict of
 task name -> task class, adds its tasks; a task is looked up by
 `config.task`. Adding a task is one module here and its config file.
@@ -54,6 +66,9 @@ def get(name: str) -> type:
   return found[name]
 
 
-def create(config: ml_collections.ConfigDict):
-  """The task named by config.task, with its data prepared."""
-  return get(config.get('task', 'parsing'))(config)
+def create(config: ml_collections.ConfigDict, *,
+           evaluation_only: bool = False):
+  """The task named by config.task, with its data prepared;
+  `evaluation_only`: for evaluating a checkpoint, not for training."""
+  return get(config.get('task', 'parsing'))(
+      config, evaluation_only=evaluation_only)

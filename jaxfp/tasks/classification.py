@@ -98,7 +98,9 @@ class ClassificationTask(common.Iterators):
   data = staticmethod(_data)
 
   def __init__(self, config: ml_collections.ConfigDict,
-               info: splits.ClassInfo | None = None):
+               info: splits.ClassInfo | None = None, *,
+               evaluation_only: bool = False):
+    del evaluation_only  # A file split always has both sides.
     self.config = config
     self.name = config.task
     self.headline = HEADLINES[self.name]

@@ -1,7 +1,9 @@
 """Model parsing: FEN + PN predict a generator's hyperparameters.
 
-Trained on the training GMs' images, scored on held-out GMs against the
-paper's random-ground-truth baseline (`jaxfp.report.metrics`).
+Trained on the training GMs' images, scored on held-out GMs and on the
+closed set (held-back images of training GMs) against two baselines, the
+paper's random ground truth and the training prior, with z-scores
+(`jaxfp.report.metrics`, `jaxfp.report.results`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from jaxfp.losses import parsing as parsing_losses
 from jaxfp.models import fields
 from jaxfp.report import metrics as parsing_metrics
 from jaxfp.report import plots
+from jaxfp.report import results as results_lib
 from jaxfp.report import summaries
 from jaxfp.tasks import common
 
@@ -63,14 +66,24 @@ class ParsingTask(common.Iterators):
   data = staticmethod(_data)
 
   def __init__(self, config: ml_collections.ConfigDict,
-               info: splits.DataInfo | None = None):
+               info: splits.DataInfo | None = None, *,
+               evaluation_only: bool = False):
+    """`evaluation_only`: accept a split that holds out every GM."""
     self.config = config
     self.info = info if info is not None else self.data().load_info(
-        config.data)
+        config.data, require_train_gms=not evaluation_only)
     gt = self.info.ground_truth
     self.schema = gt.schema
+    # With no training GM (an evaluation of unseen data) the weights only
+    # weigh the evaluation loss; every GM's are as good as any.
     self.class_weights = parsing_losses.parsing_class_weights(
-        gt.select(self.info.train_gms))
+        gt.select(self.info.train_gms or self.info.test_gms))
+    # The training GMs' ground truth: the training prior's source, and the
+    # table whose normalisation the continuous heads learned.
+    # `use_checkpoint_meta` puts the checkpoint's own in its place.
+    self.train_truth = (gt.select(self.info.train_gms)
+                        if self.info.train_gms else None)
+    self.train_truth_source = 'the training GMs of this split'
     self.model = create_model(config, self.schema)
     self.eval_metric_names = ('loss',) + tuple(
         f'parsing_{t}' for t in PARSING_TERMS)
@@ -80,10 +93,28 @@ class ParsingTask(common.Iterators):
   def describe(self) -> str:
     i = self.info
     return (f'training on {len(i.train_gms)} GMs ({i.num_train_images} '
-            f'images), holding out {len(i.test_gms)} GMs '
+            f'images; {i.num_closed_images} more held back as the closed '
+            f'set), holding out {len(i.test_gms)} GMs '
             f'({i.num_test_images} images: {", ".join(i.test_gms)}); '
             f'{len(i.skipped_files)} images skipped as unreadable at build '
             'time')
+
+  def eval_splits(self) -> tuple[str, ...]:
+    """Splits scored after the held-out one at the end of a run."""
+    return ('closed_set',) if self.info.num_closed_images else ()
+
+  def use_checkpoint_meta(self, meta: dict) -> None:
+    """Takes the training GMs' ground truth from a checkpoint's meta (what
+    it trained on, also when this dataset is another one); kept as it is
+    when the meta has none or another schema."""
+    saved, names = meta.get('ground_truth'), meta.get('train_gms')
+    if not saved or not names:
+      return
+    truth = schema_lib.GroundTruth.from_dict(saved)
+    if truth.schema != self.schema:
+      return
+    self.train_truth = truth.select(names)
+    self.train_truth_source = (f"the checkpoint's {len(names)} training GMs")
 
   def _parsing_loss(self, outputs, batch):
     loss = self.config.loss
@@ -109,43 +140,98 @@ class ParsingTask(common.Iterators):
     return predictions, {'loss': loss,
                          **{f'parsing_{k}': v for k, v in terms.items()}}
 
+  def _in_table_units(self, predictions: dict) -> dict:
+    """Continuous predictions in the units of this dataset's table: the
+    heads learned the training table's normalisation, and another table
+    (another zoo) normalises its columns over its own GMs."""
+    gt, train = self.info.ground_truth, self.train_truth
+    if train is None or np.array_equal(train.continuous_range,
+                                       gt.continuous_range, equal_nan=True):
+      return predictions
+    return {**predictions, 'continuous': parsing_metrics.renormalize(
+        predictions['continuous'], train.continuous_range,
+        gt.continuous_range)}
+
   def score(self, predictions: dict, ids: dict) -> dict:
-    """Held-out metrics and the random-ground-truth baseline."""
+    """Metrics, both baselines and z-scores (`metrics.score_split`), plus
+    the per-image predictions for predictions.npz."""
     rows = ids['gm']
     gt = self.info.ground_truth
-    model_metrics = parsing_metrics.parsing_metrics(
-        predictions, parsing_metrics.Labels.of(gt, rows), gt.schema)
-    base_mean, base_std = parsing_metrics.random_baseline(
-        predictions, gt, rows, num_shuffles=self.config.num_baseline_shuffles,
-        seed=self.config.seed)
-    return {'metrics': model_metrics, 'baseline_mean': base_mean,
-            'baseline_std': base_std, 'num_images': int(len(rows)),
-            'num_gms': int(len(np.unique(rows)))}
+    predictions = self._in_table_units(predictions)
+    prior = None
+    if self.train_truth is not None:
+      prior = parsing_metrics.prior_predictions(
+          parsing_metrics.train_prior(self.train_truth, gt.continuous_range),
+          len(rows))
+    result = parsing_metrics.score_split(
+        predictions, rows, gt, prior=prior,
+        num_shuffles=self.config.num_baseline_shuffles, seed=self.config.seed)
+    result.update(predictions=predictions, rows=rows, prior=prior)
+    return result
 
   def scalars(self, result: dict) -> dict:
     out = {f'heldout/{k}': v for k, v in result['metrics'].items()}
     out.update({f'baseline/{k}': v
                 for k, v in result['baseline_mean'].items()})
+    out['heldout/significant'] = result['significance']['significant']
     return out
 
+  def _notes(self, result: dict) -> tuple[str, str]:
+    """What the held-out and closed-set tables cannot show, and why."""
+    if self.train_truth is None:
+      held = ('no train prior: no training GM in this split and no ground '
+              'truth of training GMs in the checkpoint')
+    else:
+      held = f'train prior from {self.train_truth_source}'
+    closed = ''
+    if result.get('closed_set') is None:
+      if not self.info.train_gms:
+        closed = 'none: no GM of this split is a training GM'
+      elif not self.info.closed_set_fraction:
+        closed = ('none: config.data.closed_set_fraction is 0 (every image '
+                  'of the training GMs was trained on)')
+      else:
+        closed = 'none: no image of a training GM was held back'
+    return held, closed
+
   def report(self, result: dict, workdir: str, step: int) -> str:
-    """results.md / .json, fingerprints.png and baseline_bars.png."""
-    metrics, mean, std = (result['metrics'], result['baseline_mean'],
-                          result['baseline_std'])
+    """results.md / .json, predictions.npz, fingerprints.png and
+    baseline_bars.png."""
     shuffles = self.config.num_baseline_shuffles
-    gms = result.get('num_gms', len(self.info.test_gms))
-    header = (f'Held-out parsing metrics at step {step}: {gms} GMs never seen '
-              f'in training, {result["num_images"]} images. Baseline: the '
-              'same predictions scored against the ground truth with each '
-              f'column shuffled across these GMs (mean ± std over {shuffles} '
-              'shuffles). Bold: better than the baseline mean.')
-    table = parsing_metrics.grouped_tables(metrics, mean, std, self.schema)
+    closed = result.get('closed_set')
+    held_note, closed_note = self._notes(result)
+    header = (f'Parsing metrics at step {step}: held out, {result["num_gms"]} '
+              f'GMs never seen in training ({result["num_images"]} images)'
+              + ('' if closed is None else
+                 f'; closed set, {closed["num_images"]} held-back images of '
+                 f'{closed["num_gms"]} training GMs') + '.')
+    table = results_lib.report(
+        [('held out', result, held_note), ('closed set', closed, closed_note)],
+        self.schema, shuffles)
     self._pictures(result, workdir, step)
+    gt = self.info.ground_truth
+    results_lib.write_predictions(
+        os.path.join(workdir, results_lib.PREDICTIONS), result['predictions'],
+        result['rows'], gt, result['prior'], step)
+    prior_values = None
+    if self.train_truth is not None:
+      prior_values = parsing_metrics.prior_values(
+          parsing_metrics.train_prior(self.train_truth, gt.continuous_range),
+          self.schema)
+    closed_json = results_lib.json_split(closed)
+    if closed_json is not None:
+      closed_json.update(gms=list(self.info.closed_gms),
+                         fraction=self.info.closed_set_fraction)
     return common.write_results(workdir, step, header, table, {
-        'num_images': result['num_images'], 'num_gms': gms,
+        'num_images': result['num_images'], 'num_gms': result['num_gms'],
         'test_gms': list(self.info.test_gms),
-        'num_baseline_shuffles': shuffles, 'metrics': metrics,
-        'baseline_mean': mean, 'baseline_std': std})
+        'num_baseline_shuffles': shuffles,
+        **{k: v for k, v in results_lib.json_split(result).items()
+           if k not in ('num_images', 'num_gms')},
+        'train_prior_values': prior_values,
+        'notes': {'held_out': held_note, 'closed_set': closed_note},
+        'closed_set': closed_json,
+        'predictions_file': results_lib.PREDICTIONS})
 
   def _pictures(self, result: dict, workdir: str, step: int) -> None:
     examples = result.get('examples')
@@ -175,7 +261,8 @@ class ParsingTask(common.Iterators):
     plots.baseline_bars(
         os.path.join(workdir, 'baseline_bars.png'), groups,
         result['metrics'], result['baseline_mean'], result['baseline_std'],
-        labels=labels, title=f'Held-out parsing metrics, step {step}')
+        labels=labels, title=f'Held-out parsing metrics, step {step}',
+        prior=result.get('train_prior'))
 
   def meta(self) -> dict:
     return {'task': 'parsing', 'train_gms': list(self.info.train_gms),

@@ -16,7 +16,15 @@ decides how fine loss types are scored) always comes from the checkpoint.
 The rest (data, batch size, baseline shuffles) comes from --config when it
 is given, else from the config saved with the checkpoint. The held-out GMs
 are the checkpoint's own (meta 'test_gms'), so a run is scored on exactly
-the GMs it never saw, unless --split=config.
+the GMs it never saw, unless --split=config. So is the closed set (the
+images of training GMs the run held back, `config.data.closed_set_fraction`
+of the checkpoint's config; none for a checkpoint without one).
+
+`all_held_out` holds out every GM of the dataset: a checkpoint scored on
+data it never saw (a zoo of another seed, `--config.data.zoo.seed=123`).
+The training prior then comes from the checkpoint's meta (the ground
+truth of the GMs it trained on); a checkpoint without it (converted
+weights) is scored without that baseline, and the table says so.
 """
 
 from __future__ import annotations
@@ -56,9 +64,15 @@ def _merge(base: dict, update: dict) -> dict:
   return out
 
 
+# config.data fields that choose the held-out GMs (jaxfp.data.splits), and
+# their values when every GM is held out.
+ALL_HELD_OUT = {'test_set': 0, 'test_gms': (), 'num_folds': 0,
+                'num_test_gms': 0, 'test_fraction': 1.0}
+
+
 def config_for(meta: dict, config: ml_collections.ConfigDict | None = None,
-               *, use_checkpoint_split: bool = True
-               ) -> ml_collections.ConfigDict:
+               *, use_checkpoint_split: bool = True,
+               all_held_out: bool = False) -> ml_collections.ConfigDict:
   """The config to evaluate a checkpoint with (see the module docstring)."""
   saved = meta.get('config')
   if config is None and saved is None:
@@ -82,9 +96,15 @@ def config_for(meta: dict, config: ml_collections.ConfigDict | None = None,
       logging.warning('config.%s=%r replaced by the checkpoint\'s %r', key,
                       old, value)
   merged = _merge(merged, network)
-  if use_checkpoint_split and meta.get('test_gms'):
+  # Which images of its training GMs the checkpoint never trained on: its
+  # own config says; without one (converted weights) none is known.
+  closed = ((saved or {}).get('data') or {}).get('closed_set_fraction', 0.0)
+  merged['data'] = _merge(merged['data'], {'closed_set_fraction': closed})
+  if all_held_out:
+    merged['data'] = _merge(merged['data'], ALL_HELD_OUT)
+  elif use_checkpoint_split and meta.get('test_gms'):
     merged['data'] = _merge(merged['data'], {
-        'test_gms': tuple(meta['test_gms']), 'num_folds': 0})
+        'test_gms': tuple(meta['test_gms']), 'num_folds': 0, 'test_set': 0})
   return ml_collections.ConfigDict(merged)
 
 
@@ -128,7 +148,8 @@ class Prepared(NamedTuple):
 
 def prepare(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,
             step: int | None = None,
-            use_checkpoint_split: bool = True) -> Prepared:
+            use_checkpoint_split: bool = True,
+            all_held_out: bool = False) -> Prepared:
   """Reads a checkpoint and builds what `train.evaluate` needs.
 
   Args:
@@ -137,13 +158,18 @@ def prepare(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,
       (see the module docstring); needed for converted checkpoints.
     step: which step; default the latest.
     use_checkpoint_split: hold out the checkpoint's own test GMs.
+    all_held_out: hold out every GM of the dataset (it may be one the
+      checkpoint never saw).
   """
   read = checkpoints.read(checkpoint, step)
   directory, step, variables, meta = (read.directory, read.step,
                                       read.variables, read.meta)
-  config = config_for(meta, config, use_checkpoint_split=use_checkpoint_split)
+  config = config_for(meta, config, use_checkpoint_split=use_checkpoint_split,
+                      all_held_out=all_held_out)
   train.validate(config, jax.local_device_count())
-  task = tasks.create(config)
+  task = tasks.create(config, evaluation_only=True)
+  if hasattr(task, 'use_checkpoint_meta'):
+    task.use_checkpoint_meta(meta)
   logging.info('Evaluating step %d of %s: %s', step, directory,
                task.describe())
   _check_split(meta, task)
@@ -164,7 +190,8 @@ def prepare(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,
 def evaluate_checkpoint(checkpoint: str, *, workdir: str | None = None,
                         config: ml_collections.ConfigDict | None = None,
                         step: int | None = None,
-                        use_checkpoint_split: bool = True) -> dict:
+                        use_checkpoint_split: bool = True,
+                        all_held_out: bool = False) -> dict:
   """Scores one checkpoint; writes the task's report to `workdir`.
 
   Arguments as `prepare`; `workdir` is where the report goes, by default
@@ -177,9 +204,10 @@ def evaluate_checkpoint(checkpoint: str, *, workdir: str | None = None,
   # Checked before any work: a report that cannot be written is known now.
   workdir = files.check_output_folder(workdir, 'workdir')
   p = prepare(checkpoint, config=config, step=step,
-              use_checkpoint_split=use_checkpoint_split)
-  result = train.evaluate(p.p_eval_step, p.state, p.task, p.config,
-                          p.collection)
+              use_checkpoint_split=use_checkpoint_split,
+              all_held_out=all_held_out)
+  result = train.evaluate_splits(p.p_eval_step, p.state, p.task, p.config,
+                                 p.collection)
   result['text'] = ''
   if jax.process_index() == 0:
     result['text'] = p.task.report(result, workdir, p.step)
@@ -188,13 +216,28 @@ def evaluate_checkpoint(checkpoint: str, *, workdir: str | None = None,
 
 
 def _check_split(meta: dict, task) -> None:
-  """Warns when the held-out GMs include GMs the checkpoint trained on."""
+  """Warns when the held-out GMs include GMs the checkpoint trained on, or
+  the closed set GMs it held out. GMs are matched by name, and names repeat
+  across datasets (every zoo has a gm_000): on a dataset whose ground truth
+  differs from the checkpoint's, no GM is one it saw."""
+  saved = meta.get('ground_truth')
+  truth = getattr(getattr(task, 'info', None), 'ground_truth', None)
+  if saved and truth is not None and saved != truth.to_dict():
+    logging.info('The dataset is not the one the checkpoint was trained on '
+                 '(the ground truth differs): every GM is unseen.')
+    return
   trained = set(meta.get('train_gms') or ())
   seen = sorted(trained & set(getattr(task.info, 'test_gms', ())))
   if seen:
     logging.warning('The checkpoint was trained on %d of the held-out GMs: '
                     '%s; these metrics are not held-out metrics.', len(seen),
                     seen)
+  held_out = set(meta.get('test_gms') or ())
+  unseen = sorted(held_out & set(getattr(task.info, 'closed_gms', ())))
+  if unseen:
+    logging.warning('The closed set holds images of %d GMs the checkpoint '
+                    'held out: %s; its metrics are not closed-set metrics.',
+                    len(unseen), unseen)
 
 
 def _check_schema(meta: dict, task) -> None:

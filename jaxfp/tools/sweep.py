@@ -8,8 +8,17 @@ A sweep file is a config file (big_vision style) with two functions:
   get_sweep(arg=None)   [(run name, {'dotted.field': value, ...}), ...]
 
 and optionally `AVERAGE_RUNS = True` (cross-validation folds): the tables
-then also give the mean ± std of every metric over the runs. The text after
-':' in --config=file.py:arg goes to both functions.
+then also give the mean ± std of every metric over the runs, and, once
+every run has finished, one pooled table: the runs' held-out per-image
+predictions (each run's predictions.npz) concatenated and scored once,
+every GM tested once, with z-scores against shuffles of the pooled ground
+truth (<workdir>/pooled.md and pooled.json; only when the runs' held-out
+GMs are disjoint, as folds are). The text after ':' in
+--config=file.py:arg goes to both functions.
+
+Bold in every table: better than the random-GT baseline at z >= 2 (z =
+(model - shuffle mean) / shuffle std, signed so that positive is better),
+never merely above its mean.
 
 Run `name` trains and evaluates in <workdir>/<name> (`train_and_evaluate`).
 A run is finished, and not run again, when its results.json parses, is of
@@ -41,10 +50,12 @@ import numpy as np
 from jaxfp import train
 from jaxfp.core import files
 from jaxfp.report import metrics as metrics_lib
+from jaxfp.report import results as results_lib
 from jaxfp.report import tables
 
 RESULTS = 'results.json'
 RUN_FILE = 'sweep_run.json'
+POOLED = 'pooled'  # pooled.md, pooled.json
 Run = tuple[str, dict]
 
 
@@ -221,7 +232,7 @@ def run_sweep(base: ml_collections.ConfigDict, runs: Sequence[Run],
       break
   return write_tables(workdir, [(n, o) for n, o, c in expanded
                                 if finished(os.path.join(workdir, n), c)],
-                      average=average, num_runs=len(expanded))
+                      average=average, num_runs=len(expanded), config=base)
 
 
 def _write_json(path, payload):
@@ -243,12 +254,15 @@ def gather(workdir: str, runs: Sequence[Run]) -> list[dict]:
     if os.path.exists(run_file):
       with open(run_file) as f:
         record = json.load(f)
+    closed = results.get('closed_set') or {}
     rows.append({'run': name, 'overrides': overrides,
                  'step': results.get('step'), 'wall_s': record.get('wall_s'),
                  'cpu_s': record.get('cpu_s'),
                  'metrics': results.get('metrics', {}),
                  'baseline_mean': results.get('baseline_mean', {}),
-                 'baseline_std': results.get('baseline_std', {})})
+                 'baseline_std': results.get('baseline_std', {}),
+                 'significance': results.get('significance'),
+                 'closed_significance': closed.get('significance')})
   return rows
 
 
@@ -260,11 +274,15 @@ def _is_headline(key: str) -> bool:
   return key in dict(metrics_lib.HEADLINE)
 
 
-def _better(key, model, baseline) -> bool:
+def _z(row, key) -> float:
+  """z of the run's metric against its own random-GT shuffles (NaN where
+  there is none, e.g. another task's metric)."""
   try:
-    return metrics_lib.beats(key, model, baseline)
-  except KeyError:  # Not a parsing metric: no known direction.
-    return False
+    return metrics_lib.z_score(key, row['metrics'][key],
+                               row['baseline_mean'][key],
+                               row['baseline_std'][key])
+  except KeyError:  # No baseline, or not a parsing metric.
+    return float('nan')
 
 
 def _cell(row, key) -> str:
@@ -274,10 +292,16 @@ def _cell(row, key) -> str:
   text = f'{m:.3f}'
   if key in row['baseline_mean']:
     b, s = row['baseline_mean'][key], row['baseline_std'].get(key, 0.0)
-    if _better(key, m, b):
+    if metrics_lib.is_significant(_z(row, key)):
       text = f'**{text}**'
     text += f' [{b:.3f} ± {s:.3f}]'
   return text
+
+
+def _count(counted) -> str:
+  if not counted:
+    return '–'
+  return f'{counted["significant"]} of {counted["defined"]}'
 
 
 def _spread(values) -> tuple[float, float]:
@@ -288,7 +312,7 @@ def _spread(values) -> tuple[float, float]:
 def average_rows(rows: Sequence[dict]) -> dict[str, dict]:
   """Per metric: mean and std over runs of the model and of the baseline.
 
-  Also how many runs beat their own baseline mean.
+  Also in how many runs it beats its own baseline at z >= 2.
   """
   keys = metrics_lib.ordered_keys(
       {k: 0.0 for r in rows for k in r['metrics']})
@@ -301,9 +325,8 @@ def average_rows(rows: Sequence[dict]) -> dict[str, dict]:
     if with_base:
       stats['baseline'] = _spread([r['baseline_mean'][key]
                                    for r in with_base])
-      stats['beats'] = sum(_better(key, r['metrics'][key],
-                                   r['baseline_mean'][key])
-                           for r in with_base)
+      stats['significant'] = sum(metrics_lib.is_significant(_z(r, key))
+                                 for r in with_base)
     out[key] = stats
   return out
 
@@ -317,17 +340,27 @@ def markdown(rows: Sequence[dict], num_runs: int, average: bool) -> str:
   if not keys:  # Another task's metrics: show them all.
     keys = sorted({k for r in rows for k in r['metrics']})
   has_baseline = any(r['baseline_mean'] for r in rows)
+  counts = any(r.get('significance') for r in rows)
+  z = metrics_lib.SIGNIFICANT_Z
   intro = (f'{len(rows)} of {num_runs} runs finished. Each cell: model'
-           + (' [random GT baseline mean ± std over shuffles]; bold: better '
-              'than the baseline mean.' if has_baseline else '.')
+           + (' [random GT baseline mean ± std over shuffles]; **bold: '
+              f'better than the baseline at z >= {z:g}** (z = (model - '
+              'mean) / std, positive = better), not merely above its mean.'
+              if has_baseline else '.')
+           + (f' Held out / closed set: hyperparameters at z >= {z:g} of '
+              'those defined (by continuous L1, discrete macro F1, '
+              'loss-type AUC).' if counts else '')
            + (' Last row: mean ± std over the runs of the model [and of the '
               "runs' baseline means]." if average else ''))
   table = []
   for r in rows:
     wall = f'{r["wall_s"] / 60:.1f} min' if r['wall_s'] else '–'
+    extra = ([_count(r.get('significance')),
+              _count(r.get('closed_significance'))] if counts else [])
     table.append([r['run'], _describe(r['overrides']), r['step']] +
-                 [_cell(r, k) for k in keys] + [wall])
-  header = ['run', 'changes', 'step', *keys, 'wall time']
+                 [_cell(r, k) for k in keys] + extra + [wall])
+  header = (['run', 'changes', 'step', *keys] +
+            (['held out', 'closed set'] if counts else []) + ['wall time'])
   if not average:
     return f'{intro}\n\n{tables.markdown(header, table)}'
   stats = average_rows(rows)
@@ -340,22 +373,23 @@ def markdown(rows: Sequence[dict], num_runs: int, average: bool) -> str:
       text += ' [{:.3f} ± {:.3f}]'.format(*s['baseline'])
     return text
   table.append([f'mean ± std over {len(rows)} runs', '', ''] +
-               [fmt(k) for k in keys] + [''])
+               [fmt(k) for k in keys] + (['', ''] if counts else []) + [''])
   per_metric = []
   for key, s in stats.items():
     name = f'**{key}**' if _is_headline(key) else key
     base = ('{:.4f} ± {:.4f}'.format(*s['baseline']) if 'baseline' in s
             else '–')
-    beats = f'{s["beats"]}/{s["runs"]}' if 'beats' in s else '–'
+    beats = (f'{s["significant"]}/{s["runs"]}' if 'significant' in s
+             else '–')
     per_metric.append([name, '{:.4f} ± {:.4f}'.format(*s['model']), base,
                        beats])
   return '\n\n'.join([
       intro, tables.markdown(header, table),
       f'Every metric over the {len(rows)} runs: mean ± std of the model and '
-      "of each run's baseline mean, and how many runs beat their baseline "
-      'mean.',
+      "of each run's baseline mean, and in how many runs it beats its own "
+      f'random-GT baseline at z >= {z:g}.',
       tables.markdown(['metric', 'model', 'random GT baseline',
-                       'runs beating it'], per_metric)])
+                       f'runs at z >= {z:g}'], per_metric)])
 
 
 def write_csv(path: str, rows: Sequence[dict], average: bool) -> None:
@@ -388,15 +422,78 @@ def write_csv(path: str, rows: Sequence[dict], average: bool) -> None:
     files.write_text(path, f.getvalue())
 
 
+def pooled(workdir: str, runs: Sequence[Run],
+           config: ml_collections.ConfigDict) -> tuple[dict | None, str]:
+  """The runs' held-out predictions pooled and scored once: (scored split
+  with 'runs' and 'gms', or None; a note saying what was pooled or why
+  not). Folds hold out disjoint GMs, so every GM is scored once, on the
+  predictions of the run that never saw it."""
+  paths = [os.path.join(workdir, name, results_lib.PREDICTIONS)
+           for name, _ in runs]
+  missing = [name for (name, _), p in zip(runs, paths)
+             if not os.path.exists(p)]
+  if missing:
+    return None, (f'not pooled: runs {missing} wrote no '
+                  f'{results_lib.PREDICTIONS}')
+  try:
+    predictions, rows, truth, prior = results_lib.pool(
+        [results_lib.read_predictions(p) for p in paths])
+  except ValueError as e:
+    return None, f'not pooled: {e}'
+  scored = metrics_lib.score_split(
+      predictions, rows, truth, prior=prior,
+      num_shuffles=config.num_baseline_shuffles, seed=config.seed)
+  scored.update(runs=[name for name, _ in runs], gms=list(truth.gm_names),
+                schema=truth.schema)
+  return scored, (f'{len(runs)} runs pooled: {scored["num_gms"]} GMs, '
+                  f'{scored["num_images"]} images, each GM scored once by '
+                  'the run that held it out')
+
+
+def pooled_markdown(scored: dict, note: str, num_shuffles: int) -> str:
+  """The pooled table: the summary, the deciding metric of every
+  hyperparameter, then every metric."""
+  schema = scored['schema']
+  return '\n\n'.join([
+      f'Pooled held-out table: {note}.',
+      results_lib.report([('pooled held out', scored, '')], schema,
+                         num_shuffles)])
+
+
 def write_tables(workdir: str, runs: Sequence[Run], *,
-                 average: bool = False, num_runs: int | None = None) -> str:
+                 average: bool = False, num_runs: int | None = None,
+                 config: ml_collections.ConfigDict | None = None) -> str:
   """<workdir>/sweep.md and sweep.csv of the `runs` with results (of
-  `num_runs` in the sweep, default all of them); the markdown."""
+  `num_runs` in the sweep, default all of them); the markdown. With
+  `average` (folds), `config` (the base: shuffles and seed) and every run
+  finished, also the pooled table (`pooled`), in sweep.md and in
+  <workdir>/pooled.md and pooled.json."""
   rows = gather(workdir, runs)
-  text = markdown(rows, len(runs) if num_runs is None else num_runs, average)
+  total = len(runs) if num_runs is None else num_runs
+  text = markdown(rows, total, average)
+  scored = None
+  if average and config is not None and config.get('task') == 'parsing':
+    if rows and len(rows) == total:
+      scored, note = pooled(workdir, [(r['run'], r['overrides'])
+                                      for r in rows], config)
+    else:
+      note = (f'not pooled yet: {len(rows)} of {total} runs have '
+              'finished')
+    text += '\n\n' + (pooled_markdown(scored, note,
+                                       config.num_baseline_shuffles)
+                       if scored is not None else f'Pooled held-out table: '
+                       f'{note}.')
   if jax.process_index() == 0:
     files.write_text(os.path.join(workdir, 'sweep.md'), text + '\n')
     write_csv(os.path.join(workdir, 'sweep.csv'), rows, average)
+    if scored is not None:
+      files.write_text(os.path.join(workdir, f'{POOLED}.md'),
+                       pooled_markdown(scored, note,
+                                       config.num_baseline_shuffles) + '\n')
+      files.write_json(os.path.join(workdir, f'{POOLED}.json'), {
+          'runs': scored['runs'], 'gms': scored['gms'],
+          'num_baseline_shuffles': config.num_baseline_shuffles,
+          **results_lib.json_split(scored)}, indent=2)
   return text
 
 

@@ -1,0 +1,280 @@
+"""The parsing results a run reports: tables of the held-out GMs beside the
+closed set, the per-image predictions file, and folds pooled into one table.
+
+A "scored split" is what `metrics.score_split` returns for one set of
+images: the model's metrics, the random-GT baseline (mean and std over
+shuffles), z-scores, the training prior's metrics and the significance
+count. The tables mark a value in bold only when it beats the random-GT
+baseline at z >= 2 (`metrics.SIGNIFICANT_Z`); every table says so.
+
+predictions.npz (beside results.json) holds one split's per-image
+predictions, labels, GM names, the training prior's per-image predictions
+and the ground truth of its GMs, so that folds can be pooled and scored
+once (`pool`) without rerunning a network.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+
+import numpy as np
+
+from jaxfp.core import files
+from jaxfp.core import schema as schema_lib
+from jaxfp.report import metrics as metrics_lib
+from jaxfp.report import tables
+
+PREDICTIONS = 'predictions.npz'
+DASH = '–'
+KIND_TITLES = {'continuous': 'continuous (L1)',
+               'discrete': 'discrete (macro F1)',
+               'loss': 'loss types (AUC)'}
+
+
+def caption(num_shuffles: int) -> str:
+  """What every parsing table's figures and bold mean."""
+  z = metrics_lib.SIGNIFICANT_Z
+  return (
+      f'**Bold: beats the random-GT baseline at z >= {z:g}**, where z = '
+      '(model - random-GT mean) / random-GT std, signed so that positive is '
+      'better (L1: lower is better); a value inside that noise is not bold, '
+      'even above the mean. Random GT: the same predictions scored against '
+      'the ground truth with each column shuffled across these GMs (mean ± '
+      f'std over {num_shuffles} shuffles). Train prior: a second baseline '
+      "that predicts the training GMs' mean (continuous), majority class "
+      '(discrete) and prevalence as P(used) (loss types: a constant score, '
+      'so its AUC is 0.5). Each hyperparameter counts once, by its deciding '
+      'metric: continuous L1, discrete macro F1, loss-type AUC. '
+      f'{DASH}: undefined on these GMs (a loss type that all or none of them '
+      'use; a column the shuffles cannot move), never counted.')
+
+
+def _num(value, digits=3) -> str:
+  if value is None or not np.isfinite(value):
+    return DASH
+  return f'{value:.{digits}f}'
+
+
+def cells(scored: dict | None, key: str) -> list[str]:
+  """model (bold at z >= 2) | random GT mean ± std | z | train prior."""
+  if scored is None or key not in scored['metrics']:
+    return [DASH] * 4
+  model = scored['metrics'][key]
+  z = scored['z'].get(key)
+  text = _num(model)
+  if metrics_lib.is_significant(z):
+    text = f'**{text}**'
+  mean, std = scored['baseline_mean'].get(key), scored['baseline_std'].get(
+      key)
+  base = DASH if mean is None else f'{_num(mean)} ± {_num(std)}'
+  z_text = DASH if z is None or not np.isfinite(z) else f'{z:+.1f}'
+  prior = (scored.get('train_prior') or {}).get(key)
+  return [text, base, z_text, _num(prior)]
+
+
+def _count(c: dict) -> str:
+  return f'{c["significant"]} of {c["defined"]} ({c["total"]})'
+
+
+def summary_table(splits: Sequence[tuple[str, dict | None]]) -> str:
+  """One column per split: sizes, the counts at z >= 2 (of the defined
+  hyperparameters; all of them in brackets), and the aggregates."""
+  header = [''] + [title for title, _ in splits]
+  def row(label, fn):
+    return [label] + [DASH if s is None else fn(s) for _, s in splits]
+  z = metrics_lib.SIGNIFICANT_Z
+  rows = [row('GMs, images', lambda s: f'{s["num_gms"]}, {s["num_images"]}'),
+          row(f'hyperparameters at z >= {z:g}, of those defined (all)',
+              lambda s: f'**{_count(s["significance"])}**')]
+  for kind, _ in metrics_lib.DECIDING:
+    rows.append(row(f'- {KIND_TITLES[kind]}',
+                    lambda s, k=kind: _count(s['significance']['by_kind'][k])))
+  def beats_prior(s):
+    n = s['significance']['beats_train_prior']
+    return DASH if n is None else f'{n} of {s["significance"]["defined"]}'
+  rows.append(row('beating the train prior (of defined)', beats_prior))
+  for key, better in metrics_lib.HEADLINE:
+    def agg(s, key=key):
+      model, base, z_text, prior = cells(s, key)
+      return f'{model} [{base}; z {z_text}; prior {prior}]'
+    rows.append(row(f'{key} ({better} is better)', agg))
+  return tables.markdown(header, rows)
+
+
+def deciding_table(splits: Sequence[tuple[str, dict | None]],
+                   schema: schema_lib.Schema) -> str:
+  """Per hyperparameter, its deciding metric in every split, side by side."""
+  header = ['hyperparameter', 'metric']
+  for title, _ in splits:
+    header += [title, 'random GT', 'z', 'train prior']
+  rows = []
+  for _, name, key in metrics_lib.deciding_keys(schema):
+    row = [name, key.split('/')[0]]
+    for _, scored in splits:
+      row += cells(scored, key)
+    rows.append(row)
+  return tables.markdown(header, rows)
+
+
+def full_tables(scored: dict, schema: schema_lib.Schema) -> str:
+  """Every metric of one split, by kind of hyperparameter."""
+  beside = ['random GT', 'z', 'train prior']
+  cont = [[n] + cells(scored, f'continuous_l1/{n}') for n in schema.continuous]
+  disc = [[p.name, str(p.num_classes)] +
+          cells(scored, f'discrete_accuracy/{p.name}') +
+          cells(scored, f'discrete_f1/{p.name}') for p in schema.discrete]
+  levels = [(n, 'coarse') for n in schema.coarse] + [
+      (n, f'fine ({schema.coarse[g]})')
+      for n, g in zip(schema.fine, schema.fine_to_coarse)]
+  loss = [[n, level] + cells(scored, f'loss_auc/{n}') +
+          cells(scored, f'loss_f1/{n}') for n, level in levels]
+  return '\n\n'.join([
+      'Continuous parameters: L1 error in normalised [0, 1] units (lower is '
+      'better)\n\n' + tables.markdown(['parameter', 'L1'] + beside, cont),
+      'Discrete parameters: accuracy and macro F1\n\n' + tables.markdown(
+          ['parameter', 'classes', 'accuracy'] + beside + ['macro F1'] +
+          beside, disc),
+      f'Loss types: ROC AUC and F1 at P(used) > {metrics_lib.LOSS_THRESHOLD}'
+      '\n\n' + tables.markdown(['loss type', 'level', 'AUC'] + beside + ['F1']
+                               + beside, loss),
+  ])
+
+
+def report(splits: Sequence[tuple[str, dict | None, str]],
+           schema: schema_lib.Schema, num_shuffles: int) -> str:
+  """The markdown of results.md below its header: the caption, the summary
+  and the deciding metrics of every split side by side, then each split's
+  full tables. `splits`: (title, scored split or None, note), the note
+  saying why a split is missing or what it is."""
+  pairs = [(title, scored) for title, scored, _ in splits]
+  notes = [f'{title}: {note}' for title, _, note in splits if note]
+  parts = [caption(num_shuffles)]
+  parts += ['\n'.join(f'- {n}' for n in notes)] if notes else []
+  parts += [summary_table(pairs),
+            'Per hyperparameter, its deciding metric:\n\n' +
+            deciding_table(pairs, schema)]
+  for title, scored in pairs:
+    if scored is not None:
+      parts.append(f'### {title}: every metric\n\n' +
+                   full_tables(scored, schema))
+  return '\n\n'.join(parts)
+
+
+def json_split(scored: dict | None) -> dict | None:
+  """The JSON form of a scored split (results.json)."""
+  if scored is None:
+    return None
+  keys = ('num_images', 'num_gms', 'metrics', 'baseline_mean',
+          'baseline_std', 'z', 'train_prior', 'significance')
+  return {k: scored.get(k) for k in keys}
+
+
+# ------------------------------------------------------ predictions file --
+
+def _arrays(prefix: str, predictions: dict) -> dict[str, np.ndarray]:
+  out = {f'{prefix}continuous': np.asarray(predictions['continuous'],
+                                           np.float32),
+         f'{prefix}coarse': np.asarray(predictions['coarse'], np.float32),
+         f'{prefix}fine': np.asarray(predictions['fine'], np.float32)}
+  for j, probs in enumerate(predictions['discrete']):
+    out[f'{prefix}discrete_{j}'] = np.asarray(probs, np.float32)
+  return out
+
+
+def _predictions(prefix: str, data, num_discrete: int) -> dict:
+  return {'continuous': data[f'{prefix}continuous'],
+          'discrete': tuple(data[f'{prefix}discrete_{j}']
+                            for j in range(num_discrete)),
+          'coarse': data[f'{prefix}coarse'], 'fine': data[f'{prefix}fine']}
+
+
+def write_predictions(path: str, predictions: dict, rows: np.ndarray,
+                      ground_truth: schema_lib.GroundTruth,
+                      prior: dict | None, step: int) -> None:
+  """One split's per-image predictions, written whole (temp file + rename).
+
+  Holds: the predictions; 'gm' (each image's GM name); 'label_*' (each
+  image's ground truth); 'prior_*' (the training prior's per-image
+  predictions, absent without one); 'ground_truth' (JSON of the table of
+  these GMs); 'step'.
+  """
+  present = sorted(set(int(r) for r in rows))
+  truth = ground_truth.select([ground_truth.gm_names[r] for r in present])
+  labels = metrics_lib.Labels.of(ground_truth, rows)
+  arrays = _arrays('', predictions)
+  if prior is not None:
+    arrays.update(_arrays('prior_', prior))
+  arrays.update({
+      'gm': np.array([ground_truth.gm_names[r] for r in rows], np.str_),
+      'label_continuous': labels.continuous, 'label_discrete':
+      labels.discrete, 'label_coarse': labels.coarse,
+      'label_fine': labels.fine,
+      'ground_truth': np.array(json.dumps(truth.to_dict())),
+      'step': np.array(step)})
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, **arrays)
+  files.write_bytes(path, buffer.getvalue())
+
+
+def read_predictions(path: str) -> dict:
+  """{'predictions', 'prior' (or None), 'gm', 'ground_truth', 'step'} of a
+  file `write_predictions` wrote."""
+  with np.load(path, allow_pickle=False) as data:
+    truth = schema_lib.GroundTruth.from_dict(
+        json.loads(str(data['ground_truth'])))
+    num_discrete = len(truth.schema.discrete)
+    has_prior = 'prior_continuous' in data.files
+    return {'predictions': _predictions('', data, num_discrete),
+            'prior': (_predictions('prior_', data, num_discrete)
+                      if has_prior else None),
+            'gm': data['gm'].astype(str), 'ground_truth': truth,
+            'step': int(data['step'])}
+
+
+def pool(parts: Sequence[dict]) -> tuple[dict, np.ndarray,
+                                         schema_lib.GroundTruth, dict | None]:
+  """Several splits' predictions (`read_predictions`) as one split:
+  (predictions, rows, ground truth, prior or None).
+
+  The splits must hold disjoint GMs of one schema (the folds of one
+  cross-validation): every GM is then scored once, on the predictions of
+  the one run that held it out. Each image keeps its own run's training
+  prior. A ValueError says what does not fit.
+  """
+  if not parts:
+    raise ValueError('no predictions to pool')
+  schema = parts[0]['ground_truth'].schema
+  seen = {}
+  for i, part in enumerate(parts):
+    if part['ground_truth'].schema != schema:
+      raise ValueError('the runs to pool have different ground-truth '
+                       'schemas')
+    for gm in part['ground_truth'].gm_names:
+      if gm in seen:
+        raise ValueError(f'GM {gm!r} is held out by runs {seen[gm]} and {i}: '
+                         'only disjoint held-out sets (folds) are pooled')
+      seen[gm] = i
+  truths = [p['ground_truth'] for p in parts]
+  names = tuple(n for t in truths for n in t.gm_names)
+  first = truths[0]
+  truth = schema_lib.GroundTruth(
+      schema=schema, gm_names=names,
+      continuous=np.concatenate([t.continuous for t in truths]),
+      discrete=np.concatenate([t.discrete for t in truths]),
+      coarse=np.concatenate([t.coarse for t in truths]),
+      fine=np.concatenate([t.fine for t in truths]),
+      continuous_range=first.continuous_range)
+  index = {n: i for i, n in enumerate(names)}
+  rows = np.array([index[g] for p in parts for g in p['gm']], np.int64)
+  def concat(preds):
+    return {'continuous': np.concatenate([p['continuous'] for p in preds]),
+            'discrete': tuple(np.concatenate(c) for c in
+                              zip(*[p['discrete'] for p in preds])),
+            'coarse': np.concatenate([p['coarse'] for p in preds]),
+            'fine': np.concatenate([p['fine'] for p in preds])}
+  predictions = concat([p['predictions'] for p in parts])
+  priors = [p['prior'] for p in parts]
+  prior = None if any(p is None for p in priors) else concat(priors)
+  return predictions, rows, truth, prior
