@@ -46,6 +46,9 @@ def parsing() -> ml_collections.ConfigDict:
   c.num_test_gms = 0
   c.test_fraction = 0.25
   c.split_seed = 0
+  # Train on this many of the other GMs (at random, split_seed); 0 = all.
+  # The rest are not used: curves against the number of training GMs.
+  c.num_train_gms = 0
   # The closed set: this fraction of each training GM's images (by a hash
   # of the file path) is held back from training and scored beside the
   # held-out GMs, so that memorisation shows in every report.

@@ -136,3 +136,16 @@ def test_the_papers_four_test_sets():
   with pytest.raises(ValueError, match='test_set and config.data.test_gms '
                      'both choose'):
     splits.choose_test_gms(c, red116, red116)
+
+
+def test_limit_train_gms_keeps_a_seeded_subset_in_order():
+  gms = tuple(f'gm_{i:03d}' for i in range(40))
+  ten = splits.limit_train_gms(gms, 10, seed=0)
+  assert len(ten) == 10 and set(ten) <= set(gms)
+  assert list(ten) == sorted(ten, key=gms.index)
+  assert ten == splits.limit_train_gms(gms, 10, seed=0)
+  assert ten != splits.limit_train_gms(gms, 10, seed=1)
+  assert splits.limit_train_gms(gms, 0, seed=0) == gms
+  assert splits.limit_train_gms(gms, 99, seed=0) == gms
+  with pytest.raises(ValueError, match='num_train_gms'):
+    splits.limit_train_gms(gms, -1, seed=0)

@@ -126,7 +126,9 @@ def load_info(data_config: ml_collections.ConfigDict, *,
     logging.warning('GMs with no readable image, left out: %s', empty)
   usable = [gm for gm in names if counts[gm]]
   test = splits.choose_test_gms(c, names, usable, table)
-  train_gms = tuple(gm for gm in usable if gm not in test)
+  train_gms = splits.limit_train_gms(
+      [gm for gm in usable if gm not in test], c.get('num_train_gms', 0),
+      c.split_seed)
   test_gms = tuple(gm for gm in usable if gm in test)
   if not train_gms and require_train_gms:
     raise ValueError(f'every GM ({len(usable)}) is a test GM: nothing to '

@@ -217,6 +217,23 @@ def choose_test_gms(c: ml_collections.ConfigDict, names: Sequence[str],
   return fraction_test_gms(usable, count, c.split_seed, groups)
 
 
+def limit_train_gms(train_gms: Sequence[str], count: int, seed: int
+                    ) -> tuple[str, ...]:
+  """`count` of the training GMs at random (seeded), in their order; 0 or
+  at least all of them: all. For curves of held-out metrics against the
+  number of training generators, on one fixed held-out set."""
+  if count < 0:
+    raise ValueError(f'config.data.num_train_gms is {count}; need 0 (all) '
+                     'or more')
+  if not count or count >= len(train_gms):
+    return tuple(train_gms)
+  # Another stream than the test pick's, so the curve's subsets are not
+  # tied to which GMs happened to be held out.
+  keep = set(np.random.default_rng([seed, 1]).permutation(
+      len(train_gms))[:count])
+  return tuple(gm for i, gm in enumerate(train_gms) if i in keep)
+
+
 def _warn_split_groups(test: set[str], usable: Sequence[str],
                        ground_truth: schema_lib.GroundTruth | None) -> None:
   """A named test set that splits an architecture is the user's choice,
