@@ -8,6 +8,9 @@
                                  generalises to unseen generators in a few
                                  minutes on a 2-core CPU (README's first
                                  command; docs/parsing.md).
+  --config=configs/fen.py:cpu_fen  FEN-5 + a conv PN of 16-64 channels on the
+                                 fingerprint: the published architecture at
+                                 CPU scale (what the FEN ablations vary).
   --config=configs/fen.py:test   a tiny run for the test suite.
 
 A longer run is one override: --config.num_train_steps=20000.
@@ -50,6 +53,14 @@ def get_config(preset: str = '') -> ml_collections.ConfigDict:
     config.model.colour_stats = True
     config.loss.continuous = 'l1'
     config.batch_size = 32
+  elif preset == 'cpu_fen':
+    # The published architecture at CPU scale: FEN-5 width 16 and a conv PN
+    # of 16-64 channels reading the fingerprint (the CPU preset before the
+    # side features; docs/parsing.md). What the FEN ablations vary.
+    common.cpu_preset(config, num_train_steps=1500, warmup_steps=50,
+                      eval_every_steps=500, checkpoint_every_steps=250)
+    config.model.pn_channels = (16, 32, 64, 64, 64)
+    config.batch_size = 32
   elif preset == 'test':
     config.data.zoo.num_generators = 6
     config.data.zoo.images_per_generator = 6
@@ -60,5 +71,5 @@ def get_config(preset: str = '') -> ml_collections.ConfigDict:
     config.num_baseline_shuffles = 3
   elif preset not in ('', 'published'):
     raise ValueError(f'configs/fen.py has no preset {preset!r}; use one of '
-                     "'', 'published', 'cpu', 'test'")
+                     "'', 'published', 'cpu', 'cpu_fen', 'test'")
   return config

@@ -37,6 +37,16 @@ def test_every_shipped_sweep_expands_into_valid_configs():
     assert average == path.endswith('folds.py')
 
 
+def test_sweeps_that_vary_the_fen_default_to_a_preset_with_one():
+  # The CPU preset trains no FEN (docs/parsing.md): an ablation of the FEN's
+  # constraints or of the FEN itself on it would compare identical runs.
+  for name in ('constraints', 'components', 'loss_weights'):
+    config = importlib.import_module(f'configs.sweeps.{name}').get_config()
+    assert config.model.use_fen and config.model.pn_channels, name
+  assert not importlib.import_module(
+      'configs.sweeps.folds').get_config().model.use_fen
+
+
 def test_constraint_ablation_zeroes_one_weight_per_run():
   module = importlib.import_module('configs.sweeps.constraints')
   base = module.get_config('test')

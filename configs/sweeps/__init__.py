@@ -6,7 +6,9 @@
 `get_config(preset)` gives the base config, `get_sweep(preset)` the
 (run name, {dotted field: value}) pairs (see `jaxfp.sweep`). The preset is a
 configs/fen.py preset: 'cpu' (the default here, sized for a 2-core CPU),
-'published' (the published recipe) or 'test' (tiny, for the test suite).
+'cpu_fen' (the default of the sweeps that vary the FEN: the CPU preset has
+none), 'published' (the published recipe) or 'test' (tiny, for the test
+suite).
 """
 
 import ml_collections
@@ -16,6 +18,8 @@ from configs import fen
 DEFAULT_PRESET = 'cpu'
 
 
-def base_config(preset: str | None = None) -> ml_collections.ConfigDict:
-  """configs/fen.py with `preset` ('' and 'published': the published one)."""
-  return fen.get_config(DEFAULT_PRESET if preset is None else preset)
+def base_config(preset: str | None = None, default: str = DEFAULT_PRESET
+                ) -> ml_collections.ConfigDict:
+  """configs/fen.py with `preset` ('' and 'published': the published one),
+  `default` when none is given."""
+  return fen.get_config(default if preset is None else preset)

@@ -10,7 +10,8 @@ from configs import sweeps
 
 
 def get_config(preset=None):
-  return sweeps.base_config(preset)
+  # The CPU preset has no FEN; this sweep varies it.
+  return sweeps.base_config(preset, default='cpu_fen')
 
 
 def get_sweep(preset=None):

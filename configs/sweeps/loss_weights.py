@@ -9,7 +9,8 @@ CONSTRAINT_SCALES = (0.1, 10.0)
 
 
 def get_config(preset=None):
-  return sweeps.base_config(preset)
+  # The CPU preset has no FEN; this sweep varies it.
+  return sweeps.base_config(preset, default='cpu_fen')
 
 
 def get_sweep(preset=None):
