@@ -2,6 +2,7 @@
 
 import functools
 import json
+import logging
 import os
 
 import jax
@@ -140,6 +141,17 @@ def test_a_class_whose_images_are_all_unreadable_is_an_error(tmp_path):
                      r'readable image in the training or the test split \(0 '
                      r'readable, 6 skipped as unreadable'):
     class_pipeline.load_info(_folder_config(root, tmp_path / 'cache'))
+
+
+def test_a_first_build_of_a_clean_tree_warns_of_nothing(tmp_path, caplog):
+  """Checking for records built before must not log TFDS's warning about
+  the folder it has just made for them (a stray line on every first run)."""
+  root = tmp_path / 'tree'
+  _tree(root, np.random.default_rng(0), {'real': 12, 'fake': 12})
+  with caplog.at_level(logging.WARNING):
+    class_pipeline.load_info(_folder_config(root, tmp_path / 'cache'))
+  assert not [r for r in caplog.records if r.levelno >= logging.WARNING], (
+      caplog.text)
 
 
 def test_a_repaired_class_folder_is_built_again(tmp_path):
