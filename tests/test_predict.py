@@ -254,16 +254,19 @@ def _run_predict(argv):
 
 def test_a_checkpoint_with_nan_weights_writes_no_nan(variables, images,
                                                      tmp_path, capsys):
-  """Issue 14, case 3: predict never writes NaN into JSON lines."""
+  """Issue 14, case 3: predict never writes NaN into JSON lines; refusing
+  the checkpoint, it leaves an earlier --output file as it was."""
   good, _ = images
   broken = jax.tree.map(np.array, variables)
   kernel = broken['params']['fen']['conv_0']['kernel']
   kernel[0, 0, 0, 0] = np.nan
   run = _write_checkpoint(tmp_path / 'nan_run', broken, _meta())
   out = tmp_path / 'out.jsonl'
+  earlier = '{"file": "earlier.png"}\n'
+  out.write_text(earlier)
   assert _run_predict([f'--checkpoint={run}', f'--output={out}', '--quiet',
                        good['rgb']]) == 2
-  assert 'NaN' not in out.read_text()
+  assert out.read_text() == earlier
   assert 'non-finite values (params/fen/conv_0/kernel)' in (
       capsys.readouterr().err)
 
