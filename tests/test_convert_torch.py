@@ -7,6 +7,8 @@ PyTorch one) against a (ours) is max|a - b| / max|b| over the whole array.
 """
 
 import functools
+import os
+import pickle
 import re
 
 import pytest
@@ -353,15 +355,44 @@ class _RunsCode:
     return (print, ('this ran',))
 
 
-def test_a_file_with_code_is_refused_without_unsafe_advice(tmp_path):
+class _RunsOsCode:
+  """Pickled as a call of os.getpid (harmless): a global of a module that
+  torch blocks outright, refused in other words."""
+
+  def __reduce__(self):
+    return (os.getpid, ())
+
+
+def _save_plain_pickle(payload, path):
+  """A plain pickle, not torch.save's zip: refused for its opcodes."""
+  with open(path, 'wb') as f:
+    pickle.dump(payload, f, protocol=4)
+
+
+@pytest.mark.parametrize('write, found', [
+    (functools.partial(torch.save, {'state_dict_cnn': _RunsCode()}),
+     'holds Python objects besides tensors (Unsupported global: GLOBAL '
+     'print was not'),
+    (functools.partial(torch.save, {'state_dict_cnn': _RunsOsCode()}),
+     'holds Python objects besides tensors (Trying to load unsupported '
+     'GLOBAL posix.getpid whose module posix is blocked)'),
+    (functools.partial(_save_plain_pickle, {'state_dict_cnn': {}}),
+     "cannot be read by torch's weights-only loader (Unsupported operand"),
+], ids=['global', 'blocked_module', 'plain_pickle'])
+def test_a_file_with_code_is_refused_without_unsafe_advice(tmp_path, capfd,
+                                                           write, found):
   """Issue 14, case 11: torch's hint to retry with weights_only=False is
-  wrong for a file from elsewhere; it is not passed on."""
+  wrong for a file from elsewhere; it is not passed on, whichever way
+  torch words its refusal."""
   path = tmp_path / 'hostile.pth'
-  torch.save({'state_dict_cnn': _RunsCode()}, path)
+  write(path)
+  capfd.readouterr()
   with pytest.raises(convert_torch.ConversionError) as e:
     convert_torch.convert(str(path), 'parsing')
   message = str(e.value)
-  assert 'holds Python objects besides tensors' in message
+  assert found in message, message
   assert 'would run code from the file; do not' in message
-  for advice in ('will likely succeed', 'safe_globals', 'trust'):
+  for advice in ('will likely succeed', 'safe_globals', 'trust',
+                 'file an issue'):
     assert advice not in message, message
+  assert not capfd.readouterr().err  # Nor torch's warnings.

@@ -329,7 +329,14 @@ def test_records_follow_the_tree_they_were_built_from(tmp_path):
   assert set(info.train_gms + info.test_gms) == {'gm_x', 'gm_y', 'gm_z'}
   again = parsing.load_info(c)  # Unchanged: the same records.
   assert (again.train_gms, again.test_gms) == (info.train_gms, info.test_gms)
-  # A GM folder added later, with no ground-truth row: named, not ignored.
+
+
+def test_a_gm_folder_added_with_no_ground_truth_row_is_named(tmp_path):
+  """Issue 14, case 1: a GM folder added after the build is not ignored."""
+  write_tree(tmp_path / 'b', gms=('gm_x', 'gm_y', 'gm_z'), bad_files=False)
+  c = _parsing_config(tmp_path, tmp_path / 'b')
+  assert parsing.load_info(c).ground_truth.gm_names == ('gm_x', 'gm_y',
+                                                        'gm_z')
   os.makedirs(tmp_path / 'b' / 'images' / 'gm_new')
   (tmp_path / 'b' / 'images' / 'gm_new' / '0.png').write_bytes(_png(9))
   with pytest.raises(ValueError, match='gm_new has no row in the ground '

@@ -254,16 +254,19 @@ def _run_predict(argv):
 
 def test_a_checkpoint_with_nan_weights_writes_no_nan(variables, images,
                                                      tmp_path, capsys):
-  """Issue 14, case 3: predict never writes NaN into JSON lines."""
+  """Issue 14, case 3: predict never writes NaN into JSON lines; refusing
+  the checkpoint, it leaves an earlier --output file as it was."""
   good, _ = images
   broken = jax.tree.map(np.array, variables)
   kernel = broken['params']['fen']['conv_0']['kernel']
   kernel[0, 0, 0, 0] = np.nan
   run = _write_checkpoint(tmp_path / 'nan_run', broken, _meta())
   out = tmp_path / 'out.jsonl'
+  earlier = '{"file": "earlier.png"}\n'
+  out.write_text(earlier)
   assert _run_predict([f'--checkpoint={run}', f'--output={out}', '--quiet',
                        good['rgb']]) == 2
-  assert 'NaN' not in out.read_text()
+  assert out.read_text() == earlier
   assert 'non-finite values (params/fen/conv_0/kernel)' in (
       capsys.readouterr().err)
 
@@ -294,29 +297,52 @@ def test_an_output_that_cannot_be_written_fails_before_any_work(
     predict.run(checkpoint, [good['rgb']], output=str(tmp_path))
 
 
-def test_cluster_names_odd_files_checks_first_and_may_find_one_group(
-    checkpoint, images, tmp_path, monkeypatch):
-  """Issue 14, case 9."""
-  good, _ = images
+def _copies(tmp_path, image, names):
+  """A folder holding the file `image` under each of `names` (bytes)."""
   folder = tmp_path / 'copies'
   folder.mkdir()
-  data = open(good['rgb'], 'rb').read()
-  for name in (b'a.png', b'b.png', b'odd\xff.png'):  # Not UTF-8.
+  data = open(image, 'rb').read()
+  for name in names:
     with open(os.path.join(os.fsencode(folder), name), 'wb') as f:
       f.write(data)
+  return folder
+
+
+def test_cluster_names_a_file_whose_name_is_not_utf8(checkpoint, images,
+                                                     tmp_path):
+  """Issue 14, case 9: an odd file name is reported, not a crash."""
+  good, _ = images
+  folder = _copies(tmp_path, good['rgb'], (b'a.png', b'odd\xff.png'))
+  out = tmp_path / 'out'
+  assert cluster.run(checkpoint, [str(folder)], str(out)) == 0
+  assert 'odd\\xff.png' in (out / 'groups.md').read_text()
+  assert json.loads((out / 'groups.json').read_text())['num_images'] == 2
+
+
+def test_cluster_considers_one_group(checkpoint, images, tmp_path):
+  """Issue 14, case 9: three copies of one image are one group, not 2 + 1."""
+  good, _ = images
+  folder = _copies(tmp_path, good['rgb'], (b'a.png', b'b.png', b'c.png'))
   out = tmp_path / 'out'
   assert cluster.run(checkpoint, [str(folder)], str(out)) == 0
   summary = json.loads((out / 'groups.json').read_text())
-  # Three copies of one image are one group, not 2 + 1.
   assert summary['num_groups'] == 1 and summary['silhouette'] is None
-  assert 'odd\\xff.png' in (out / 'groups.md').read_text()
+
+
+def test_cluster_checks_num_groups_before_any_work(checkpoint, images,
+                                                   tmp_path, monkeypatch):
+  """Issue 14, case 9: --num_groups above the number of images is refused
+  before the embedding work."""
+  good, _ = images
+  folder = _copies(tmp_path, good['rgb'], (b'a.png', b'b.png', b'c.png'))
 
   def no_work(*args, **kwargs):
     raise AssertionError('embedding started before --num_groups was checked')
   monkeypatch.setattr(cluster, 'embed', no_work)
   with pytest.raises(ValueError, match='num_groups=5, but there are only 3 '
                      'images'):
-    cluster.run(checkpoint, [str(folder)], str(out), num_groups=5)
+    cluster.run(checkpoint, [str(folder)], str(tmp_path / 'out'),
+                num_groups=5)
 
 
 def test_identical_embeddings_are_one_group():

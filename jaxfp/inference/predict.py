@@ -34,7 +34,6 @@ checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import sys
@@ -300,12 +299,13 @@ def run(checkpoint: str, paths: Sequence[str], *, policy: str = 'resize',
   """The predict command: predictions of every image under `paths`.
 
   Prints a table (unless `table` is False) and writes JSON lines to
-  `output`, opened before any work, so a bad path fails at once. With
-  `summary`, prints one summary of all images (`summarize`) and writes it
-  beside `output` (`summary_paths`). Each unusable input gets one
-  `skipped PATH: reason` line on stderr. Returns the exit status: 0 every
-  input processed, 1 some skipped, 2 nothing processed. A bad checkpoint
-  raises CheckpointError.
+  `output`, checked before any work, so a bad path fails at once, and
+  written whole at the end (`files.write_text`): an error on the way
+  leaves no file, or an earlier one as it was. With `summary`, prints one
+  summary of all images (`summarize`) and writes it beside `output`
+  (`summary_paths`). Each unusable input gets one `skipped PATH: reason`
+  line on stderr. Returns the exit status: 0 every input processed, 1 some
+  skipped, 2 nothing processed. A bad checkpoint raises CheckpointError.
   """
   if batch_size < 1:
     raise ValueError(f'--batch_size={batch_size}: must be at least 1')
@@ -315,19 +315,17 @@ def run(checkpoint: str, paths: Sequence[str], *, policy: str = 'resize',
   if summary and output:
     summary_files = tuple(files.check_output_file(f, '--summary')
                           for f in summary_paths(output))
-  with contextlib.ExitStack() as stack:
-    out = None
-    if output:
-      out = stack.enter_context(open(
-          files.check_output_file(output, '--output'), 'w', encoding='utf-8'))
-    loaded = network.load(checkpoint)
-    records, failures = predict(loaded, paths, policy=policy,
-                                batch_size=batch_size, panels_dir=panels_dir)
-    for path, reason in failures:
-      print(f'skipped {images_lib.shown(path)}: {reason}', file=sys.stderr)
-    if out is not None:
-      for record in records:
-        out.write(files.dumps(record) + '\n')
+  if output:
+    output = files.check_output_file(output, '--output')
+  loaded = network.load(checkpoint)
+  records, failures = predict(loaded, paths, policy=policy,
+                              batch_size=batch_size, panels_dir=panels_dir)
+  for path, reason in failures:
+    print(f'skipped {images_lib.shown(path)}: {reason}', file=sys.stderr)
+  if output:
+    files.write_text(output, ''.join(files.dumps(record) + '
+'
+                                     for record in records))
   if table:
     for record in records:
       print(format_record(loaded.task, record))

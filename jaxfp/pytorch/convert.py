@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,23 +85,40 @@ def preprocessing(task: str) -> dict[str, Any]:
 # ------------------------------------------------------------ reading ------
 
 
+# The Python objects that torch's weights-only loader refuses, as its
+# messages name them: a global outside its allowlist, or one of a blocked
+# module (os, posix, subprocess, ...).
+_GLOBALS = (
+    r'WeightsUnpickler error: (Unsupported global: GLOBAL \S+ was not an '
+    r'allowed global by default)',
+    r'(Trying to load unsupported GLOBAL \S+ whose module \S+ is blocked)',
+)
+# Anything else it found (an opcode it does not support, ...).
+_OTHER = r'WeightsUnpickler error:\s*(\S[^\n]*?)(?: Please use|\n|$)'
+
+
 def _not_loaded(path: str, error: Exception) -> str:
   """Why `path` was not loaded, without torch's advice.
 
-  torch's refusal of a pickle that holds code suggests loading it with
-  weights_only=False or allowlisting its globals: both run the file's code.
-  For a file from elsewhere that is the wrong advice, so only what torch
-  found is kept.
+  torch's refusal of a pickle that holds more than tensors suggests loading
+  it with weights_only=False or allowlisting its globals: both run the
+  file's code. For a file from elsewhere that is the wrong advice, so none
+  of torch's text is passed on but what it found.
   """
   text = re.sub(r'\x1b\[[0-9;]*m', '', str(error))
-  found = re.search(r'WeightsUnpickler error: (.*?)(?: Please use|\n|$)',
-                    text)
-  if found:
-    return (f'{path} holds Python objects besides tensors '
-            f'({found.group(1).rstrip(".")}), so it was not loaded: a '
-            'published checkpoint holds tensors in plain containers. Loading '
-            'it otherwise (weights_only=False, allowlisted globals) would run '
-            'code from the file; do not, unless you made it yourself')
+  if 'Weights only load failed' in text:
+    found = next((m for m in (re.search(p, text) for p in _GLOBALS) if m),
+                 None)
+    if found:
+      what = f'holds Python objects besides tensors ({found.group(1)})'
+    else:
+      found = re.search(_OTHER, text)
+      what = ("cannot be read by torch's weights-only loader" +
+              (f' ({found.group(1).rstrip(".")})' if found else ''))
+    return (f'{path} {what}, so it was not loaded: a published checkpoint '
+            'holds tensors in plain containers. Loading it otherwise '
+            '(weights_only=False, allowlisted globals) would run code from '
+            'the file; do not, unless you made it yourself')
   first = (text.strip().splitlines() or [''])[0]
   return (f'{path} is not a PyTorch checkpoint that torch.load(weights_only='
           f'True) can read: {type(error).__name__}: {first}')
@@ -112,7 +130,11 @@ def read_torch_checkpoint(path: str) -> tuple[dict, dict]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f'PyTorch checkpoint {path} does not exist')
   try:
-    checkpoint = torch.load(path, map_location='cpu', weights_only=True)
+    with warnings.catch_warnings():
+      # A plain pickle (not torch.save's zip) is refused below all the same;
+      # torch's warning about its protocol would only add a stray line.
+      warnings.filterwarnings('ignore', message='Detected pickle protocol')
+      checkpoint = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # pylint: disable=broad-except
     raise ConversionError(_not_loaded(path, e)) from None
   if not isinstance(checkpoint, Mapping) or any(

@@ -177,6 +177,14 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       yield key, example
 
 
+def _is_built(builder: tfds.core.DatasetBuilder) -> bool:
+  """`builder.is_prepared()`, without TFDS's warning that the (empty)
+  folder a builder makes for its records has no dataset_info.json yet: on
+  a first build that line is noise."""
+  return ((epath.Path(builder.data_dir) / 'dataset_info.json').exists() and
+          builder.is_prepared())
+
+
 def prepare(make: Callable[[], FolderBuilder], manual_dir: str = '',
             **kwargs) -> FolderBuilder:
   """The builder `make()` gives, its records built (`download_and_prepare`)
@@ -185,7 +193,7 @@ def prepare(make: Callable[[], FolderBuilder], manual_dir: str = '',
   rebuilt. TFDS's progress bars only at --verbosity=1 and more (the console
   shows one progress display)."""
   builder = make()
-  if builder.is_prepared():
+  if _is_built(builder):
     built = read_metadata(builder).get('content')
     now = builder.current_content(manual_dir)
     if now is None or now == built:
