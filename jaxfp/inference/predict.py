@@ -323,8 +323,7 @@ def run(checkpoint: str, paths: Sequence[str], *, policy: str = 'resize',
   for path, reason in failures:
     print(f'skipped {images_lib.shown(path)}: {reason}', file=sys.stderr)
   if output:
-    files.write_text(output, ''.join(files.dumps(record) + '
-'
+    files.write_text(output, ''.join(files.dumps(record) + '\n'
                                      for record in records))
   if table:
     for record in records:
