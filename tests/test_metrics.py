@@ -294,6 +294,11 @@ def test_tables_bold_only_at_z_two_and_say_so():
   assert 'Bold: beats the random-GT baseline at z >= 2' in text
   assert '- closed set: none: no training GM' in text
   assert '| a | continuous_l1 | **0.200** | 0.300 ± 0.050 | +2.0 | – |' in text
+  # The console's version: the same summary, without every metric's table.
+  assert '### held out: every metric' in text
+  short = results.report([('held out', scored, '')], SCHEMA, 3, full=False)
+  assert 'every metric' not in short
+  assert '| a | continuous_l1 | **0.200** |' in short
 
 
 def test_predictions_file_round_trip_and_pooling(tmp_path):

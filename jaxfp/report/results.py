@@ -143,11 +143,12 @@ def full_tables(scored: dict, schema: schema_lib.Schema) -> str:
 
 
 def report(splits: Sequence[tuple[str, dict | None, str]],
-           schema: schema_lib.Schema, num_shuffles: int) -> str:
+           schema: schema_lib.Schema, num_shuffles: int, *,
+           full: bool = True) -> str:
   """The markdown of results.md below its header: the caption, the summary
-  and the deciding metrics of every split side by side, then each split's
-  full tables. `splits`: (title, scored split or None, note), the note
-  saying why a split is missing or what it is."""
+  and the deciding metrics of every split side by side, then (if `full`)
+  each split's full tables. `splits`: (title, scored split or None, note),
+  the note saying why a split is missing or what it is."""
   pairs = [(title, scored) for title, scored, _ in splits]
   notes = [f'{title}: {note}' for title, _, note in splits if note]
   parts = [caption(num_shuffles)]
@@ -155,7 +156,7 @@ def report(splits: Sequence[tuple[str, dict | None, str]],
   parts += [summary_table(pairs),
             'Per hyperparameter, its deciding metric:\n\n' +
             deciding_table(pairs, schema)]
-  for title, scored in pairs:
+  for title, scored in pairs if full else ():
     if scored is not None:
       parts.append(f'### {title}: every metric\n\n' +
                    full_tables(scored, schema))

@@ -54,12 +54,13 @@ class Iterators:
 
 
 def write_results(workdir: str, step: int, header: str, table: str,
-                  payload: dict) -> str:
+                  payload: dict, shown: str | None = None) -> str:
   """results.md (header + table) and results.json (payload + step), each
   written whole or not at all (`files.write_text`): a sweep takes a
-  results.json as the sign of a finished run."""
+  results.json as the sign of a finished run. Returns the text for the
+  console: header + `shown` (a shorter table), or header + table."""
   files.write_text(os.path.join(workdir, 'results.md'),
                    f'{header}\n\n{table}\n')
   files.write_json(os.path.join(workdir, 'results.json'),
                    {'step': step, **payload}, indent=2)
-  return f'{header}\n\n{table}'
+  return f'{header}\n\n{table if shown is None else shown}'

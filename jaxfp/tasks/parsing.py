@@ -205,9 +205,14 @@ class ParsingTask(common.Iterators):
               + ('' if closed is None else
                  f'; closed set, {closed["num_images"]} held-back images of '
                  f'{closed["num_gms"]} training GMs') + '.')
-    table = results_lib.report(
-        [('held out', result, held_note), ('closed set', closed, closed_note)],
-        self.schema, shuffles)
+    splits = [('held out', result, held_note),
+              ('closed set', closed, closed_note)]
+    table = results_lib.report(splits, self.schema, shuffles)
+    # The console gets the summary and the deciding metrics; every metric
+    # of both sets is in results.md.
+    shown = (results_lib.report(splits, self.schema, shuffles, full=False)
+             + '\n\nEvery metric of both sets: '
+             + os.path.join(workdir, 'results.md'))
     self._pictures(result, workdir, step)
     gt = self.info.ground_truth
     results_lib.write_predictions(
@@ -231,7 +236,7 @@ class ParsingTask(common.Iterators):
         'train_prior_values': prior_values,
         'notes': {'held_out': held_note, 'closed_set': closed_note},
         'closed_set': closed_json,
-        'predictions_file': results_lib.PREDICTIONS})
+        'predictions_file': results_lib.PREDICTIONS}, shown=shown)
 
   def _pictures(self, result: dict, workdir: str, step: int) -> None:
     examples = result.get('examples')
