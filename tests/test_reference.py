@@ -175,6 +175,8 @@ def test_predict_has_every_class_even_if_training_lacks_one():
 
 
 def test_comparison_counts_hand_made_results():
+  # x: parser z = -5, reference z = +5; p: parser +2 (counts), reference +1;
+  # q: undefined for the parser; the aggregate is not a hyperparameter.
   parser = {'test_gms': ['a', 'b'],
             'metrics': {'continuous_l1': 0.3, 'continuous_l1/x': 0.3,
                         'loss_auc/p': 0.7, 'loss_auc/q': None},
@@ -189,13 +191,15 @@ def test_comparison_counts_hand_made_results():
          'baseline_std': {'continuous_l1': 0.01, 'continuous_l1/x': 0.01,
                           'loss_auc/p': 0.1, 'loss_auc/q': 0.1}}
   text = reference.comparison(parser, ref)
-  assert ('Of the 2 per-hyperparameter metrics defined for both, the parser '
-          'beats its baseline mean on 1, the reference on 2; the parser is '
-          'better than the reference on 1, the reference on 1.') in text
+  assert ('Of the 2 hyperparameters defined for both, 1 are at z >= 2 for '
+          'the parser, 1 for the reference; the parser is better than the '
+          'reference on 1, the reference on 1.') in text
   lines = text.splitlines()
-  assert '| continuous_l1/x | 0.300 | 0.250 ± 0.010 | **0.200** | ' \
-         '0.250 ± 0.010 | reference |' in lines
-  assert '| loss_auc/q | – | – | – | – | – |' in lines
+  assert '| x | continuous_l1 | 0.300 | -5.0 | **0.200** | +5.0 | reference |' \
+      in lines
+  assert '| p | loss_auc | **0.700** | +2.0 | 0.600 | +1.0 | parser |' in lines
+  assert '| q | loss_auc | – | – | – | – | – |' in lines
+  assert not any(line.startswith('| continuous_l1 |') for line in lines)
   assert 'NaN' not in text and 'nan' not in text
 
 
@@ -233,9 +237,13 @@ def test_the_command_writes_the_trainers_results_on_the_test_preset(
   assert keys <= set(results['metrics']) <= set(results['baseline_mean'])
   assert results['reference']['pca_dim'] == 8
   text = (workdir / 'results.md').read_text()
-  assert 'non-deep reference' in text and 'random GT baseline' in text
+  assert 'non-deep reference' in text and 'z >= 2' in text
+  assert '### closed set: every metric' in text
+  assert set(results['significance']) >= {'significant', 'defined'}
+  assert results['closed_set']['num_images'] == info.num_closed_images
   assert 'NaN' not in (workdir / 'results.json').read_text()
-  assert 'macro F1' in capsys.readouterr().out
+  out = capsys.readouterr().out
+  assert 'deciding metric' in out and 'every metric' not in out
 
   # Side by side with a run of the same split (the reference's own results
   # stand in for a parser's: same form), then one of another split.

@@ -47,7 +47,7 @@ from jaxfp.data.builders import zoo as zoo_builder
 
 LABEL_KEYS = ('continuous', 'discrete', 'coarse', 'fine')
 DATASETS = ('zoo', 'model_parsing')
-SPLITS = ('test', 'closed_set')
+SPLITS = ('test', 'closed_set', 'train')
 # Hash buckets of the closed-set choice: fractions to 1e-4.
 _BUCKETS = 10_000
 
@@ -248,13 +248,17 @@ def eval_iterator(
     global_batch_size: int, local_device_count: int, perturb=None,
     split: str = 'test') -> Iterator[dict[str, np.ndarray]]:
   """One padded pass in a fixed order (`batching.eval_batches`) over the
-  test GMs' images, or with split='closed_set' over the closed set."""
+  test GMs' images; split='closed_set': over the closed set; 'train': over
+  the images training reads (the closed set left out), once, unshuffled."""
   if split == 'test':
     examples, total = (_examples(data_config, info, info.test_gms),
                        info.num_test_images)
   elif split == 'closed_set':
     examples, total = (_examples(data_config, info, info.closed_gms,
                                  'closed'), info.num_closed_images)
+  elif split == 'train':
+    examples, total = (_examples(data_config, info, info.train_gms, 'kept'),
+                       info.num_train_images)
   else:
     raise ValueError(f'split {split!r}: use one of {SPLITS}')
   return batching.eval_batches(

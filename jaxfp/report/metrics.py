@@ -229,7 +229,7 @@ def significance(model: dict[str, float], z: dict[str, float],
     hits = [k for k in defined if is_significant(z[k], threshold)]
     beats = None
     if prior is not None:
-      beats = sum(_strictly_better(k, model[k], prior[k]) for k in defined
+      beats = sum(strictly_better(k, model[k], prior[k]) for k in defined
                   if np.isfinite(prior.get(k, np.nan)))
     return hits, {'significant': len(hits), 'defined': len(defined),
                   'total': len(rows), 'beats_train_prior': beats}
@@ -241,7 +241,8 @@ def significance(model: dict[str, float], z: dict[str, float],
   return out
 
 
-def _strictly_better(metric: str, model: float, other: float) -> bool:
+def strictly_better(metric: str, model: float, other: float) -> bool:
+  """`model` better than `other` on `metric` (lower for L1), ties not."""
   if direction(metric) == 'lower':
     return model < other
   return model > other

@@ -25,16 +25,16 @@ produces, so `jaxfp.report.metrics.parsing_metrics` and `random_baseline`
 score both alike.
 
 On a dataset (`run`): the training and held-out GMs are those the trainer's
-config selects (`jaxfp.data.parsing.load_info`), the images those its
-evaluation reads (`eval_iterator`: every image once, in record order, not
+config selects (`jaxfp.data.parsing.load_info`): it is fitted on the images
+the trainer trains on and scored, as the trainer is, on the held-out GMs and
+on the closed set (`eval_iterator`: every image once, in record order, not
 augmented); results.md / results.json go to the workdir in the trainer's
 form, and with `compare` a comparison.md puts a parser run's figures and
-the reference's side by side.
+the reference's side by side, hyperparameter by hyperparameter.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
@@ -52,6 +52,7 @@ from jaxfp.core import normalization
 from jaxfp.core import schema as schema_lib
 from jaxfp.data import splits
 from jaxfp.report import metrics as metrics_lib
+from jaxfp.report import results as results_lib
 from jaxfp.report import tables
 
 POOL = 16
@@ -263,16 +264,19 @@ def fit(feats: np.ndarray, labels: metrics_lib.Labels,
 
 
 def score(predictions: dict, ground_truth: schema_lib.GroundTruth,
-          rows: np.ndarray, *, num_shuffles: int, seed: int) -> dict:
-  """Held-out metrics and the random-ground-truth baseline, as the parsing
-  task's `score` computes them (the same functions, the same arguments)."""
-  model = metrics_lib.parsing_metrics(
-      predictions, metrics_lib.Labels.of(ground_truth, rows),
-      ground_truth.schema)
-  mean, std = metrics_lib.random_baseline(
-      predictions, ground_truth, rows, num_shuffles=num_shuffles, seed=seed)
-  return {'metrics': model, 'baseline_mean': mean, 'baseline_std': std,
-          'num_images': int(len(rows)), 'num_gms': int(len(np.unique(rows)))}
+          rows: np.ndarray, *, num_shuffles: int, seed: int,
+          train_truth: schema_lib.GroundTruth | None = None) -> dict:
+  """Every figure of a results table, as the parsing task computes it
+  (`metrics.score_split`): the random-GT baseline and z-scores, and with
+  `train_truth` (the fitted GMs' table) the training-prior baseline."""
+  prior = None
+  if train_truth is not None:
+    prior = metrics_lib.prior_predictions(
+        metrics_lib.train_prior(train_truth, ground_truth.continuous_range),
+        len(rows))
+  return metrics_lib.score_split(predictions, rows, ground_truth,
+                                 prior=prior, num_shuffles=num_shuffles,
+                                 seed=seed)
 
 
 # ------------------------------------------------------------ on a dataset
@@ -287,24 +291,20 @@ def _data():
 
 
 def read_images(data_config: ml_collections.ConfigDict,
-                info: splits.DataInfo, gms: tuple[str, ...], num_images: int,
-                batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-  """uint8 images [N, s, s, 3] of `gms` and their rows in the ground truth.
+                info: splits.DataInfo, split: str, batch_size: int = 256
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """uint8 images [N, s, s, 3] of a split and their rows in the ground truth.
 
   Read through the evaluation pipeline (one pass in record order, no
-  augmentation), pointed at `gms`: the images the trainer reads, from the
-  same records. The pipeline hands out normalised floats; they are mapped
-  back to the stored uint8 values, which is exact up to float rounding.
+  augmentation): 'train' the images the trainer trains on, 'test' the
+  held-out GMs', 'closed_set' the training GMs' held-back ones; the same
+  records the parser reads. The pipeline hands out normalised floats; they
+  are mapped back to the stored uint8 values, exact up to float rounding.
   """
-  if not gms:
-    return (np.zeros((0, data_config.image_size, data_config.image_size, 3),
-                     np.uint8), np.zeros((0,), np.int32))
-  view = dataclasses.replace(info, test_gms=tuple(gms),
-                             num_test_images=num_images)
   images, rows = [], []
-  for batch in _data().eval_iterator(data_config, view,
+  for batch in _data().eval_iterator(data_config, info,
                                      global_batch_size=batch_size,
-                                     local_device_count=1):
+                                     local_device_count=1, split=split):
     real = batch['mask'][0] > 0
     pixels = normalization.unit_range(
         batch['image'][0][real].astype(np.float64)) * 255.0
@@ -317,6 +317,9 @@ def read_images(data_config: ml_collections.ConfigDict,
                        f'{np.abs(pixels - exact).max():.3f})')
     images.append(np.clip(exact, 0, 255).astype(np.uint8))
     rows.append(batch['gm'][0][real].astype(np.int32))
+  if not images:
+    size = data_config.image_size
+    return np.zeros((0, size, size, 3), np.uint8), np.zeros((0,), np.int32)
   return np.concatenate(images), np.concatenate(rows)
 
 
@@ -352,23 +355,26 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     _check_same_split(parser_results, info, compare)
 
   with console.quietly('Reading images and computing features'):
-    train_images, train_rows = read_images(
-        config.data, info, info.train_gms, info.num_train_images)
-    test_images, test_rows = read_images(
-        config.data, info, info.test_gms, info.num_test_images)
+    train_images, train_rows = read_images(config.data, info, 'train')
+    test_images, test_rows = read_images(config.data, info, 'test')
+    closed_images, closed_rows = read_images(config.data, info, 'closed_set')
     train_feats = features(train_images)
     test_feats = features(test_images)
   with console.quietly('Fitting the reference'):
     model = fit(train_feats, metrics_lib.Labels.of(gt, train_rows),
                 gt.schema, pca_dim=pca_dim, ridge_alpha=ridge_alpha,
                 logistic_c=logistic_c, seed=config.seed)
+  train_truth = gt.select(info.train_gms)
   result = score(model.predict(test_feats), gt, test_rows,
-                 num_shuffles=config.num_baseline_shuffles, seed=config.seed)
-  # The same metrics on the training GMs' images: how much the reference
-  # fits its own generators beyond what carries over to unseen ones.
-  result['train_metrics'] = metrics_lib.parsing_metrics(
-      model.predict(train_feats), metrics_lib.Labels.of(gt, train_rows),
-      gt.schema)
+                 num_shuffles=config.num_baseline_shuffles, seed=config.seed,
+                 train_truth=train_truth)
+  # The closed set, as the parser's: held-back images of the fitted GMs.
+  result['closed_set'] = None
+  if len(closed_rows):
+    result['closed_set'] = score(
+        model.predict(features(closed_images)), gt, closed_rows,
+        num_shuffles=config.num_baseline_shuffles, seed=config.seed,
+        train_truth=train_truth)
   result['text'] = _report(result, workdir, config, info, model)
   if parser_results is not None:
     text = comparison(parser_results, result)
@@ -382,31 +388,32 @@ def _report(result: dict, workdir: str, config: ml_collections.ConfigDict,
   """results.md and results.json, in the parsing task's form."""
   shuffles = config.num_baseline_shuffles
   header = (
-      f'Held-out parsing metrics of the non-deep reference (residual '
-      f'spectra and colour statistics, PCA to {model.pca_dim}, ridge and '
-      f'logistic regressions) fitted on {len(info.train_gms)} GMs '
-      f'({info.num_train_images} images): {result["num_gms"]} GMs never '
-      f'seen in fitting, {result["num_images"]} images. Baseline: the same '
-      'predictions scored against the ground truth with each column '
-      f'shuffled across these GMs (mean ± std over {shuffles} shuffles). '
-      'Bold: better than the baseline mean.')
-  table = metrics_lib.grouped_tables(result['metrics'],
-                                     result['baseline_mean'],
-                                     result['baseline_std'],
-                                     info.ground_truth.schema)
+      f'Parsing metrics of the non-deep reference (residual spectra and '
+      f'colour statistics, PCA to {model.pca_dim}, ridge and logistic '
+      f'regressions) fitted on {len(info.train_gms)} GMs '
+      f'({info.num_train_images} images): held out, {result["num_gms"]} GMs '
+      f'never seen in fitting ({result["num_images"]} images).')
+  closed = result['closed_set']
+  splits_shown = [
+      ('held out', result, f'train prior from the {len(info.train_gms)} '
+       'fitted GMs'),
+      ('closed set', closed, '' if closed is not None else
+       'none: config.data.closed_set_fraction holds back no image')]
+  table = results_lib.report(splits_shown, info.ground_truth.schema,
+                             shuffles)
+  shown = results_lib.report(splits_shown, info.ground_truth.schema,
+                             shuffles, full=False)
   payload = {
       'model': 'reference', 'reference': model.settings(),
-      'num_images': result['num_images'], 'num_gms': result['num_gms'],
       'test_gms': list(info.test_gms), 'train_gms': list(info.train_gms),
       'num_train_images': info.num_train_images,
-      'num_baseline_shuffles': shuffles, 'metrics': result['metrics'],
-      'baseline_mean': result['baseline_mean'],
-      'baseline_std': result['baseline_std'],
-      'train_metrics': result['train_metrics']}
+      'num_baseline_shuffles': shuffles,
+      **results_lib.json_split(result),
+      'closed_set': results_lib.json_split(closed)}
   files.write_text(os.path.join(workdir, 'results.md'),
                    f'{header}\n\n{table}\n')
   files.write_json(os.path.join(workdir, 'results.json'), payload, indent=2)
-  return f'{header}\n\n{table}'
+  return f'{header}\n\n{shown}'
 
 
 # ------------------------------------------------------------- side by side
@@ -444,57 +451,61 @@ def _check_same_split(results: dict, info: splits.DataInfo,
         'GMs')
 
 
-def _nan(value) -> float:
-  """JSON's null (a metric left out) as NaN."""
-  return float('nan') if value is None else float(value)
+def _z(results: dict, key: str) -> float:
+  """A result's z-score of `key` (NaN where undefined), from its 'z' or
+  from its metrics and baseline (results written before z-scores)."""
+  def value(table):
+    v = (results.get(table) or {}).get(key)
+    return float('nan') if v is None else float(v)
+  if 'z' in results:
+    return value('z')
+  return metrics_lib.z_score(key, value('metrics'), value('baseline_mean'),
+                             value('baseline_std'))
 
 
 def comparison(parser: dict, reference: dict) -> str:
-  """One table, a row per metric: the parser, the reference, each beside
-  its own random-GT baseline (the baselines differ: each shuffles the
-  ground truth under its own predictions), and which of the two is better.
+  """One row per hyperparameter, by its deciding metric (`metrics.DECIDING`):
+  the parser and the reference, each with its z-score against its own
+  random-GT shuffles (the baselines differ: each shuffles the ground truth
+  under its own predictions), bold at z >= 2, and which is better.
 
-  Both are results in the form of results.json ('metrics',
-  'baseline_mean', 'baseline_std'); a metric either left out is a dash.
+  Both are results in the form of results.json; a metric either leaves
+  undefined is a dash and counts for neither.
   """
-  both = [k for k in metrics_lib.ordered_keys(reference['metrics'])
-          if k in parser['metrics']]
+  deciding = tuple(f'{metric}/' for _, metric in metrics_lib.DECIDING)
+  keys = [k for k in metrics_lib.ordered_keys(reference['metrics'])
+          if k.startswith(deciding) and k in parser['metrics']]
   rows = []
-  counts = {'defined': 0, 'parser': 0, 'reference': 0,
-            'parser_better': 0, 'reference_better': 0}
-  for key in both:
-    values = {}
-    for name, r in (('parser', parser), ('reference', reference)):
-      values[name] = (_nan(r['metrics'][key]),
-                      _nan(r['baseline_mean'].get(key)),
-                      _nan(r['baseline_std'].get(key)))
-    if not all(np.isfinite(v[0]) and np.isfinite(v[1])
-               for v in values.values()):
-      rows.append([key] + ['–'] * 5)
+  counts = {'defined': 0, 'parser': 0, 'reference': 0, 'parser_better': 0,
+            'reference_better': 0}
+  for key in keys:
+    values = {name: (_z(r, key), r['metrics'][key])
+              for name, r in (('parser', parser), ('reference', reference))}
+    if not all(z == z and m is not None for z, m in values.values()):
+      rows.append(key.split('/', 1)[::-1] + ['–'] * 5)
       continue
-    row = [key]
-    for name, (m, b, s) in values.items():
-      wins = metrics_lib.beats(key, m, b)
-      row += [f'**{m:.3f}**' if wins else f'{m:.3f}', f'{b:.3f} ± {s:.3f}']
-      if '/' in key:  # Per hyperparameter; aggregates are not counted.
-        counts[name] += wins
-    p, r = values['parser'][0], values['reference'][0]
-    better = ('parser' if metrics_lib.beats(key, p, r) else
-              'reference' if metrics_lib.beats(key, r, p) else 'tie')
-    if '/' in key:
-      counts['defined'] += 1
-      if better != 'tie':
-        counts[f'{better}_better'] += 1
+    counts['defined'] += 1
+    row = key.split('/', 1)[::-1]
+    for name, (z, m) in values.items():
+      hit = metrics_lib.is_significant(z)
+      counts[name] += hit
+      row += [f'**{m:.3f}**' if hit else f'{m:.3f}', f'{z:+.1f}']
+    (_, p), (_, r) = values['parser'], values['reference']
+    better = ('parser' if metrics_lib.strictly_better(key, p, r) else
+              'reference' if metrics_lib.strictly_better(key, r, p) else
+              'tie')
+    if better != 'tie':
+      counts[f'{better}_better'] += 1
     rows.append(row + [better])
   header = (
       f'The parser and the non-deep reference on the same '
-      f'{len(parser["test_gms"])} held-out GMs. Bold: better than its own '
-      'random-GT baseline mean. Of the '
-      f'{counts["defined"]} per-hyperparameter metrics defined for both, the '
-      f'parser beats its baseline mean on {counts["parser"]}, the reference '
-      f'on {counts["reference"]}; the parser is better than the reference '
-      f'on {counts["parser_better"]}, the reference on '
+      f'{len(parser["test_gms"])} held-out GMs, each hyperparameter by its '
+      'deciding metric. Bold: beats its own random-GT baseline at z >= 2. '
+      f'Of the {counts["defined"]} hyperparameters defined for both, '
+      f'{counts["parser"]} are at z >= 2 for the parser, '
+      f'{counts["reference"]} for the reference; the parser is better than '
+      f'the reference on {counts["parser_better"]}, the reference on '
       f'{counts["reference_better"]}.')
   return header + '\n\n' + tables.markdown(
-      ['metric', 'parser', 'its baseline', 'reference', 'its baseline',
+      ['hyperparameter', 'metric', 'parser', 'z', 'reference', 'z',
        'better'], rows)
