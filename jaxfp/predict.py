@@ -31,6 +31,9 @@ def define_flags():
   flags.DEFINE_integer('batch_size', 32, 'Images per compiled call.',
                        lower_bound=1)
   flags.DEFINE_bool('quiet', False, 'No table on the terminal.')
+  flags.DEFINE_string('gallery', None, 'A gallery of known sources '
+                      '(python -m jaxfp.gallery): report each image\'s '
+                      'nearest source and P(unknown).')
 
 
 @console.command
@@ -41,7 +44,8 @@ def main(argv):
     raise app.UsageError('--checkpoint is required')
   return predict.run(FLAGS.checkpoint, argv[1:], policy=FLAGS.resize,
                      batch_size=FLAGS.batch_size, output=FLAGS.output,
-                     panels_dir=FLAGS.panels_dir, table=not FLAGS.quiet)
+                     panels_dir=FLAGS.panels_dir, table=not FLAGS.quiet,
+                     gallery=FLAGS.gallery)
 
 
 if __name__ == '__main__':
