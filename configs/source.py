@@ -46,6 +46,10 @@ def get_config(preset: str = '') -> ml_collections.ConfigDict:
   m.spectrum = 'residual'
   m.spectrum_pool = 16
   m.colour_stats = True
+  # Residual statistics the side features lack (jaxfp.models.embedding.
+  # trace_statistics): moments, channel and neighbour correlations, the
+  # colour-difference spectrum, image quantiles.
+  m.trace_stats = True
   m.hidden = (512, 512)
   m.embed_dim = 128
   m.dropout_rate = 0.5

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 import pytest
+from scipy import ndimage
+from sklearn import cluster as sk_cluster
 from sklearn import metrics as sk_metrics
 
 from configs import source as source_config
@@ -21,6 +23,7 @@ from jaxfp.inference import network
 from jaxfp.inference import predict
 from jaxfp.inference import sources
 from jaxfp.losses import embedding as losses
+from jaxfp.models import embedding
 from jaxfp.tools import embeddings as embeddings_tool
 
 
@@ -33,6 +36,29 @@ def planted(num_sources, per_source, *, spread=0.25, dim=32, seed=0):
   x = (centres[labels] / np.sqrt(dim) +
        spread / np.sqrt(dim) * rng.normal(size=(len(labels), dim)))
   return x / np.linalg.norm(x, axis=1, keepdims=True), labels
+
+
+def test_the_residual_blur_is_scipys_gaussian_filter():
+  rng = np.random.default_rng(7)
+  x = rng.uniform(size=(2, 16, 16, 3)).astype(np.float32)
+  expected = ndimage.gaussian_filter(x, sigma=(0, 1, 1, 0), mode='reflect')
+  np.testing.assert_allclose(np.asarray(embedding.gaussian_blur(x)), expected,
+                             atol=1e-5)
+
+
+def test_the_embedder_gives_unit_rows_and_finite_statistics_of_flat_images():
+  model = embedding.SourceEmbedder(embed_dim=8, hidden=(16,), num_sources=3,
+                                   spectrum_pool=8)
+  images = np.zeros((2, 64, 64, 3), np.float32)  # Flat: residual all zero.
+  images[1] += np.random.default_rng(0).normal(size=(64, 64, 3))
+  variables = model.init(jax.random.key(0), images, train=False)
+  out = model.apply(variables, images, train=False)
+  np.testing.assert_allclose(np.linalg.norm(out['embedding'], axis=1), 1.0,
+                             rtol=1e-5)
+  assert out['cosines'].shape == (2, 3)
+  stats = embedding.trace_statistics(jnp.zeros((1, 64, 64, 3)))
+  assert stats.shape == (1, 27 + 2 * 64 + 15)
+  assert np.isfinite(np.asarray(stats)).all()
 
 
 def test_margin_softmax_rewards_the_true_source_and_skips_missing_labels():
@@ -64,12 +90,22 @@ def test_supervised_contrastive_pulls_sources_together_and_stays_finite():
   assert np.isfinite(np.asarray(grad)).all()
 
 
-def test_tree_cuts_equal_sklearn_at_every_threshold():
+def test_grouping_counts_by_average_linkage_and_splits_by_ward():
+  """The two steps, read off one tree each, equal scikit-learn's own
+  clusterings at every threshold."""
   unit, _ = planted(6, 5, spread=0.6, seed=2)
-  thresholds = [0.05, 0.2, 0.5, 0.9]
-  for t, cut in zip(thresholds, sources._cuts(unit, thresholds)):  # pylint: disable=protected-access
-    direct = sources.group_by_threshold(unit, t)
-    assert sk_metrics.adjusted_rand_score(direct, cut) == 1.0, t
+  thresholds = [0.05, 0.2, 0.5, 0.9, 1.5]
+  counts = sources.count_groups(unit, thresholds)
+  for t, k, groups in zip(thresholds, counts,
+                          sources._cuts(unit, thresholds)):  # pylint: disable=protected-access
+    average = sk_cluster.AgglomerativeClustering(
+        n_clusters=None, distance_threshold=t, linkage='average',
+        metric='cosine').fit(unit)
+    assert average.n_clusters_ == k, t
+    ward = sources.group_into(unit, k)
+    assert sk_metrics.adjusted_rand_score(ward, groups) == 1.0, t
+    assert len(np.unique(groups)) == k
+  assert counts[0] == 30 and counts[-1] == 1  # Every image alone; one group.
 
 
 @pytest.fixture(scope='module')

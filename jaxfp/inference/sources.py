@@ -4,10 +4,18 @@ known source, and the calibration of both on labelled embeddings.
 Embeddings are unit vectors (`jaxfp.models.embedding`); distances are
 cosine distances, 1 - cos, in [0, 2].
 
-Grouping: scikit-learn's agglomerative clustering with average linkage,
-merging groups while their mean pairwise distance is below a threshold.
-The number of groups follows from the threshold: all images in one group,
-every image alone, anything between.
+Grouping (`group_by_threshold`), in two steps, both scikit-learn's
+agglomerative clustering:
+  1. how many groups: average linkage on cosine distance, merging groups
+     while their mean pairwise distance is below a threshold. The count
+     follows from the data: all images in one group, every image alone,
+     anything between; and a mean distance does not depend on how many
+     images a source has;
+  2. which groups: Ward linkage into that many (on unit rows Euclidean
+     distance grows with cosine distance). Cut at a threshold, average
+     linkage splits off many small groups of outlying images and still
+     merges close sources; Ward's partition into the same count is closer
+     to the true one (docs/embeddings.md measures both).
 
 Known sources (`jaxfp.inference.gallery`): each source is the normalised
 mean of its images' embeddings (a centroid); a query's score is its cosine
@@ -15,9 +23,9 @@ with the nearest centroid, and P(unknown) = sigmoid(a * cosine + b).
 
 Calibration (`calibrate`), on embeddings of generators the network never
 trained on whose sources are known (the training run's held-out generators):
-  * the threshold that maximises the mean adjusted Rand index over random
-    subsets of those generators of several sizes, so that it does not
-    depend on how many sources a folder holds;
+  * the threshold that maximises the mean adjusted Rand index of the
+    grouping over random subsets of those generators of several sizes, so
+    that it does not depend on how many sources a folder holds;
   * a and b: a logistic regression of "unknown" on the nearest cosine, over
     simulated galleries: half the generators known (GALLERY_IMAGES images
     each in the gallery, the rest as queries), the other half unknown.
@@ -38,34 +46,26 @@ from jaxfp.core import files
 from jaxfp.report import sources as scores
 
 CALIBRATION_FILE = 'source_calibration.json'
-LINKAGE = 'average'
 # Thresholds tried, in cosine distance.
 THRESHOLDS = np.round(np.arange(0.02, 1.21, 0.02), 2)
+# Half-width of the window over which the calibration's score is averaged.
+SMOOTHING = 0.06
 # Images of each known source in a simulated gallery.
 GALLERY_IMAGES = 10
 
 
 def group_by_threshold(unit: np.ndarray, threshold: float) -> np.ndarray:
-  """Group labels 0..k-1 of unit rows: average linkage on cosine distance,
-  groups merged while closer than `threshold`."""
+  """Group labels 0..k-1 of unit rows: k from average linkage on cosine
+  distance cut at `threshold`, the groups from Ward linkage into k (see the
+  module docstring)."""
   if threshold <= 0:
     raise ValueError(f'grouping threshold {threshold}: must be above 0')
-  if len(unit) < 2:
-    return np.zeros(len(unit), int)
-  return sk_cluster.AgglomerativeClustering(
-      n_clusters=None, distance_threshold=threshold, linkage=LINKAGE,
-      metric='cosine').fit_predict(unit)
+  return _cuts(unit, [threshold])[0]
 
 
 def group_into(unit: np.ndarray, num_groups: int) -> np.ndarray:
   """Group labels of unit rows into exactly `num_groups` groups: Ward
-  linkage (on unit rows Euclidean distance grows with cosine distance).
-
-  Not average linkage: cut at a fixed count, it spends groups on a few
-  outlying images and merges real sources (ARI 0.71 against Ward's 0.83 on
-  100 held-out generators, docs/embeddings.md); with a threshold it is the
-  better rule.
-  """
+  linkage."""
   if not 1 <= num_groups <= len(unit):
     raise ValueError(f'{num_groups} groups of {len(unit)} images')
   if num_groups == 1:
@@ -74,21 +74,33 @@ def group_into(unit: np.ndarray, num_groups: int) -> np.ndarray:
       n_clusters=num_groups, linkage='ward').fit_predict(unit)
 
 
-def _cuts(unit: np.ndarray, thresholds) -> list[np.ndarray]:
-  """`group_by_threshold` at every threshold, from one fitted tree.
-
-  Average linkage never merges at a smaller distance than before, so the
-  groups at threshold t are those of the merges with distance < t, a prefix
-  of the tree's merges; applying them in order with a union-find gives each
-  cut without refitting.
-  """
+def count_groups(unit: np.ndarray, thresholds) -> list[int]:
+  """For each threshold, the number of groups of average linkage on cosine
+  distance cut there (groups merged while closer than the threshold)."""
   n = len(unit)
   if n < 2:
-    return [np.zeros(n, int) for _ in thresholds]
+    return [n for _ in thresholds]
   tree = sk_cluster.AgglomerativeClustering(
       n_clusters=None, distance_threshold=0.0, compute_full_tree=True,
-      linkage=LINKAGE, metric='cosine').fit(unit)
-  children, distances = tree.children_, tree.distances_
+      linkage='average', metric='cosine').fit(unit)
+  # sklearn's own rule for distance_threshold: one merge per distance below.
+  return [n - int(np.sum(tree.distances_ < t)) for t in thresholds]
+
+
+def _cuts(unit: np.ndarray, thresholds) -> list[np.ndarray]:
+  """`group_by_threshold` at every threshold, from two fitted trees.
+
+  The Ward tree's merges are applied in order with a union-find: its
+  partition into k groups is that of its first n - k merges (what
+  scikit-learn's n_clusters=k returns), so every count needs no refit.
+  """
+  n = len(unit)
+  counts = count_groups(unit, thresholds)
+  if n < 2:
+    return [np.zeros(n, int) for _ in thresholds]
+  children = sk_cluster.AgglomerativeClustering(
+      n_clusters=None, distance_threshold=0.0, compute_full_tree=True,
+      linkage='ward').fit(unit).children_
   root = np.arange(2 * n - 1)
 
   def find(i):
@@ -97,17 +109,17 @@ def _cuts(unit: np.ndarray, thresholds) -> list[np.ndarray]:
       i = root[i]
     return i
 
-  out, merged = [], 0
-  for t in sorted(thresholds):
-    while merged < len(distances) and distances[merged] < t:
+  by_merges, merged = {}, 0
+  for merges in sorted({n - k for k in counts}):
+    while merged < merges:
       a, b = children[merged]
       node = n + merged
       root[find(a)] = node
       root[find(b)] = node
       merged += 1
     leaves = np.array([find(i) for i in range(n)])
-    out.append(np.unique(leaves, return_inverse=True)[1])
-  return out
+    by_merges[merges] = np.unique(leaves, return_inverse=True)[1]
+  return [by_merges[n - k] for k in counts]
 
 
 def centroids(unit: np.ndarray, labels: np.ndarray
@@ -187,9 +199,15 @@ def calibrate(unit: np.ndarray, labels: np.ndarray, *, seed: int = 0,
     rows = np.isin(labels, chosen)
     for t, cut in enumerate(_cuts(unit[rows], THRESHOLDS)):
       ari[t] += scores.grouping(labels[rows], cut)['ari'] / len(draws)
-  # The middle of the thresholds that tie for the best score: on small or
-  # well-separated sets a whole range scores alike.
-  tied = np.flatnonzero(ari >= ari.max() - 1e-9)
+  # The curve falls steeply past its peak (sources merge) and gently before
+  # it (outliers split off), and its peak on one calibration set is off by a
+  # few hundredths on another; so the threshold maximises the mean score over
+  # a window of +-SMOOTHING, which keeps it below a cliff. Ties: the middle.
+  width = int(round(SMOOTHING / (THRESHOLDS[1] - THRESHOLDS[0])))
+  padded = np.pad(ari, width, mode='edge')
+  smooth = np.convolve(padded, np.ones(2 * width + 1) / (2 * width + 1),
+                       mode='valid')
+  tied = np.flatnonzero(smooth >= smooth.max() - 1e-9)
   best = int(tied[len(tied) // 2])
 
   cosine, unknown = simulate_galleries(unit, labels, rounds=rounds,
@@ -197,9 +215,10 @@ def calibrate(unit: np.ndarray, labels: np.ndarray, *, seed: int = 0,
   model = linear_model.LogisticRegression().fit(cosine[:, None], unknown)
   verification = scores.verification(unit, labels, seed=seed)
   return {
-      'linkage': LINKAGE,
+      'rule': 'count: average linkage cut at the threshold; groups: Ward',
       'group_threshold': float(THRESHOLDS[best]),
       'group_ari': float(ari[best]),
+      'smoothing': SMOOTHING,
       'group_ari_by_threshold': {f'{t:.2f}': float(a)
                                  for t, a in zip(THRESHOLDS, ari)},
       'open_set': {'coef': float(model.coef_[0, 0]),

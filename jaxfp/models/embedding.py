@@ -2,8 +2,10 @@
 
 `SourceEmbedder` reads fixed summaries of the image (the PN's
 `parsing.SideFeatures`: the log spectrum of the high-pass residual or of the
-fingerprint, colour statistics), optionally a FEN's fingerprint through the
-same summaries, and maps them through an MLP to an L2-normalised embedding.
+fingerprint, colour statistics; and `trace_statistics`: what the residual's
+pixels do that a channel-averaged spectrum does not show), optionally a
+FEN's fingerprint through the same summaries, and maps them through an MLP
+to an L2-normalised embedding.
 With `num_sources > 0` it also holds one unit "proxy" vector per training
 source and returns the cosine of each image's embedding with each proxy:
 what a margin softmax (`jaxfp.losses.embedding`) trains on. The proxies are
@@ -18,6 +20,7 @@ a conv trunk over 64x64 pixels costs ~10x more per step on a CPU
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxfp.core import normalization
@@ -26,6 +29,61 @@ from jaxfp.models.fen import FingerprintEstimator
 
 HIDDEN = (512, 512)
 EMBED_DIM = 128
+# The residual: the image minus its Gaussian blur of this sigma (pixels),
+# as the side features' residual spectrum.
+SIGMA = 1.0
+# Residual correlations between each pixel and its neighbour at these
+# (row, column) offsets: the footprint of upsampling and of the last layers.
+LAGS = ((0, 1), (1, 0), (1, 1), (0, 2), (2, 0))
+QUANTILES = (0.01, 0.05, 0.5, 0.95, 0.99)
+CHROMA_POOL = 8
+
+
+def gaussian_blur(x, sigma: float = SIGMA):
+  """[N, H, W, c] blurred per channel by a separable Gaussian of `sigma`,
+  edges mirrored (scipy.ndimage's 'reflect'; circular edges would add the
+  image's own borders to the residual)."""
+  radius = int(4.0 * sigma + 0.5)
+  taps = jnp.exp(-0.5 * (jnp.arange(-radius, radius + 1) / sigma) ** 2)
+  taps = taps / taps.sum()
+  h, w = x.shape[1], x.shape[2]
+  x = jnp.pad(x, ((0, 0), (radius, radius), (0, 0), (0, 0)), mode='symmetric')
+  x = sum(taps[i] * x[:, i:i + h] for i in range(2 * radius + 1))
+  x = jnp.pad(x, ((0, 0), (0, 0), (radius, radius), (0, 0)), mode='symmetric')
+  return sum(taps[i] * x[:, :, i:i + w] for i in range(2 * radius + 1))
+
+
+def trace_statistics(unit):
+  """Statistics of images in [0, 1] [N, s, s, 3] -> [N, 27 + 2 * 8^2 + 15].
+
+  Of the high-pass residual (image minus `gaussian_blur`), per channel: log
+  std, skewness, kurtosis; the correlations between channels and between
+  neighbours (`LAGS`); the log spectrum of its two colour differences (R - G,
+  B - G) pooled to 8x8, which the side features' channel-averaged spectrum
+  cancels. Of the image: per-channel quantiles (`QUANTILES`).
+  """
+  n = unit.shape[0]
+  residual = unit - gaussian_blur(unit)
+  flat = residual.reshape(n, -1, 3)
+  std = flat.std(axis=1) + 1e-8
+  z = (flat - flat.mean(axis=1, keepdims=True)) / std[:, None]
+  parts = [jnp.log(std), (z ** 3).mean(axis=1), (z ** 4).mean(axis=1),
+           jnp.stack([(z[..., a] * z[..., b]).mean(axis=1)
+                      for a, b in ((0, 1), (0, 2), (1, 2))], axis=-1)]
+  h, w = residual.shape[1:3]
+  for dy, dx in LAGS:
+    product = residual[:, dy:, dx:] * residual[:, :h - dy, :w - dx]
+    parts.append(product.mean(axis=(1, 2)) / std ** 2)
+  chroma = jnp.stack([residual[..., 0] - residual[..., 1],
+                      residual[..., 2] - residual[..., 1]], axis=-1)
+  spectrum = jnp.log1p(jnp.abs(jnp.fft.fftshift(
+      jnp.fft.fft2(chroma, axes=(1, 2)), axes=(1, 2))))
+  k = CHROMA_POOL
+  parts.append(spectrum.reshape(n, k, h // k, k, w // k, 2).mean(
+      axis=(2, 4)).reshape(n, -1))
+  parts.append(jnp.quantile(unit.reshape(n, -1, 3), jnp.array(QUANTILES),
+                            axis=1).transpose(1, 0, 2).reshape(n, -1))
+  return jnp.concatenate(parts, axis=-1)
 
 
 def l2_normalize(x, eps: float = 1e-12):
@@ -47,6 +105,7 @@ class SourceEmbedder(nn.Module):
   spectrum: str = 'residual'
   spectrum_pool: int = 16
   colour_stats: bool = True
+  trace_stats: bool = True
   use_fen: bool = False
   fen_depth: int = 5
   fen_width: int = 16
@@ -69,10 +128,20 @@ class SourceEmbedder(nn.Module):
         mean=normalization.MEAN, std=normalization.STD,
         axis_name=self.axis_name, name='side')(images, fingerprint,
                                                 train=train)
-    if x is None:
+    parts = [] if x is None else [x]
+    if self.trace_stats:
+      # Fixed functions of the input, like the side features.
+      unit = jax.lax.stop_gradient(normalization.unit_range(
+          images.astype(jnp.float32)))
+      parts.append(nn.BatchNorm(
+          use_running_average=not train, momentum=0.9,
+          axis_name=self.axis_name, name='trace_norm')(
+              trace_statistics(unit)))
+    if not parts:
       raise ValueError('a source embedding needs input features: set '
-                       'model.spectrum or model.colour_stats')
-    x = x.astype(self.dtype)
+                       'model.spectrum, model.colour_stats or '
+                       'model.trace_stats')
+    x = jnp.concatenate(parts, axis=-1).astype(self.dtype)
     for i, width in enumerate(self.hidden):
       x = nn.Dense(width, dtype=self.dtype, name=f'fc_{i}')(x)
       # LayerNorm, not BatchNorm: an embedding must not depend on which
