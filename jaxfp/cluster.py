@@ -3,6 +3,7 @@ r"""Groups images that likely come from the same generator.
   python -m jaxfp.cluster --checkpoint=runs/fen_cpu --workdir=groups/ FOLDER
   python -m jaxfp.cluster --checkpoint=runs/fen_cpu --num_groups=8 \
       --score_parent_folders --workdir=groups/ zoo_images/
+  python -m jaxfp.cluster --checkpoint=runs/source --workdir=groups/ FOLDER
 
 See `jaxfp.inference.cluster`. Exit status: 0 every image used, 1 some
 skipped, 2 a user error (a bad flag or checkpoint, fewer than 2 images).
@@ -21,8 +22,9 @@ def define_flags():
   """The command line's flags (defined only when run as a program)."""
   flags.DEFINE_string('checkpoint', None, 'A training workdir or checkpoint.')
   flags.DEFINE_string('workdir', None, 'Where the report is written.')
-  flags.DEFINE_enum('embedding', 'features', cluster.EMBEDDINGS,
-                    'What is compared.')
+  flags.DEFINE_enum('embedding', 'auto', cluster.EMBEDDINGS,
+                    'What is compared: auto = the source embedding when the '
+                    'checkpoint has one, else the parsing features.')
   flags.DEFINE_integer('num_groups', 0, 'Number of groups; 0 = estimate.',
                        lower_bound=0)
   flags.DEFINE_integer('max_groups', 20, 'Largest number of groups tried.',
@@ -31,6 +33,10 @@ def define_flags():
                      'a split scores a silhouette above this (0.25: "no '
                      'substantial structure" below it, Kaufman & '
                      'Rousseeuw).')
+  flags.DEFINE_float('threshold', 0.0, 'Source embedding: the cosine '
+                     'distance below which groups merge; 0 = the one '
+                     'calibrated on the run\'s held-out generators.',
+                     lower_bound=0.0)
   flags.DEFINE_bool('score_parent_folders', False, 'Report the adjusted Rand '
                     "index against the images' parent folders.")
   flags.DEFINE_integer('batch_size', 32, 'Images per compiled call.',
@@ -46,7 +52,7 @@ def main(argv):
                      max_groups=FLAGS.max_groups,
                      min_silhouette=FLAGS.min_silhouette,
                      score_parent_folders=FLAGS.score_parent_folders,
-                     batch_size=FLAGS.batch_size)
+                     batch_size=FLAGS.batch_size, threshold=FLAGS.threshold)
 
 
 if __name__ == '__main__':

@@ -37,6 +37,9 @@ def define_flags():
                     'also print one summary of all of them and, with '
                     '--output, write it beside it as <output>.summary.json '
                     'and .summary.md.')
+  flags.DEFINE_string('gallery', None, 'A gallery of known sources '
+                      '(python -m jaxfp.gallery): report each image\'s '
+                      'nearest source and P(unknown).')
 
 
 @console.command
@@ -48,7 +51,7 @@ def main(argv):
   return predict.run(FLAGS.checkpoint, argv[1:], policy=FLAGS.resize,
                      batch_size=FLAGS.batch_size, output=FLAGS.output,
                      panels_dir=FLAGS.panels_dir, table=not FLAGS.quiet,
-                     summary=FLAGS.summary)
+                     summary=FLAGS.summary, gallery=FLAGS.gallery)
 
 
 if __name__ == '__main__':

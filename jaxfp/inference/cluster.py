@@ -1,23 +1,36 @@
 """Groups images that likely come from the same generator
 (`python -m jaxfp.cluster`).
 
-Each image is embedded by its estimated fingerprint: --embedding=features
-(default) takes the parsing network's last hidden layer (what the heads read)
-and --embedding=spectrum the log magnitude spectrum of the fingerprint,
-average-pooled to 16x16. Embeddings are standardised and scaled to unit
-length (so distances follow cosine similarity); scikit-learn's agglomerative
-clustering (Ward linkage) groups them, into --num_groups groups or, if that
-is 0, into the number of groups in [2, --max_groups] with the best
-silhouette score; one group when no split scores above --min_silhouette
-(default 0: a split no better than chance) or the images embed alike. This
-is the "coordinated disinformation" use of the published work: many images,
-one source.
+Each image is embedded by the checkpoint's network. --embedding=auto (the
+default) takes the source embedding when the checkpoint has one (a run of
+configs/source.py), else the parsing network's features:
 
-Writes to --workdir (checked before any work): groups.json (members of each group, the chosen number
-and its silhouette), groups.md (a readable table) and similarity.png (the
-similarity matrix with images ordered by group). With --score_parent_folders
-each image's parent folder is taken as its true source and the adjusted Rand
-index against it is reported.
+  embedding  the source embedding (unit vectors trained to be close for
+             images of one generator). Groups: average linkage on cosine
+             distance, merging while groups are closer than the threshold
+             calibrated on the run's held-out generators
+             (`jaxfp.inference.sources`; --threshold overrides it), so the
+             number of groups follows from the data, from all images in one
+             group to every image alone; with --num_groups, Ward linkage
+             into that many.
+  features   the parsing network's last hidden layer (what the heads read);
+  spectrum   the log magnitude spectrum of the fingerprint, average-pooled
+             to 16x16. These two are standardised and scaled to unit length
+             (so distances follow cosine similarity); scikit-learn's
+             agglomerative clustering (Ward linkage) groups them, into
+             --num_groups groups or, if that is 0, into the number of groups
+             in [2, --max_groups] with the best silhouette score; one group
+             when no split scores above --min_silhouette (default 0: a split
+             no better than chance) or the images embed alike.
+
+This is the "coordinated disinformation" use of the published work: many
+images, one source.
+
+Writes to --workdir (checked before any work): groups.json (members of each
+group, the chosen number and how it was chosen), groups.md (a readable
+table) and similarity.png (the similarity matrix with images ordered by
+group). With --score_parent_folders each image's parent folder is taken as
+its true source and the adjusted Rand index against it is reported.
 """
 
 from __future__ import annotations
@@ -33,25 +46,39 @@ from sklearn import metrics as sk_metrics
 from jaxfp.core import files
 from jaxfp.data import images as images_lib
 from jaxfp.inference import network
+from jaxfp.inference import sources
 from jaxfp.report import plots
 from jaxfp.report import tables
 
-EMBEDDINGS = ('features', 'spectrum')
+EMBEDDINGS = ('auto', 'embedding', 'features', 'spectrum')
 
 
-def embed(loaded: network.Loaded, files, *, kind: str = 'features',
-          batch_size: int = 32):
-  """(kept files, [N, D] embeddings, failures) for readable images."""
+def resolve_kind(kind: str, loaded: network.Loaded) -> str:
+  """'auto' as the checkpoint allows: its source embedding if it has one."""
   if kind not in EMBEDDINGS:
     raise ValueError(f'embedding {kind!r}: use one of {EMBEDDINGS}')
+  has = network.has_embedding(loaded)
+  if kind == 'auto':
+    return 'embedding' if has else 'features'
+  if kind == 'embedding' and not has:
+    raise network.CheckpointError(
+        f'{loaded.directory}: a {loaded.task!r} checkpoint has no source '
+        'embedding; use --embedding=features or a run of configs/source.py')
+  return kind
+
+
+def embed(loaded: network.Loaded, files, *, kind: str = 'auto',
+          batch_size: int = 32):
+  """(kept files, [N, D] embeddings, failures) for readable images."""
+  kind = resolve_kind(kind, loaded)
   run_batch = network.predict_fn(loaded)
   failures, kept, vectors = [], [], []
   for paths, images in images_lib.batches(
       files, loaded.image_size, 'resize', batch_size, failures,
       mean=loaded.mean, std=loaded.std):
     out = run_batch(images)
-    if kind == 'features':
-      v = out['features']
+    if kind in ('features', 'embedding'):
+      v = out[kind]
     else:
       s = np.log1p(out['spectrum'])
       n, h, w = s.shape
@@ -116,15 +143,17 @@ def group(unit: np.ndarray, num_groups: int = 0, max_groups: int = 20,
   return best if best[2] > min_silhouette else one
 
 
-def report(workdir, paths, sim, labels, k, score, ari=None) -> str:
+def report(workdir, paths, sim, labels, k, score, ari=None, rule=None
+           ) -> str:
   """Writes groups.json, groups.md and similarity.png; returns the text.
-  File names are shown printable (`images.shown`)."""
+  File names are shown printable (`images.shown`). `rule`: how the number
+  of groups was chosen, when not by the silhouette."""
   os.makedirs(workdir, exist_ok=True)
   names = [images_lib.shown(f) for f in paths]
   groups = {int(g): [names[i] for i in np.flatnonzero(labels == g)]
             for g in np.unique(labels)}
   summary = {'num_images': len(names), 'num_groups': int(k),
-             'silhouette': score, 'adjusted_rand_index': ari,
+             'silhouette': score, 'rule': rule, 'adjusted_rand_index': ari,
              'groups': {str(g): m for g, m in groups.items()}}
   files.write_json(os.path.join(workdir, 'groups.json'), summary, indent=2)
   root = os.path.commonpath([os.path.abspath(f) for f in paths])
@@ -137,7 +166,8 @@ def report(workdir, paths, sim, labels, k, score, ari=None) -> str:
                       for m in members[:3])
     more = f' (+{len(members) - 3} more)' if len(members) > 3 else ''
     rows.append([g, len(members), shown + more])
-  quality = (f'silhouette {score:.3f}' if np.isfinite(score) else
+  quality = (rule if rule else
+             f'silhouette {score:.3f}' if np.isfinite(score) else
              'one group: no split separates them' if k == 1 else
              'silhouette undefined')
   text = '\n'.join([
@@ -150,24 +180,29 @@ def report(workdir, paths, sim, labels, k, score, ari=None) -> str:
   return text
 
 
-def run(checkpoint: str, paths, workdir: str, *, kind: str = 'features',
+def run(checkpoint: str, paths, workdir: str, *, kind: str = 'auto',
         num_groups: int = 0, max_groups: int = 20,
         min_silhouette: float = 0.0, score_parent_folders: bool = False,
-        batch_size: int = 32) -> int:
+        batch_size: int = 32, threshold: float = 0.0) -> int:
   """The cluster command: groups the images under `paths`, writes the
   report to `workdir` and prints it. Returns the exit status: 0 every input
   used, 1 some skipped. Settings that cannot work (fewer than 2 readable
   images, more groups than images, a workdir that cannot be written) are
   ValueErrors or OSErrors, raised before the embedding work where they can
-  be known then."""
+  be known then. With the source embedding one image is one group."""
   if kind not in EMBEDDINGS:
     raise ValueError(f'embedding {kind!r}: use one of {EMBEDDINGS}')
-  if num_groups < 0 or max_groups < 2 or batch_size < 1:
+  if num_groups < 0 or max_groups < 2 or batch_size < 1 or threshold < 0:
     raise ValueError(f'--num_groups={num_groups} (0 = estimate), '
-                     f'--max_groups={max_groups} (2 or more) and '
-                     f'--batch_size={batch_size} (1 or more): out of range')
+                     f'--max_groups={max_groups} (2 or more), '
+                     f'--batch_size={batch_size} (1 or more) and '
+                     f'--threshold={threshold} (0 = calibrated, else above '
+                     '0): out of range')
   workdir = files.check_output_folder(workdir, '--workdir')
   loaded = network.load(checkpoint)
+  kind = resolve_kind(kind, loaded)
+  if kind == 'embedding' and not num_groups and not threshold:
+    threshold = calibrated_threshold(loaded)
   found, problems = images_lib.find_images(paths)
   if num_groups > len(found):
     raise ValueError(f'--num_groups={num_groups}, but there are only '
@@ -176,11 +211,25 @@ def run(checkpoint: str, paths, workdir: str, *, kind: str = 'features',
                                   batch_size=batch_size)
   for path, reason in problems + failures:
     print(f'skipped {images_lib.shown(path)}: {reason}', file=sys.stderr)
-  if len(kept) < 2:
-    raise ValueError('fewer than 2 readable images to group')
-  unit = normalize(vectors)
-  labels, k, score = group(unit, min(num_groups, len(kept)), max_groups,
-                           min_silhouette)
+  if len(kept) < (1 if kind == 'embedding' else 2):
+    raise ValueError(f'fewer than {1 if kind == "embedding" else 2} readable '
+                     'images to group')
+  rule = None
+  if kind == 'embedding':
+    # Already unit vectors in the space the threshold was calibrated in:
+    # standardising them (`normalize`) would move every distance.
+    unit = vectors
+    k = min(num_groups, len(kept))
+    if k:
+      labels, rule = sources.group_into(unit, k), f'{k} groups asked for'
+    else:
+      labels = sources.group_by_threshold(unit, threshold)
+      rule = f'cosine-distance threshold {threshold:.3g}'
+    k, score = len(np.unique(labels)), float('nan')
+  else:
+    unit = normalize(vectors)
+    labels, k, score = group(unit, min(num_groups, len(kept)), max_groups,
+                             min_silhouette)
   if num_groups > len(kept):
     logging.warning('--num_groups=%d, but only %d images could be read: %d '
                     'groups.', num_groups, len(kept), len(kept))
@@ -188,5 +237,19 @@ def run(checkpoint: str, paths, workdir: str, *, kind: str = 'features',
   if score_parent_folders:
     truth = [os.path.basename(os.path.dirname(p)) for p in kept]
     ari = float(sk_metrics.adjusted_rand_score(truth, labels))
-  print(report(workdir, kept, unit @ unit.T, labels, k, score, ari))
+  print(report(workdir, kept, unit @ unit.T, labels, k, score, ari, rule))
   return 1 if problems or failures else 0
+
+
+def calibrated_threshold(loaded: network.Loaded) -> float:
+  """The grouping threshold kept beside the checkpoint's run."""
+  run_dir = sources.run_dir_of(loaded.directory)
+  calibration = sources.load_calibration(run_dir)
+  if calibration is None:
+    raise network.CheckpointError(
+        f'{run_dir} has no {sources.CALIBRATION_FILE} (the source task '
+        'writes it when it evaluates); give --threshold')
+  if calibration.get('step') not in (None, loaded.step):
+    logging.warning('the calibration is of step %s, the checkpoint is step '
+                    '%d', calibration.get('step'), loaded.step)
+  return float(calibration['group_threshold'])

@@ -7,8 +7,8 @@ Reads both kinds of checkpoint directory jaxfp writes (`jaxfp.checkpoints`):
     module's fields ('model') instead of a config.
 Either way the network is built from its model fields
 (`jaxfp.models.fields`): a parser when the meta has a schema, a classifier
-when it has class names. Only params and batch statistics are read;
-optimiser states are ignored.
+when it has class names, a source embedder for the 'source' task. Only
+params and batch statistics are read; optimiser states are ignored.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from jaxfp.models import fields
 
 # A checkpoint directory that cannot be used; the message says why.
 CheckpointError = checkpoints.CheckpointError
+# The task whose network is a source embedding (jaxfp.tasks.source).
+SOURCE_TASK = 'source'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +80,10 @@ def load(path: str, *, published_outputs: bool = False) -> Loaded:
                           f'nor model fields (keys: {sorted(meta)})')
   schema = ground_truth = None
   class_names = ()
-  if 'schema' in meta or 'ground_truth' in meta:
+  if task == SOURCE_TASK:
+    model = fields.embedder(model_fields,
+                            num_sources=int(meta.get('num_sources', 0)))
+  elif 'schema' in meta or 'ground_truth' in meta:
     schema, ground_truth = _schema_of(meta)
     model = fields.parser(schema, model_fields, published=published_outputs)
   elif task in models.HEADS:
@@ -108,8 +113,11 @@ def predict_fn(loaded: Loaded):
   [N, D] (the head's last hidden layer, for grouping images), and the task's
   probabilities: parsing 'continuous', 'discrete', 'coarse', 'fine' (see
   losses.parsing.head_probabilities); detection/attribution 'probabilities'
-  [N, classes]. Compiled once per batch shape.
+  [N, classes]. Compiled once per batch shape. A source embedder gives
+  'embedding' [N, D] (unit rows), which is also its 'features'.
   """
+  if has_embedding(loaded):
+    return _embedding_fn(loaded)
   hierarchical = True
   if 'config' in loaded.meta:
     hierarchical = bool(loaded.meta['config'].get('loss', {}).get(
@@ -142,5 +150,27 @@ def predict_fn(loaded: Loaded):
     else:
       out['probabilities'] = jax.nn.softmax(outputs['logits'])
     return out
+
+  return lambda images: jax.device_get(run(loaded.variables, images))
+
+
+def has_embedding(loaded: Loaded) -> bool:
+  """Whether `predict_fn(loaded)` gives a source embedding."""
+  return loaded.task == SOURCE_TASK
+
+
+def embedding_dim(loaded: Loaded) -> int:
+  return int(loaded.model.embed_dim) if has_embedding(loaded) else 0
+
+
+def _embedding_fn(loaded: Loaded):
+  @jax.jit
+  def run(variables, images):
+    outputs = loaded.model.apply(variables, images, train=False)
+    return {'fingerprint': outputs['fingerprint'],
+            'spectrum': spectrum_lib.magnitude_spectrum(
+                outputs['fingerprint']),
+            'features': outputs['embedding'],
+            'embedding': outputs['embedding']}
 
   return lambda images: jax.device_get(run(loaded.variables, images))

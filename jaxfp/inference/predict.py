@@ -46,6 +46,7 @@ from jaxfp.core import console
 from jaxfp.core import files
 from jaxfp.core import schema as schema_lib
 from jaxfp.data import images as images_lib
+from jaxfp.inference import gallery as gallery_lib
 from jaxfp.inference import network
 from jaxfp.report import summaries
 from jaxfp.report import tables
@@ -57,6 +58,8 @@ LOSS_USED = 0.5
 
 def describe(loaded: network.Loaded, out: dict, i: int) -> dict:
   """The JSON-able prediction for image i of a batch's outputs."""
+  if network.has_embedding(loaded):
+    return {}  # A source embedding says something only against a gallery.
   if loaded.schema is not None:
     s = loaded.schema
     continuous = {name: {'normalized': float(out['continuous'][i, j])}
@@ -96,6 +99,10 @@ def format_record(task: str, record: dict) -> str:
   """A few readable lines for one image."""
   p = record['prediction']
   head = record['file']
+  if 'source' in record:
+    head += '\n  ' + gallery_lib.describe(record['source'])
+  if not p:
+    return head
   if task == 'detection':
     return f'{head}\n  {p["verdict"]}  P(fake) = {p["fake_probability"]:.3f}'
   if task == 'attribution':
@@ -130,9 +137,13 @@ def _non_finite(value) -> bool:
 
 def predict(loaded: network.Loaded, paths: Sequence[str], *,
             policy: str = 'resize', batch_size: int = 32,
-            panels_dir: str | None = None, progress: bool = True
+            panels_dir: str | None = None, progress: bool = True,
+            gallery: gallery_lib.Gallery | None = None
             ) -> tuple[list[dict], list[tuple[str, str]]]:
   """Predictions for every readable image, and (path, reason) failures.
+
+  With a `gallery`, each record also has 'source': the nearest known source
+  and the probability that the image comes from none of them.
 
   An image whose outputs are not finite (NaN, infinity) is a failure: a
   prediction without meaning, and JSON has no NaN.
@@ -153,7 +164,11 @@ def predict(loaded: network.Loaded, paths: Sequence[str], *,
       for i, path in enumerate(batch_paths):
         record = {'file': images_lib.shown(path), 'task': loaded.task,
                   'prediction': describe(loaded, out, i)}
-        if _non_finite(record['prediction']):
+        if gallery is not None:
+          record['source'] = gallery_lib.attribute(
+              gallery, out['embedding'][i])[0]
+        if _non_finite(record['prediction']) or _non_finite(
+            record.get('source', {})):
           failures.append((path, 'the network gave NaN or infinite outputs'))
           continue
         if panels_dir:
@@ -295,7 +310,7 @@ def summary_paths(output: str) -> tuple[str, str]:
 def run(checkpoint: str, paths: Sequence[str], *, policy: str = 'resize',
         batch_size: int = 32, output: str | None = None,
         panels_dir: str | None = None, table: bool = True,
-        summary: bool = False) -> int:
+        summary: bool = False, gallery: str | None = None) -> int:
   """The predict command: predictions of every image under `paths`.
 
   Prints a table (unless `table` is False) and writes JSON lines to
@@ -318,8 +333,10 @@ def run(checkpoint: str, paths: Sequence[str], *, policy: str = 'resize',
   if output:
     output = files.check_output_file(output, '--output')
   loaded = network.load(checkpoint)
+  known = gallery_lib.load_for(gallery, loaded) if gallery else None
   records, failures = predict(loaded, paths, policy=policy,
-                              batch_size=batch_size, panels_dir=panels_dir)
+                              batch_size=batch_size, panels_dir=panels_dir,
+                              gallery=known)
   for path, reason in failures:
     print(f'skipped {images_lib.shown(path)}: {reason}', file=sys.stderr)
   if output:

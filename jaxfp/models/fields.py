@@ -17,12 +17,14 @@ import jax.numpy as jnp
 
 from jaxfp import models
 from jaxfp.core import schema as schema_lib
+from jaxfp.models import embedding
 from jaxfp.models import published as published_lib
 
 # What `fields_of` records, when the module has it.
 RECORDED = ('task', 'num_classes', 'fen_depth', 'fen_width', 'use_fen',
             'dropout_rate', 'pn_channels', 'head_channels', 'head_hidden',
-            'pn_hidden', 'spectrum', 'spectrum_pool', 'colour_stats')
+            'pn_hidden', 'spectrum', 'spectrum_pool', 'colour_stats',
+            'embed_dim', 'hidden', 'num_sources', 'trace_stats')
 
 
 def _arguments(cls: type, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -55,6 +57,14 @@ def classifier(task: str, num_classes: int, fields: Mapping[str, Any], *,
   args.update(task=task, num_classes=num_classes, axis_name=axis_name,
               head_channels=args.get('head_channels') or None)
   return cls(**args)
+
+
+def embedder(fields: Mapping[str, Any], *, num_sources: int = 0,
+             axis_name: str | None = None) -> embedding.SourceEmbedder:
+  """The source embedder; `num_sources` > 0 adds the training proxies."""
+  args = _arguments(embedding.SourceEmbedder, fields)
+  args.update(num_sources=num_sources, axis_name=axis_name)
+  return embedding.SourceEmbedder(**args)
 
 
 def fields_of(module: nn.Module) -> dict[str, Any]:

@@ -163,3 +163,25 @@ def similarity(path: str, sim: np.ndarray, labels: np.ndarray) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def embedding_map(path: str, xy: np.ndarray, labels: np.ndarray,
+                  title: str = '') -> None:
+  """A 2-D projection of embeddings [N, 2], one colour per source (integer
+  `labels`); each source's name-free index is written at its mean."""
+  labels = np.asarray(labels)
+  names = np.unique(labels)
+  colours = plt.get_cmap('tab20', max(len(names), 1))
+  markers = 'osD^v<>P*X'
+  fig, ax = plt.subplots(figsize=(7, 6))
+  for i, name in enumerate(names):
+    rows = labels == name
+    ax.scatter(xy[rows, 0], xy[rows, 1], s=10, color=colours(i % 20),
+               marker=markers[(i // 20) % len(markers)], alpha=0.8,
+               linewidths=0)
+    cx, cy = xy[rows].mean(axis=0)
+    ax.text(cx, cy, str(i), fontsize=7, ha='center', va='center')
+  ax.set(xticks=[], yticks=[], title=title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
