@@ -54,10 +54,12 @@ class SourceTask(common.Iterators):
   eval_metric_names = ('loss',)
 
   def __init__(self, config: ml_collections.ConfigDict,
-               info: splits.DataInfo | None = None):
+               info: splits.DataInfo | None = None, *,
+               evaluation_only: bool = False):
+    """`evaluation_only`: accept a split that holds out every GM."""
     self.config = config
     self.info = info if info is not None else self.data().load_info(
-        config.data)
+        config.data, require_train_gms=not evaluation_only)
     gt = self.info.ground_truth
     # GM row -> index of its proxy; held-out GMs have none (-1).
     index = np.full(len(gt.gm_names), -1, np.int32)
