@@ -244,8 +244,14 @@ def test_the_closed_set_is_held_back_from_training(data):
   # The held-out GM keeps all its images.
   test = list(input_pipeline.eval_iterator(c, info, **kw))
   assert sum(x['mask'].sum() for x in test) == 5
-  with pytest.raises(ValueError, match="split 'train'"):
-    input_pipeline.eval_iterator(c, info, split='train', **kw)
+  # One unshuffled pass over what training reads (the reference fits on it).
+  once = []
+  for batch in input_pipeline.eval_iterator(c, info, split='train', **kw):
+    b = _flat(batch)
+    once += _identify(b['image'][b['mask'] == 1])
+  assert set(once) == trained and len(once) == info.num_train_images
+  with pytest.raises(ValueError, match="split 'nope'"):
+    input_pipeline.eval_iterator(c, info, split='nope', **kw)
   # A GM whose every image would be held back keeps them all for training.
   c.closed_set_fraction = 0.9999
   everything = input_pipeline.load_info(c)

@@ -172,5 +172,5 @@ def test_local_launcher_trains_stops_on_sigterm_and_resumes(tmp_path,
     assert json.load(f)['step'] == stop_step + 2
   assert subprocs.checkpoint_steps(workdir)[-1] == stop_step + 2
   # The table is printed, and results written, by process 0 alone.
-  assert 'random GT baseline' not in second_other.read_text()
-  assert 'random GT baseline' in second.output()
+  assert 'its deciding metric' not in second_other.read_text()
+  assert 'its deciding metric' in second.output()
