@@ -4,6 +4,8 @@ evaluation on a tree)."""
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +27,7 @@ from jaxfp.inference import sources
 from jaxfp.losses import embedding as losses
 from jaxfp.models import embedding
 from jaxfp.tools import embeddings as embeddings_tool
+import subprocs
 
 
 def planted(num_sources, per_source, *, spread=0.25, dim=32, seed=0):
@@ -48,7 +51,7 @@ def test_the_residual_blur_is_scipys_gaussian_filter():
 
 def test_the_embedder_gives_unit_rows_and_finite_statistics_of_flat_images():
   model = embedding.SourceEmbedder(embed_dim=8, hidden=(16,), num_sources=3,
-                                   spectrum_pool=8)
+                                   spectrum_pool=8, trace_stats=True)
   images = np.zeros((2, 64, 64, 3), np.float32)  # Flat: residual all zero.
   images[1] += np.random.default_rng(0).normal(size=(64, 64, 3))
   variables = model.init(jax.random.key(0), images, train=False)
@@ -258,3 +261,36 @@ def test_the_evaluation_writes_tables_and_a_projection(run, tmp_path):
   assert 'ARI, k estimated' in text and 'open-set AUROC' in text
   assert os.path.getsize(out / 'projection.png') > 0
   json.loads((out / 'embeddings.json').read_text())  # Strict JSON.
+
+
+def test_the_commands_need_no_tensorflow_and_fail_in_one_line(run, tmp_path):
+  """Galleries, attribution and the evaluation run where `import
+  tensorflow` fails (a GPU host without it), as predict and cluster do."""
+  workdir, tree = run
+  site = tmp_path / 'no_tensorflow'
+  site.mkdir()
+  (site / 'sitecustomize.py').write_text(
+      'import sys\nfor name in ("tensorflow", "tensorflow_datasets"):\n'
+      '  sys.modules[name] = None\n')
+  env = subprocs.child_env(devices=1)
+  env['PYTHONPATH'] = f'{site}:{env["PYTHONPATH"]}'
+
+  def command(*args):
+    return subprocess.run([sys.executable, '-m', *map(str, args)], env=env,
+                          cwd=subprocs.REPO, capture_output=True, text=True,
+                          timeout=600, check=False)
+
+  out = tmp_path / 'gallery.npz'
+  done = command('jaxfp.gallery', f'--checkpoint={workdir}', f'--tree={tree}',
+                 f'--output={out}')
+  assert done.returncode == 0, done.stderr[-2000:]
+  done = command('jaxfp.predict', f'--checkpoint={workdir}',
+                 f'--gallery={out}', os.path.join(tree, sorted(
+                     os.listdir(tree))[0]))
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert 'P(unknown source)' in done.stdout
+  done = command('jaxfp.gallery', f'--checkpoint={workdir}',
+                 f'--tree={tmp_path / "nowhere"}', f'--output={out}')
+  assert done.returncode == 2
+  assert done.stderr.strip().startswith('error: --tree')
+  assert 'Traceback' not in done.stderr

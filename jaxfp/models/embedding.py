@@ -105,7 +105,9 @@ class SourceEmbedder(nn.Module):
   spectrum: str = 'residual'
   spectrum_pool: int = 16
   colour_stats: bool = True
-  trace_stats: bool = True
+  # Off unless asked (configs/source.py asks): a checkpoint whose fields
+  # predate it builds the network it was trained as.
+  trace_stats: bool = False
   use_fen: bool = False
   fen_depth: int = 5
   fen_width: int = 16

@@ -60,6 +60,11 @@ class SourceTask(common.Iterators):
     self.config = config
     self.info = info if info is not None else self.data().load_info(
         config.data, require_train_gms=not evaluation_only)
+    if len(self.info.test_gms) < 2:
+      raise ValueError(
+          f'the source task holds out {len(self.info.test_gms)} GM(s); it '
+          'needs at least 2 to calibrate grouping and open-set scores (set '
+          'config.data.num_test_gms or test_gms)')
     gt = self.info.ground_truth
     # GM row -> index of its proxy; held-out GMs have none (-1).
     index = np.full(len(gt.gm_names), -1, np.int32)

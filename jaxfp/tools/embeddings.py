@@ -113,6 +113,12 @@ def _cell(stats: dict | None, key: str) -> str:
   return f'{stats["mean"]:.{digits}f} ± {stats["std"]:.{digits}f}'
 
 
+def _short(tree: str) -> str:
+  """The tree's last two path parts (a zoo's tree is always 'images')."""
+  parts = os.path.normpath(os.path.abspath(tree)).split(os.sep)
+  return '/'.join(parts[-2:])
+
+
 def run(checkpoint: str, tree: str, workdir: str, *, num_sources: int = 48,
         subsets: int = 10, gallery_images: int = 10, seed: int = 0,
         min_images: int = 2, all_sources: bool = False,
@@ -159,7 +165,7 @@ def run(checkpoint: str, tree: str, workdir: str, *, num_sources: int = 48,
   plots.embedding_map(
       os.path.join(workdir, 'projection.png'), xy, labels[rows],
       title=f't-SNE of the source embedding: {len(shown)} sources of '
-      f'{os.path.basename(os.path.normpath(tree))}, one colour each')
+      f'{_short(tree)}, one colour each')
 
   summary = _summary(draws)
   counts = [len(ps) for ps in folders.values()]
