@@ -71,24 +71,17 @@ def embed(loaded: network.Loaded, files, *, kind: str = 'auto',
           batch_size: int = 32):
   """(kept files, [N, D] embeddings, failures) for readable images."""
   kind = resolve_kind(kind, loaded)
-  run_batch = network.predict_fn(loaded)
-  failures, kept, vectors = [], [], []
-  for paths, images in images_lib.batches(
-      files, loaded.image_size, 'resize', batch_size, failures,
-      mean=loaded.mean, std=loaded.std):
-    out = run_batch(images)
+
+  def vector(out):
     if kind in ('features', 'embedding'):
-      v = out[kind]
-    else:
-      s = np.log1p(out['spectrum'])
-      n, h, w = s.shape
-      v = s[:, :h // 16 * 16, :w // 16 * 16].reshape(
-          n, 16, h // 16, 16, w // 16).mean(axis=(2, 4)).reshape(n, -1)
-    kept += paths
-    vectors.append(v[:len(paths)])
-  if not kept:
-    return [], np.zeros((0, 0), np.float32), failures
-  return kept, np.concatenate(vectors).astype(np.float64), failures
+      return out[kind]
+    s = np.log1p(out['spectrum'])
+    n, h, w = s.shape
+    return s[:, :h // 16 * 16, :w // 16 * 16].reshape(
+        n, 16, h // 16, 16, w // 16).mean(axis=(2, 4)).reshape(n, -1)
+
+  return network.vectors_of_files(loaded, files, vector,
+                                  batch_size=batch_size)
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

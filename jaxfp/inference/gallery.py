@@ -68,24 +68,9 @@ def embed_files(loaded: network.Loaded, paths, *, batch_size: int = 32,
     raise network.CheckpointError(
         f'{loaded.directory}: a {loaded.task!r} checkpoint has no source '
         'embedding (train one with --config=configs/source.py)')
-  run_batch = network.predict_fn(loaded)
-  kept, vectors, failures = [], [], []
-  with console.Progress(len(paths), what='embed', unit='images',
-                        enabled=progress) as bar:
-    for batch_paths, images in images_lib.batches(
-        paths, loaded.image_size, policy, batch_size, failures,
-        mean=loaded.mean, std=loaded.std):
-      out = run_batch(images)['embedding'][:len(batch_paths)]
-      finite = np.isfinite(out).all(axis=1)
-      for path, ok in zip(batch_paths, finite):
-        if not ok:
-          failures.append((path, 'the network gave NaN or infinite outputs'))
-      kept += [p for p, ok in zip(batch_paths, finite) if ok]
-      vectors.append(out[finite])
-      bar.update(len(kept) + len(failures))
-  if not kept:
-    return [], np.zeros((0, 0), np.float64), failures
-  return kept, np.concatenate(vectors).astype(np.float64), failures
+  return network.vectors_of_files(
+      loaded, paths, lambda out: out['embedding'], batch_size=batch_size,
+      policy=policy, progress=progress)
 
 
 def calibration_of(loaded: network.Loaded) -> dict:

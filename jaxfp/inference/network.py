@@ -17,12 +17,15 @@ import dataclasses
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxfp import checkpoints
 from jaxfp import models
+from jaxfp.core import console
 from jaxfp.core import normalization
 from jaxfp.core import schema as schema_lib
 from jaxfp.core import spectrum as spectrum_lib
+from jaxfp.data import images as images_lib
 from jaxfp.losses import parsing as parsing_losses
 from jaxfp.models import fields
 
@@ -174,3 +177,31 @@ def _embedding_fn(loaded: Loaded):
             'embedding': outputs['embedding']}
 
   return lambda images: jax.device_get(run(loaded.variables, images))
+
+
+def vectors_of_files(loaded: Loaded, paths, vector, *, batch_size: int = 32,
+                     policy: str = 'resize', progress: bool = False):
+  """One vector per image file: `vector(outputs of predict_fn)` -> [n, D].
+
+  Returns (kept paths, [N, D] float64 vectors, (path, reason) failures):
+  unreadable images and images whose vector is not finite are failures,
+  named and left out, so that no NaN reaches a grouping or a gallery.
+  """
+  run_batch = predict_fn(loaded)
+  kept, vectors, failures = [], [], []
+  with console.Progress(len(paths), what='embed', unit='images',
+                        enabled=progress) as bar:
+    for batch_paths, images in images_lib.batches(
+        paths, loaded.image_size, policy, batch_size, failures,
+        mean=loaded.mean, std=loaded.std):
+      out = np.asarray(vector(run_batch(images)))[:len(batch_paths)]
+      finite = np.isfinite(out).all(axis=1)
+      for path, ok in zip(batch_paths, finite):
+        if not ok:
+          failures.append((path, 'the network gave NaN or infinite outputs'))
+      kept += [p for p, ok in zip(batch_paths, finite) if ok]
+      vectors.append(out[finite])
+      bar.update(len(kept) + len(failures))
+  if not kept:
+    return [], np.zeros((0, 0), np.float64), failures
+  return kept, np.concatenate(vectors).astype(np.float64), failures

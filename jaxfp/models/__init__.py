@@ -8,7 +8,6 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxfp.core import normalization
 from jaxfp.core import schema as schema_lib
 from jaxfp.core import spectrum as spectrum_lib
 from jaxfp.models import heads
@@ -45,17 +44,8 @@ class FingerprintParser(nn.Module):
 
   @nn.compact
   def __call__(self, images, *, train: bool):
-    if self.use_fen:
-      fingerprint = FingerprintEstimator(
-          self.fen_depth, self.fen_width, dtype=self.dtype,
-          axis_name=self.axis_name, name='fen')(images, train=train)
-    else:
-      fingerprint = images
-    side = parsing.SideFeatures(
-        self.spectrum, self.spectrum_pool, self.colour_stats,
-        mean=normalization.MEAN, std=normalization.STD,
-        axis_name=self.axis_name, name='side')(images, fingerprint,
-                                                train=train)
+    fingerprint, side = parsing.fingerprint_and_side(self, images,
+                                                     train=train)
     outputs = ParsingNetwork(self.schema, self.dropout_rate, self.pn_channels,
                              dtype=self.dtype, hidden=self.pn_hidden,
                              name='pn')(fingerprint, train=train, side=side)

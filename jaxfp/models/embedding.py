@@ -25,7 +25,6 @@ import jax.numpy as jnp
 
 from jaxfp.core import normalization
 from jaxfp.models import parsing
-from jaxfp.models.fen import FingerprintEstimator
 
 HIDDEN = (512, 512)
 EMBED_DIM = 128
@@ -119,17 +118,7 @@ class SourceEmbedder(nn.Module):
   def __call__(self, images, *, train: bool):
     if self.spectrum == 'fingerprint' and not self.use_fen:
       raise ValueError("model.spectrum='fingerprint' needs model.use_fen")
-    if self.use_fen:
-      fingerprint = FingerprintEstimator(
-          self.fen_depth, self.fen_width, dtype=self.dtype,
-          axis_name=self.axis_name, name='fen')(images, train=train)
-    else:
-      fingerprint = images
-    x = parsing.SideFeatures(
-        self.spectrum, self.spectrum_pool, self.colour_stats,
-        mean=normalization.MEAN, std=normalization.STD,
-        axis_name=self.axis_name, name='side')(images, fingerprint,
-                                                train=train)
+    fingerprint, x = parsing.fingerprint_and_side(self, images, train=train)
     parts = [] if x is None else [x]
     if self.trace_stats:
       # Fixed functions of the input, like the side features.

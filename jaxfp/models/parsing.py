@@ -27,8 +27,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxfp.core import normalization
 from jaxfp.core import schema as schema_lib
 from jaxfp.core import spectrum as spectrum_lib
+from jaxfp.models.fen import FingerprintEstimator
 
 CHANNELS = (32, 64, 128, 256, 512)
 HIDDEN = (512, 256, 64)
@@ -117,6 +119,29 @@ class SideFeatures(nn.Module):
     return nn.BatchNorm(use_running_average=not train, momentum=0.9,
                         axis_name=self.axis_name, name='norm')(
                             jnp.concatenate(parts, axis=-1))
+
+
+def fingerprint_and_side(m: nn.Module, images, *, train: bool):
+  """The front end the parser and the source embedder share, called inside
+  `m`'s compact `__call__` so that its submodules are `m`'s own ('fen',
+  'side'; the parameter names checkpoints hold). `m` has the fields
+  use_fen, fen_depth, fen_width, spectrum, spectrum_pool, colour_stats,
+  dtype and axis_name.
+
+  Returns (fingerprint: the FEN's output, or the image without a FEN;
+  side: `SideFeatures` of both, or None).
+  """
+  if m.use_fen:
+    fingerprint = FingerprintEstimator(
+        m.fen_depth, m.fen_width, dtype=m.dtype, axis_name=m.axis_name,
+        name='fen')(images, train=train)
+  else:
+    fingerprint = images
+  side = SideFeatures(
+      m.spectrum, m.spectrum_pool, m.colour_stats,
+      mean=normalization.MEAN, std=normalization.STD,
+      axis_name=m.axis_name, name='side')(images, fingerprint, train=train)
+  return fingerprint, side
 
 
 class ParsingNetwork(nn.Module):

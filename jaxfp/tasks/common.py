@@ -10,6 +10,8 @@ import ml_collections
 from jaxfp.core import distributed
 from jaxfp.core import files
 from jaxfp.losses import fingerprint as fingerprint_losses
+from jaxfp.report import plots
+from jaxfp.report import summaries
 
 AXIS = distributed.AXIS
 FINGERPRINT_TERMS = fingerprint_losses.LOSS_NAMES
@@ -51,6 +53,20 @@ class Iterators:
 
   def eval_iterator(self, **kwargs):
     return self.data().eval_iterator(self.config.data, self.info, **kwargs)
+
+
+def write_gm_fingerprints(examples, gm_names, workdir: str,
+                          step: int) -> None:
+  """fingerprints.png: one image of each held-out GM beside its fingerprint.
+  `examples` is an evaluation's (images, fingerprints, GM rows), or None."""
+  if examples is None or not len(examples[0]):
+    return
+  images, fingerprints, rows = examples
+  plots.panel_grid(
+      os.path.join(workdir, 'fingerprints.png'),
+      summaries.fingerprint_panels(images, fingerprints),
+      [gm_names[r] for r in rows],
+      title=f'One image of each held-out GM, step {step}')
 
 
 def write_results(workdir: str, step: int, header: str, table: str,

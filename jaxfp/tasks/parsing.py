@@ -23,7 +23,6 @@ from jaxfp.models import fields
 from jaxfp.report import metrics as parsing_metrics
 from jaxfp.report import plots
 from jaxfp.report import results as results_lib
-from jaxfp.report import summaries
 from jaxfp.tasks import common
 
 PARSING_TERMS = ('continuous', 'discrete', 'coarse', 'fine')
@@ -239,14 +238,9 @@ class ParsingTask(common.Iterators):
         'predictions_file': results_lib.PREDICTIONS}, shown=shown)
 
   def _pictures(self, result: dict, workdir: str, step: int) -> None:
-    examples = result.get('examples')
-    if examples is not None and len(examples[0]):
-      images, fingerprints, rows = examples
-      names = [self.info.ground_truth.gm_names[r] for r in rows]
-      plots.panel_grid(
-          os.path.join(workdir, 'fingerprints.png'),
-          summaries.fingerprint_panels(images, fingerprints), names,
-          title=f'One image of each held-out GM, step {step}')
+    common.write_gm_fingerprints(result.get('examples'),
+                                 self.info.ground_truth.gm_names, workdir,
+                                 step)
     s = self.schema
     groups = [('aggregates (continuous_l1: lower is better)',
                [p for p, _ in parsing_metrics.HEADLINE]),

@@ -17,8 +17,6 @@ each image's GM row.
 
 from __future__ import annotations
 
-import os
-
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -30,8 +28,6 @@ from jaxfp.inference import sources as sources_lib
 from jaxfp.losses import embedding as embedding_losses
 from jaxfp.models import fields
 from jaxfp.report import sources as source_scores
-from jaxfp.report import plots
-from jaxfp.report import summaries
 from jaxfp.report import tables
 from jaxfp.tasks import common
 
@@ -131,21 +127,13 @@ class SourceTask(common.Iterators):
               'fitted on these GMs (unseen generators: jaxfp.embeddings).')
     table = tables.markdown(['metric', 'value'], [
         [k, f'{v:.3f}' if isinstance(v, float) else v] for k, v in m.items()])
-    self._pictures(result, workdir, step)
+    common.write_gm_fingerprints(result.get('examples'),
+                                 self.info.ground_truth.gm_names, workdir,
+                                 step)
     return common.write_results(workdir, step, header, table, {
         'num_images': result['num_images'], 'num_gms': result['num_gms'],
         'test_gms': list(self.info.test_gms), 'metrics': m,
         'calibration': calibration})
-
-  def _pictures(self, result: dict, workdir: str, step: int) -> None:
-    examples = result.get('examples')
-    if examples is not None and len(examples[0]):
-      images, fingerprints, rows = examples
-      names = [self.info.ground_truth.gm_names[r] for r in rows]
-      plots.panel_grid(
-          os.path.join(workdir, 'fingerprints.png'),
-          summaries.fingerprint_panels(images, fingerprints), names,
-          title=f'One image of each held-out GM, step {step}')
 
   def meta(self) -> dict:
     return {'task': network.SOURCE_TASK, 'train_gms': list(self.info.train_gms),
