@@ -4,6 +4,7 @@ evaluation on a tree)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -212,6 +213,28 @@ def test_a_gallery_needs_an_embedding_and_a_readable_file(run, tmp_path):
     gallery.load(str(tmp_path / 'none.npz'))
   with pytest.raises(ValueError, match='no source folder'):
     gallery.source_folders(str(tmp_path))
+
+
+def test_a_missing_or_damaged_calibration_is_named(run, tmp_path):
+  workdir, tree = run
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  path = copy / sources.CALIBRATION_FILE
+  folder = os.path.join(tree, sorted(os.listdir(tree))[0])
+  for text, expected in (('{"group', 'cannot be read'),
+                         ('[1, 2]', 'holds no calibration'),
+                         (None, 'is missing')):
+    if text is None:
+      path.unlink()
+    else:
+      path.write_text(text)
+    for call in (lambda: cluster.run(str(copy), [folder],
+                                     str(tmp_path / 'groups')),
+                 lambda: gallery.run(str(copy), tree,
+                                     str(tmp_path / 'g.npz'))):
+      with pytest.raises(network.CheckpointError,
+                         match=f'{sources.CALIBRATION_FILE} {expected}'):
+        call()
 
 
 def _copies(folder, image, names):

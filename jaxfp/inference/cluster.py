@@ -195,7 +195,8 @@ def run(checkpoint: str, paths, workdir: str, *, kind: str = 'auto',
   loaded = network.load(checkpoint)
   kind = resolve_kind(kind, loaded)
   if kind == 'embedding' and not num_groups and not threshold:
-    threshold = calibrated_threshold(loaded)
+    threshold = float(sources.calibration_of(
+        loaded.directory, loaded.step)['group_threshold'])
   found, problems = images_lib.find_images(paths)
   if num_groups > len(found):
     raise ValueError(f'--num_groups={num_groups}, but there are only '
@@ -232,17 +233,3 @@ def run(checkpoint: str, paths, workdir: str, *, kind: str = 'auto',
     ari = float(sk_metrics.adjusted_rand_score(truth, labels))
   print(report(workdir, kept, unit @ unit.T, labels, k, score, ari, rule))
   return 1 if problems or failures else 0
-
-
-def calibrated_threshold(loaded: network.Loaded) -> float:
-  """The grouping threshold kept beside the checkpoint's run."""
-  run_dir = sources.run_dir_of(loaded.directory)
-  calibration = sources.load_calibration(run_dir)
-  if calibration is None:
-    raise network.CheckpointError(
-        f'{run_dir} has no {sources.CALIBRATION_FILE} (the source task '
-        'writes it when it evaluates); give --threshold')
-  if calibration.get('step') not in (None, loaded.step):
-    logging.warning('the calibration is of step %s, the checkpoint is step '
-                    '%d', calibration.get('step'), loaded.step)
-  return float(calibration['group_threshold'])

@@ -73,23 +73,12 @@ def embed_files(loaded: network.Loaded, paths, *, batch_size: int = 32,
       policy=policy, progress=progress)
 
 
-def calibration_of(loaded: network.Loaded) -> dict:
-  """The calibration kept beside `loaded`'s run; an error if there is none."""
-  run_dir = sources.run_dir_of(loaded.directory)
-  calibration = sources.load_calibration(run_dir)
-  if calibration is None:
-    raise network.CheckpointError(
-        f'{run_dir} has no {sources.CALIBRATION_FILE}: the source task '
-        'writes it when training ends)')
-  return calibration
-
-
 def build(loaded: network.Loaded, tree: str, *, batch_size: int = 32,
           policy: str = 'resize', progress: bool = True
           ) -> tuple[Gallery, list[tuple[str, str]]]:
   """The gallery of every source folder of `tree`, and the files skipped."""
   folders = source_folders(tree)
-  calibration = calibration_of(loaded)
+  calibration = sources.calibration_of(loaded.directory, loaded.step)
   paths = [p for ps in folders.values() for p in ps]
   owner = {p: name for name, ps in folders.items() for p in ps}
   kept, unit, failures = embed_files(loaded, paths, batch_size=batch_size,

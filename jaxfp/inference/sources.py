@@ -38,10 +38,12 @@ from __future__ import annotations
 import json
 import os
 
+from absl import logging
 import numpy as np
 from sklearn import cluster as sk_cluster
 from sklearn import linear_model
 
+from jaxfp import checkpoints
 from jaxfp.core import files
 from jaxfp.report import sources as scores
 
@@ -252,5 +254,30 @@ def load_calibration(run_dir: str) -> dict | None:
   path = calibration_path(run_dir)
   if not os.path.isfile(path):
     return None
-  with open(path, encoding='utf-8') as f:
-    return json.load(f)
+  try:
+    with open(path, encoding='utf-8') as f:
+      calibration = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise checkpoints.CheckpointError(
+        f'{path} cannot be read ({e}); evaluate the run again to rewrite '
+        'it') from None
+  if not isinstance(calibration, dict) or 'group_threshold' not in calibration:
+    raise checkpoints.CheckpointError(
+        f'{path} holds no calibration (no group_threshold); evaluate the run '
+        'again to rewrite it')
+  return calibration
+
+
+def calibration_of(checkpoint_directory: str, step: int) -> dict:
+  """The calibration kept beside a checkpoint's run; an error naming the
+  file if there is none, a warning if another step wrote it."""
+  run_dir = run_dir_of(checkpoint_directory)
+  calibration = load_calibration(run_dir)
+  if calibration is None:
+    raise checkpoints.CheckpointError(
+        f'{calibration_path(run_dir)} is missing: the source task writes it '
+        'when it evaluates')
+  if calibration.get('step') not in (None, step):
+    logging.warning('the calibration in %s is of step %s, the checkpoint is '
+                    'step %d', run_dir, calibration.get('step'), step)
+  return calibration

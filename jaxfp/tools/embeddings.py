@@ -130,7 +130,8 @@ def run(checkpoint: str, tree: str, workdir: str, *, num_sources: int = 48,
                      'more): out of range')
   workdir = files.check_output_folder(workdir, '--workdir')
   loaded = network.load(checkpoint)
-  calibration = gallery_lib.calibration_of(loaded)
+  calibration = sources.calibration_of(loaded.directory,
+                                         loaded.step)
   folders = {name: paths for name, paths in
              gallery_lib.source_folders(tree).items()
              if len(paths) >= min_images}
