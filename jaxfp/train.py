@@ -228,7 +228,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   Resumes from the latest checkpoint in `workdir` if there is one. A SIGTERM
   (preemption) saves a checkpoint at the current step and returns early with
-  result['preempted'] = True; the next launch resumes from it. Returns the
+  result['preempted'] = True; the next launch resumes from it (a SIGTERM
+  before or after the loop stops at once: 'preempted' True, 'step' None).
+  Returns the
   final evaluation: the task's score ('metrics', ...), 'loss', 'examples',
   'state' and 'preempted'.
   """
@@ -236,7 +238,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   validate(config, local_devices)
   held = distributed.chief_decides(lambda: _lock(workdir), 'workdir_lock')
   try:
-    return _train_and_evaluate(config, workdir, local_devices)
+    with preemption.interrupt_on_signal():
+      return _train_and_evaluate(config, workdir, local_devices)
+  except preemption.Interrupted as e:
+    logging.warning('Received %s outside the training loop; stopped. Launch '
+                    'again to resume from the last checkpoint.', e)
+    return {'preempted': True, 'step': None, 'state': None}
   finally:
     if held is not None:
       held.release()
@@ -272,11 +279,8 @@ def _check_finite(pending) -> None:
 def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
-  writer = summaries.writer(workdir, chief=is_chief)
   task = distributed.chief_first(lambda: tasks.create(config))
   logging.info('Task %s', task.describe())
-  writer.write_hparams(dict(flax.traverse_util.flatten_dict(
-      config.to_dict(), sep='.')))
 
   learning_rate_fn = create_learning_rate_fn(config)
   init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
@@ -284,6 +288,11 @@ def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
                              config.data.image_size, learning_rate_fn)
   manager = checkpoints.of_run(workdir, config.keep_checkpoints)
   state = checkpoints.restore_latest(manager, state)
+  # Only now, once the data and the workdir's checkpoint are accepted: a
+  # refused run leaves no empty events file behind.
+  writer = summaries.writer(workdir, chief=is_chief)
+  writer.write_hparams(dict(flax.traverse_util.flatten_dict(
+      config.to_dict(), sep='.')))
   start_step = int(state.step)
   # Host copies placed on a mesh named AXIS: flax's default mesh name differs
   # from that of the pmapped step's outputs, which recompiled step 2.

@@ -224,12 +224,15 @@ def test_a_config_that_does_not_fit_the_checkpoint_is_named(trained,
   wider = config.copy_and_resolve_references()
   wider.model.fen_width = 2 * config.model.fen_width
   width = config.model.fen_width
+  events = set(run.glob('events.out.tfevents*'))
   with pytest.raises(ValueError,
                      match=r'step 2 .* does not fit the configured model '
                      rf'.*fen/conv_0/kernel: checkpoint \(3, 3, 3, {width}\), '
                      rf'model \(3, 3, 3, {2 * width}\)') as e:
     train.train_and_evaluate(wider, str(run))
   assert isinstance(e.value, checkpoints.CheckpointError)
+  # The refused run leaves no empty TensorBoard events file behind.
+  assert set(run.glob('events.out.tfevents*')) == events
 
 
 def test_gm_names_of_another_dataset_are_not_the_checkpoints(caplog):

@@ -4,8 +4,10 @@ import functools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 from flax import jax_utils
 import jax
@@ -276,3 +278,31 @@ def test_a_second_trainer_refuses_to_start_naming_the_lock(tmp_path,
       f'error: workdir {workdir} is in use by process {first.popen.pid} on '
       'host'), second.stderr[-2000:]
   assert f'lock file {workdir / "jaxfp.lock"}' in second.stderr
+
+
+def test_sigterm_during_start_up_unwinds_and_releases_the_lock(
+    tmp_path, tmp_path_factory, monkeypatch):
+  """A SIGTERM before the training loop (a zoo or dataset build can take
+  minutes) stops the run with nothing to save: exit 0 from main, the
+  workdir's lock released, the SIGTERM handler given back."""
+  config = fen_config.get_config('test')
+  config.data.cache_dir = str(tmp_path_factory.getbasetemp() /
+                              'jaxfp-shared-test-cache')
+  workdir = tmp_path / 'run'
+
+  def create(config):
+    del config
+    assert (workdir / 'jaxfp.lock').exists()
+    os.kill(os.getpid(), signal.SIGTERM)
+    # The handler raises at the next bytecode the main thread runs.
+    for _ in range(1000):
+      time.sleep(0.01)
+    raise AssertionError('SIGTERM did not stop the start-up')
+
+  handler = signal.getsignal(signal.SIGTERM)
+  monkeypatch.setattr(train.tasks, 'create', create)
+  result = train.train_and_evaluate(config, str(workdir))
+  assert result['preempted'] and result['step'] is None
+  assert not (workdir / 'jaxfp.lock').exists()
+  assert not list(workdir.glob('events.out.tfevents*'))
+  assert signal.getsignal(signal.SIGTERM) is handler

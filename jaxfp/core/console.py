@@ -98,6 +98,11 @@ def quietly(what: str) -> Iterator[None]:
   logging.info('%s: done in %.0f s', what, time.monotonic() - start)
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+  """'1 image', '2 images' (or `plural`)."""
+  return f'{n} {noun if n == 1 else plural or noun + "s"}'
+
+
 def _duration(seconds: float) -> str:
   seconds = int(round(seconds))
   if seconds >= 3600:

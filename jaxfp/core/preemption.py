@@ -20,6 +20,7 @@ collective. Two ways to agree on it:
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 
@@ -29,6 +30,14 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 SIGNALS = (signal.SIGTERM,)
+
+
+class Interrupted(BaseException):
+  """SIGTERM outside the training loop (start-up, the final evaluation).
+
+  A BaseException, as KeyboardInterrupt is: library code that catches
+  Exception (a dataset build) must not swallow it.
+  """
 
 
 def _coordinated() -> bool:
@@ -95,3 +104,33 @@ class StopOnSignal:
     if local:
       self.reason = self._received
     return local
+
+
+@contextlib.contextmanager
+def interrupt_on_signal(signals=SIGNALS):
+  """Turns SIGTERM into `Interrupted` while the block runs, so that a run
+  stopped before or after its training loop (a zoo or dataset build can take
+  minutes) unwinds, releases its workdir lock and exits 0, instead of dying
+  by the default action (status 143, the lock left behind).
+
+  `StopOnSignal` takes over inside the loop and gives this handler back when
+  it exits. Not installed where JAX's preemption service owns SIGTERM, off
+  the main thread, or with several processes: one process unwinding alone
+  would leave the others waiting in a collective.
+  """
+  install = (not _coordinated() and jax.process_count() == 1 and
+             threading.current_thread() is threading.main_thread())
+  if not install:
+    yield
+    return
+
+  def handle(signum, frame):
+    del frame
+    raise Interrupted(signal.Signals(signum).name)
+
+  previous = {s: signal.signal(s, handle) for s in signals}
+  try:
+    yield
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, signal.SIG_DFL if handler is None else handler)

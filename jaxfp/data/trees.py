@@ -184,5 +184,10 @@ def log_summary(name: str, counts: dict[str, int],
                 skipped: Sequence[Sequence[str]]) -> None:
   logging.debug('%s: %d images of %d GMs, %d files skipped.', name,
                sum(counts.values()), len(counts), len(skipped))
-  for file, reason in skipped:
-    logging.warning('%s: skipped %s (%s)', name, file, reason)
+  if skipped:
+    # One line: the builder named each file, with its reason, as it read it.
+    shown = ', '.join(str(file) for file, _ in skipped[:3])
+    more = f' and {len(skipped) - 3} more' if len(skipped) > 3 else ''
+    logging.warning('%s: %s left out when the records were built: %s%s',
+                    name, console.count(len(skipped), 'unreadable file'),
+                    shown, more)

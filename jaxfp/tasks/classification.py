@@ -120,7 +120,8 @@ class ClassificationTask(common.Iterators):
     i = self.info
     return (f'{self.name}: classes {list(self.class_names)} in {i.root}; '
             f'{i.num_train_images} training and {i.num_test_images} test '
-            f'images; {len(i.skipped_files)} images skipped as unreadable')
+            f'images; {console.count(len(i.skipped_files), "image")} skipped '
+            'as unreadable')
 
   def _classification(self, outputs, batch):
     ce = cross_entropy(outputs['logits'], batch['label'], batch['mask'],

@@ -95,8 +95,8 @@ class ParsingTask(common.Iterators):
             f'images; {i.num_closed_images} more held back as the closed '
             f'set), holding out {len(i.test_gms)} GMs '
             f'({i.num_test_images} images: {", ".join(i.test_gms)}); '
-            f'{len(i.skipped_files)} images skipped as unreadable at build '
-            'time')
+            f'{console.count(len(i.skipped_files), "image")} skipped as '
+            'unreadable at build time')
 
   def eval_splits(self) -> tuple[str, ...]:
     """Splits scored after the held-out one at the end of a run."""
