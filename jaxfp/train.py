@@ -230,9 +230,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   (preemption) saves a checkpoint at the current step and returns early with
   result['preempted'] = True; the next launch resumes from it (a SIGTERM
   before or after the loop stops at once: 'preempted' True, 'step' None).
-  Returns the
-  final evaluation: the task's score ('metrics', ...), 'loss', 'examples',
-  'state' and 'preempted'.
+  Returns the final evaluation: the task's score ('metrics', ...), 'loss',
+  'examples', 'state' and 'preempted'.
   """
   local_devices = jax.local_device_count()
   validate(config, local_devices)
