@@ -24,6 +24,24 @@ def test_progress_in_a_log_is_a_line_at_each_third(caplog, monkeypatch):
   assert 'ETA' not in lines[-1]  # Done.
 
 
+def test_a_line_seconds_after_another_keeps_the_longer_windows_rate(
+    caplog, monkeypatch):
+  """A timed line at step 1995, then the two-thirds line at step 2000 after
+  a 19 s stall: the rate is not 5 steps / 19 s."""
+  now = [0.0]
+  monkeypatch.setattr(console.time, 'monotonic', lambda: now[0])
+  monkeypatch.setattr(console.sys.stderr, 'isatty', lambda: False)
+  caplog.set_level(logging.INFO)
+  with console.Progress(3000, what='train', every_s=600) as progress:
+    for step, t in ((1995, 600.0), (2000, 619.0)):
+      now[0] = t
+      progress.update(step)
+  lines = [r.getMessage() for r in caplog.records]
+  assert [line.split(',')[0] for line in lines] == [
+      'train: 1995/3000 steps (66%)', 'train: 2000/3000 steps (67%)']
+  assert '3.33 steps/s' in lines[0] and '3.33 steps/s' in lines[1]
+
+
 def test_a_user_error_is_one_line_and_status_two(capsys):
   @console.command
   def main(argv):

@@ -112,14 +112,18 @@ def _duration(seconds: float) -> str:
   return f'{seconds}s'
 
 
+# The shortest window a progress line's steps/s is measured over.
+MIN_RATE_WINDOW_S = 60.0
+
+
 class Progress:
   """One progress display of `total` steps, with steps/s and ETA.
 
   On a terminal: a tqdm bar on stderr, redrawn in place. Otherwise (a log
   file, a pipe): an INFO line at each third of the run, and at least every
   `every_s` seconds in between for long runs. The rate is measured since the
-  previous line, so a first step that compiles does not drag it down for
-  long.
+  previous line (over at least MIN_RATE_WINDOW_S), so a first step that
+  compiles does not drag it down for long.
   """
 
   def __init__(self, total: int, *, initial: int = 0, what: str = 'train',
@@ -155,8 +159,12 @@ class Progress:
     third = int(3 * n / max(self.total, 1)) > int(
         3 * previous / max(self.total, 1))
     if n > last_n and (third or now - last_time >= self.every_s):
-      self.rate = (n - last_n) / max(now - last_time, 1e-9)
-      self._last = (now, n)
+      # A third that comes seconds after a timed line would give a rate of
+      # a few steps (one stall read as 0.26 steps/s, ETA 1h for 10 min):
+      # such a line keeps the rate of the longer window before it.
+      if now - last_time >= MIN_RATE_WINDOW_S or self.rate != self.rate:
+        self.rate = (n - last_n) / max(now - last_time, 1e-9)
+        self._last = (now, n)
       logging.info('%s', self.line())
 
   def line(self) -> str:
