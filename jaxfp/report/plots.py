@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+import textwrap
 
 import matplotlib
 matplotlib.use('Agg')  # Files only; no display on servers and CI.
@@ -181,7 +182,9 @@ def embedding_map(path: str, xy: np.ndarray, labels: np.ndarray,
                linewidths=0)
     cx, cy = xy[rows].mean(axis=0)
     ax.text(cx, cy, str(i), fontsize=7, ha='center', va='center')
-  ax.set(xticks=[], yticks=[], title=title)
+  ax.set(xticks=[], yticks=[])
+  # Wrapped: a tree's path made the one-line title wider than the figure.
+  ax.set_title('\n'.join(textwrap.wrap(title, 80)), fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
