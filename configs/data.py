@@ -57,6 +57,16 @@ def parsing() -> ml_collections.ConfigDict:
   return c
 
 
+def use_test_zoo(c: ml_collections.ConfigDict) -> None:
+  """The tiny zoo of every test preset on the zoo (6 GMs x 6 images, 2
+  training steps, 2 held out): one config, so the test session builds it
+  once and every test file shares it."""
+  c.zoo.num_generators = 6
+  c.zoo.images_per_generator = 6
+  c.zoo.train_steps = 2
+  c.num_test_gms = 2
+
+
 def classes(layout: str, image_size: int = 128) -> ml_collections.ConfigDict:
   """A classifier's data: the built-in images of `layout` by default."""
   c = ml_collections.ConfigDict()

@@ -62,10 +62,7 @@ def get_config(preset: str = '') -> ml_collections.ConfigDict:
     config.model.pn_channels = (16, 32, 64, 64, 64)
     config.batch_size = 32
   elif preset == 'test':
-    config.data.zoo.num_generators = 6
-    config.data.zoo.images_per_generator = 6
-    config.data.zoo.train_steps = 2
-    config.data.num_test_gms = 2
+    data.use_test_zoo(config.data)
     common.test_preset(config)
     config.model.pn_channels = (4, 4, 8, 8, 8)
     config.num_baseline_shuffles = 3

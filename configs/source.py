@@ -77,10 +77,7 @@ def get_config(preset: str = '') -> ml_collections.ConfigDict:
     config.num_train_steps = 1500
     config.eval_every_steps = 500
   elif preset == 'test':
-    config.data.zoo.num_generators = 6
-    config.data.zoo.images_per_generator = 6
-    config.data.zoo.train_steps = 2
-    config.data.num_test_gms = 2
+    data.use_test_zoo(config.data)
     common.test_preset(config)
     m.fen_depth = 3
     m.fen_width = 8

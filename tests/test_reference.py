@@ -11,6 +11,7 @@ from configs import fen as fen_config
 from jaxfp import reference as reference_command
 from jaxfp.core import schema as schema_lib
 from jaxfp.report import metrics
+from jaxfp.tasks import common as tasks_common
 from jaxfp.tools import reference
 
 SCHEMA = schema_lib.Schema(
@@ -227,7 +228,7 @@ def test_the_command_writes_the_trainers_results_on_the_test_preset(
                          f'--workdir={workdir}', '--pca_dim=8'])
   assert status == 0
   results = json.loads((workdir / 'results.json').read_text())
-  info = reference._data().load_info(config.data)
+  info = tasks_common.gm_folder_data().load_info(config.data)
   assert results['test_gms'] == list(info.test_gms)
   assert results['train_gms'] == list(info.train_gms)
   assert results['num_images'] == info.num_test_images

@@ -40,6 +40,13 @@ class Interrupted(BaseException):
   """
 
 
+def _restore(previous: dict) -> None:
+  """Gives each signal of {signal: handler} its handler back."""
+  for s, handler in previous.items():
+    # None: the previous handler was not installed from Python.
+    signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+
 def _coordinated() -> bool:
   """True when JAX's preemption service owns SIGTERM in this process."""
   return (jax.distributed.is_initialized() and
@@ -80,9 +87,7 @@ class StopOnSignal:
     return self
 
   def __exit__(self, *exc):
-    for s, handler in self._previous.items():
-      # None: the previous handler was not installed from Python.
-      signal.signal(s, signal.SIG_DFL if handler is None else handler)
+    _restore(self._previous)
     self._previous.clear()
     return False
 
@@ -132,5 +137,4 @@ def interrupt_on_signal(signals=SIGNALS):
   try:
     yield
   finally:
-    for s, handler in previous.items():
-      signal.signal(s, signal.SIG_DFL if handler is None else handler)
+    _restore(previous)

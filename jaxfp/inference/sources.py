@@ -276,7 +276,8 @@ def calibration_of(checkpoint_directory: str, step: int) -> dict:
   if calibration is None:
     raise checkpoints.CheckpointError(
         f'{calibration_path(run_dir)} is missing: the source task writes it '
-        'when it evaluates')
+        'when it evaluates (cluster can go without it: --threshold or '
+        '--num_groups)')
   if calibration.get('step') not in (None, step):
     logging.warning('the calibration in %s is of step %s, the checkpoint is '
                     'step %d', run_dir, calibration.get('step'), step)

@@ -7,6 +7,7 @@ import os
 
 import ml_collections
 
+from jaxfp.core import console
 from jaxfp.core import distributed
 from jaxfp.core import files
 from jaxfp.losses import fingerprint as fingerprint_losses
@@ -40,6 +41,15 @@ def fingerprint_terms(outputs: dict, config: ml_collections.ConfigDict):
       batch_global_max=config.loss.batch_global_max, axis_name=AXIS,
       spectrum=outputs.get('spectrum'))
   return total, {f'fingerprint_{k}': v for k, v in terms.items()}
+
+
+def gm_folder_data():
+  """The tf.data side of datasets of GM folders (`jaxfp.data.parsing`),
+  imported when data is read: the model, losses and scores of a task need
+  no TensorFlow. The parsing and source tasks read the same data."""
+  with console.native_output_hushed():
+    from jaxfp.data import parsing  # pylint: disable=g-import-not-at-top
+  return parsing
 
 
 class Iterators:

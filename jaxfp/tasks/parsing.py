@@ -34,14 +34,6 @@ def create_model(config: ml_collections.ConfigDict, schema: schema_lib.Schema,
   return fields.parser(schema, config.model, axis_name=axis_name)
 
 
-def _data():
-  """The tf.data side, imported when data is read: the model, losses and
-  scores of a task need no TensorFlow."""
-  with console.native_output_hushed():
-    from jaxfp.data import parsing  # pylint: disable=g-import-not-at-top
-  return parsing
-
-
 def masked_labels(batch):
   """Padding rows of an eval batch marked missing, so losses ignore them."""
   real = batch['mask'] > 0
@@ -62,7 +54,7 @@ class ParsingTask(common.Iterators):
               ('loss_auc', 'higher'))
   id_keys = ('gm',)
   example_key = 'gm'
-  data = staticmethod(_data)
+  data = staticmethod(common.gm_folder_data)
 
   def __init__(self, config: ml_collections.ConfigDict,
                info: splits.DataInfo | None = None, *,

@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxfp.core import console
 from jaxfp.data import splits
 from jaxfp.inference import network
 from jaxfp.inference import sources as sources_lib
@@ -32,13 +31,6 @@ from jaxfp.report import tables
 from jaxfp.tasks import common
 
 
-def _data():
-  """The tf.data side, imported when data is read."""
-  with console.native_output_hushed():
-    from jaxfp.data import parsing  # pylint: disable=g-import-not-at-top
-  return parsing
-
-
 class SourceTask(common.Iterators):
   """A source embedding on a dataset of GM folders."""
 
@@ -46,7 +38,7 @@ class SourceTask(common.Iterators):
               ('open_set_auroc', 'higher'))
   id_keys = ('gm',)
   example_key = 'gm'
-  data = staticmethod(_data)
+  data = staticmethod(common.gm_folder_data)
   eval_metric_names = ('loss',)
 
   def __init__(self, config: ml_collections.ConfigDict,

@@ -54,6 +54,7 @@ from jaxfp.data import splits
 from jaxfp.report import metrics as metrics_lib
 from jaxfp.report import results as results_lib
 from jaxfp.report import tables
+from jaxfp.tasks import common
 
 POOL = 16
 HIST_BINS = 16
@@ -282,14 +283,6 @@ def score(predictions: dict, ground_truth: schema_lib.GroundTruth,
 # ------------------------------------------------------------ on a dataset
 
 
-def _data():
-  """The tf.data side, imported when data is read (as the parsing task
-  does): the features and the model need no TensorFlow."""
-  with console.native_output_hushed():
-    from jaxfp.data import parsing  # pylint: disable=g-import-not-at-top
-  return parsing
-
-
 def read_images(data_config: ml_collections.ConfigDict,
                 info: splits.DataInfo, split: str, batch_size: int = 256
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -302,7 +295,7 @@ def read_images(data_config: ml_collections.ConfigDict,
   are mapped back to the stored uint8 values, exact up to float rounding.
   """
   images, rows = [], []
-  for batch in _data().eval_iterator(data_config, info,
+  for batch in common.gm_folder_data().eval_iterator(data_config, info,
                                      global_batch_size=batch_size,
                                      local_device_count=1, split=split):
     real = batch['mask'][0] > 0
@@ -346,7 +339,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   _check_config(config)
   workdir = files.check_output_folder(workdir, '--workdir')
   parser_results = _read_results(compare) if compare else None
-  info = _data().load_info(config.data)
+  info = common.gm_folder_data().load_info(config.data)
   gt = info.ground_truth
   logging.info('Reference: training on %d GMs (%d images), holding out %d '
                'GMs (%d images)', len(info.train_gms), info.num_train_images,
