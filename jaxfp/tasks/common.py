@@ -10,6 +10,7 @@ import ml_collections
 from jaxfp.core import console
 from jaxfp.core import distributed
 from jaxfp.core import files
+from jaxfp.data import splits
 from jaxfp.losses import fingerprint as fingerprint_losses
 from jaxfp.report import plots
 from jaxfp.report import summaries
@@ -90,3 +91,22 @@ def write_results(workdir: str, step: int, header: str, table: str,
   files.write_json(os.path.join(workdir, 'results.json'),
                    {'step': step, **payload}, indent=2)
   return f'{header}\n\n{table if shown is None else shown}'
+
+
+class GmFolderTask(Iterators):
+  """A task on a dataset of GM folders (the zoo, the published images): its
+  examples are keyed by GM, its data module is `gm_folder_data`."""
+
+  id_keys = ('gm',)
+  example_key = 'gm'
+  data = staticmethod(gm_folder_data)
+
+  def _split(self, config: ml_collections.ConfigDict,
+             info: splits.DataInfo | None,
+             evaluation_only: bool) -> splits.DataInfo:
+    """`info`, else the split `config.data` asks for; `evaluation_only`
+    accepts one that holds out every GM."""
+    if info is not None:
+      return info
+    return self.data().load_info(config.data,
+                                 require_train_gms=not evaluation_only)

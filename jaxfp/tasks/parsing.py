@@ -47,22 +47,18 @@ def masked_labels(batch):
           'fine': hide(batch['fine'], schema_lib.MISSING)}
 
 
-class ParsingTask(common.Iterators):
+class ParsingTask(common.GmFolderTask):
   """FEN + PN on a dataset of GM folders with a ground-truth table."""
 
   headline = (('continuous_l1', 'lower'), ('discrete_accuracy', 'higher'),
               ('loss_auc', 'higher'))
-  id_keys = ('gm',)
-  example_key = 'gm'
-  data = staticmethod(common.gm_folder_data)
 
   def __init__(self, config: ml_collections.ConfigDict,
                info: splits.DataInfo | None = None, *,
                evaluation_only: bool = False):
     """`evaluation_only`: accept a split that holds out every GM."""
     self.config = config
-    self.info = info if info is not None else self.data().load_info(
-        config.data, require_train_gms=not evaluation_only)
+    self.info = self._split(config, info, evaluation_only)
     gt = self.info.ground_truth
     self.schema = gt.schema
     # With no training GM (an evaluation of unseen data) the weights only

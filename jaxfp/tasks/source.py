@@ -31,14 +31,11 @@ from jaxfp.report import tables
 from jaxfp.tasks import common
 
 
-class SourceTask(common.Iterators):
+class SourceTask(common.GmFolderTask):
   """A source embedding on a dataset of GM folders."""
 
   headline = (('eer', 'lower'), ('ari_estimated_k', 'higher'),
               ('open_set_auroc', 'higher'))
-  id_keys = ('gm',)
-  example_key = 'gm'
-  data = staticmethod(common.gm_folder_data)
   eval_metric_names = ('loss',)
 
   def __init__(self, config: ml_collections.ConfigDict,
@@ -46,8 +43,7 @@ class SourceTask(common.Iterators):
                evaluation_only: bool = False):
     """`evaluation_only`: accept a split that holds out every GM."""
     self.config = config
-    self.info = info if info is not None else self.data().load_info(
-        config.data, require_train_gms=not evaluation_only)
+    self.info = self._split(config, info, evaluation_only)
     if len(self.info.test_gms) < 2:
       raise ValueError(
           f'the source task holds out {len(self.info.test_gms)} GM(s); it '
