@@ -9,6 +9,7 @@ tree with planted bad imports too, to show that it catches them.
 from __future__ import annotations
 
 import ast
+import gc
 import pathlib
 import re
 import shutil
@@ -71,10 +72,28 @@ def _module_path(name: str, root: pathlib.Path) -> str | None:
   return None
 
 
+def _parse(path: pathlib.Path) -> ast.Module:
+  """The file's syntax tree, parsed with the garbage collector paused.
+
+  CPython 3.11 keeps one AST recursion counter per interpreter: a finalizer
+  that parses too, run by a collection inside this parse, makes it raise
+  `SystemError: AST constructor recursion depth mismatch`. Traceback
+  formatting parses, and asyncio tasks that Orbax leaves with an
+  unretrieved exception format theirs when they are collected: this test
+  failed so after the damaged-checkpoint tests.
+  """
+  source = path.read_text()
+  gc.disable()
+  try:
+    return ast.parse(source, filename=str(path))
+  finally:
+    gc.enable()
+
+
 def _imports(path: pathlib.Path, root: pathlib.Path):
   """(imported module, line, lazy) of every import statement in a file;
   `from a import b` names a.b when that is a module of the tree."""
-  tree = ast.parse(path.read_text(), filename=str(path))
+  tree = _parse(path)
   top_level = {id(node) for node in tree.body}
   for node in ast.walk(tree):
     lazy = id(node) not in top_level
@@ -219,6 +238,38 @@ def test_the_checker_reports_a_planted_cycle(copy):
   problems = check(copy)
   assert any(p.startswith('import cycle:') and 'jaxfp/core/schema.py' in p
              for p in problems), problems
+
+
+class _ParsesWhenCollected:
+  """Garbage (a reference cycle) whose finalizer parses, as a collected
+  asyncio task that formats its exception's traceback does, and leaves
+  another such cycle behind while `budget` lasts: whenever a collection
+  runs, one is there to collect."""
+
+  budget = 0
+
+  def __init__(self):
+    self.cycle = self
+
+  def __del__(self):
+    ast.parse('x = (1 + 2) * 3')
+    if _ParsesWhenCollected.budget > 0:
+      _ParsesWhenCollected.budget -= 1
+      _ParsesWhenCollected()
+
+
+def test_a_finalizer_that_parses_does_not_break_the_checker():
+  threshold = gc.get_threshold()
+  _ParsesWhenCollected.budget = 10_000
+  _ParsesWhenCollected()
+  gc.set_threshold(1)  # A collection at nearly every allocation.
+  try:
+    tree = _parse(REPO / 'jaxfp' / 'inference' / 'predict.py')
+  finally:
+    gc.set_threshold(*threshold)
+    _ParsesWhenCollected.budget = 0
+    gc.collect()
+  assert isinstance(tree, ast.Module) and tree.body
 
 
 def test_every_module_is_in_a_layer():
