@@ -37,6 +37,16 @@ def get_config(preset: str = '') -> ml_collections.ConfigDict:
   config.loss.hierarchical = True
   config.loss.continuous = 'mse'  # Published; or 'l1', the reported metric.
   config.num_baseline_shuffles = 20
+  # The per-image answer fitted after training (jaxfp.inference.answer):
+  # a detector, an in-distribution score and the parse's calibration.
+  config.answer = ml_collections.ConfigDict()
+  config.answer.enabled = True
+  config.answer.num_real = 0  # Photograph crops; 0 = as many as generated.
+  config.answer.augment_prob = 0.5  # Blur, JPEG (CNNDetection), each.
+  config.answer.resize_prob = 0.3  # Down by 1-2.5x and back up.
+  config.answer.ood_alpha = 0.05  # Below this p-value: outside, no parse.
+  config.answer.threshold = 0.5  # P(generated) below this: real, no parse.
+  config.answer.coverage = 0.9  # Of the continuous intervals.
 
   if preset == 'cpu':
     common.cpu_preset(config, num_train_steps=1500, warmup_steps=50,

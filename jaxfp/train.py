@@ -374,6 +374,9 @@ def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
   if is_chief:
     # Last, so the table is not buried under the libraries' closing logs.
     print('\n' + task.report(result, workdir, num_steps), flush=True)
+    finished = task.finish(result, workdir, num_steps)
+    if finished:
+      print('\n' + finished, flush=True)
   result['state'] = state
   result['preempted'] = False
   return result

@@ -132,10 +132,10 @@ def test_bad_inputs_are_named_and_do_not_change_good_outputs(checkpoint,
   assert 'truncated' in failed[bad['truncated']]
   assert 'no image' in failed[str(empty_dir)]
   assert 'no such file' in failed[str(tmp_path / 'missing.png')]
-  by_file = {r['file']: r['prediction'] for r in mixed}
+  by_file = {r['file']: r['parse'] for r in mixed}
   assert set(by_file) == set(good.values())
   for record in alone:
-    got, want = by_file[record['file']], record['prediction']
+    got, want = by_file[record['file']], record['parse']
     for name, value in want['loss_type_probability'].items():
       assert got['loss_type_probability'][name] == pytest.approx(value,
                                                                  abs=1e-6)
@@ -148,7 +148,7 @@ def test_predictions_name_every_head(checkpoint, images):
   good, _ = images
   records, _ = predict.predict(network.load(checkpoint), [good['rgb']],
                                progress=False)
-  p = records[0]['prediction']
+  p = records[0]['parse']
   schema = schema_lib.ZOO
   assert set(p['continuous']) == set(schema.continuous)
   assert set(p['discrete']) == {d.name for d in schema.discrete}

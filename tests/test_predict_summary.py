@@ -52,7 +52,7 @@ def test_a_parsing_summary_by_hand():
          'coarse': np.array([[0.9, 0.1], [0.8, 0.6], [0.4, 0.2]]),
          'fine': np.array([[0.7], [0.2], [0.3]])}
   records = [{'file': f'{i}.png', 'task': 'parsing',
-              'prediction': predict.describe(loaded, out, i)}
+              'parse': predict.describe(loaded, out, i)}
              for i in range(3)]
   summary = predict.summarize(loaded, records, [('bad.png', 'empty file')])
   assert summary['num_images'] == 3 and summary['num_skipped'] == 1
@@ -86,7 +86,7 @@ def test_a_tie_goes_to_the_higher_mean_probability():
   out = {'continuous': np.array([[0.1], [0.3]]),
          'discrete': (np.array([[0.4, 0.0, 0.6], [0.9, 0.1, 0.0]]),),
          'coarse': np.zeros((2, 2)), 'fine': np.zeros((2, 1))}
-  records = [{'prediction': predict.describe(loaded, out, i)}
+  records = [{'parse': predict.describe(loaded, out, i)}
              for i in range(2)]
   summary = predict.summarize(loaded, records, [])
   assert summary['discrete']['norm']['majority'] == 'none'  # 0.65 vs 0.3.
@@ -161,12 +161,12 @@ def test_the_command_summarises_a_folder(checkpoint, tmp_path, capsys):
   # The summary is the mean of the per-image lines.
   for name in schema_lib.ZOO.continuous:
     assert summary['continuous'][name]['normalized']['mean'] == (
-        pytest.approx(np.mean([r['prediction']['continuous'][name]
+        pytest.approx(np.mean([r['parse']['continuous'][name]
                                ['normalized'] for r in records])))
   for param in schema_lib.ZOO.discrete:
     votes = summary['discrete'][param.name]['votes']
     assert sum(votes.values()) == 5
-    chosen = [r['prediction']['discrete'][param.name]['class']
+    chosen = [r['parse']['discrete'][param.name]['class']
               for r in records]
     assert votes[summary['discrete'][param.name]['majority']] == max(
         chosen.count(c) for c in param.classes)

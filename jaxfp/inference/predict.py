@@ -8,10 +8,19 @@ the whole image to the model's input size, ignoring its aspect ratio;
 'center_crop' first cuts the largest centred square, then scales it.
 
 Per image, by the checkpoint's task:
-  parsing      every architecture hyperparameter by name (continuous ones in
-               [0, 1] and, when the ground-truth ranges are known, in their
-               original units), the discrete ones' classes, and each loss
-               type with the probability that it was used;
+  parsing      one answer (`jaxfp.inference.answer`, when the run fitted
+               one: every run trained since it exists does): P(generated);
+               whether the image lies inside what the parser has seen (a
+               p-value against held-out generators); and only when it is
+               judged generated and inside, the calibrated parse: each
+               identifiable hyperparameter by name (continuous ones with an
+               interval of stated coverage, in [0, 1] and, when the
+               ground-truth ranges are known, in their original units; the
+               discrete ones' classes; each loss type's probability), the
+               others listed as not identifiable from images. Otherwise
+               'parse' is null and 'abstain_reason' says why. A run without
+               an answer file (converted published weights, older runs)
+               gives the raw parse, marked uncalibrated;
   detection    the probability that the image is fake;
   attribution  the predicted source and every source's probability.
 A table goes to the terminal, JSON lines to --output, and with --panels_dir
@@ -46,6 +55,7 @@ from jaxfp.core import console
 from jaxfp.core import files
 from jaxfp.core import schema as schema_lib
 from jaxfp.data import images as images_lib
+from jaxfp.inference import answer as answer_lib
 from jaxfp.inference import gallery as gallery_lib
 from jaxfp.inference import network
 from jaxfp.report import summaries
@@ -95,12 +105,92 @@ def describe(loaded: network.Loaded, out: dict, i: int) -> dict:
           'probabilities': by_class}
 
 
+def load_answer(loaded: network.Loaded) -> answer_lib.Answerer | None:
+  """The run's answer file, or None where it has none (classifiers, source
+  embeddings, converted weights, runs trained before it existed)."""
+  if loaded.schema is None:
+    return None
+  path = answer_lib.path_of(loaded.directory)
+  return answer_lib.load(path) if os.path.isfile(path) else None
+
+
+def answered(loaded: network.Loaded, answerer: answer_lib.Answerer | None,
+             out: dict, unit: np.ndarray) -> list[dict]:
+  """The per-image answer of a parser's batch: outputs `out` of images
+  `unit` (float [n, s, s, 3] in [0, 1])."""
+  n = len(unit)
+  if answerer is None:
+    return [{'p_generated': None, 'in_distribution': None,
+             'ood_p_value': None, 'calibrated': False,
+             'parse': describe(loaded, out, i), 'abstain_reason': None}
+            for i in range(n)]
+  feats = answer_lib.features(unit, answerer.pool)
+  p_gen = answer_lib.p_generated(answerer, feats)
+  p_in = answer_lib.ood_p_value(answerer, feats)
+  probs = answer_lib.calibrated(answerer, loaded.schema, out)
+  records = []
+  for i in range(n):
+    reason = answer_lib.decide(answerer, float(p_gen[i]), float(p_in[i]))
+    records.append({
+        'p_generated': float(p_gen[i]),
+        'in_distribution': bool(p_in[i] >= answerer.ood_alpha),
+        'ood_p_value': float(p_in[i]), 'calibrated': True,
+        'parse': None if reason else answer_lib.parse_of(
+            answerer, loaded.schema, loaded.ground_truth, probs, i),
+        'abstain_reason': reason})
+  return records
+
+
+def _format_parse(record: dict) -> str:
+  """The parsing part of a record in words."""
+  lines = []
+  if record['p_generated'] is not None:
+    inside = ('inside' if record['in_distribution'] else 'outside')
+    lines.append(f'  P(generated) {record["p_generated"]:.3f}; {inside} what '
+                 f'the parser has seen (p {record["ood_p_value"]:.3f})')
+  p = record['parse']
+  if p is None:
+    lines.append(f'  no parse: {record["abstain_reason"]}')
+    return '\n'.join(lines)
+  if not record['calibrated']:
+    lines.append('  uncalibrated parse (this run has no answer file): no '
+                 'detection, no abstention')
+  cont = []
+  for name, v in p['continuous'].items():
+    if 'interval' in v:
+      lo, hi = v['interval']
+      cont.append(f'{name} {v["value"]:.4g} [{lo:.3g}, {hi:.3g}]')
+    elif 'value' in v:
+      cont.append(f'{name} {v["value"]:.4g} ({v["normalized"]:.2f})')
+    else:
+      cont.append(f'{name} ? ({v["normalized"]:.2f})')
+  if cont:
+    cover = next((v['coverage'] for v in p['continuous'].values()
+                  if 'coverage' in v), None)
+    head = (f'  architecture ({cover:.0%} intervals): ' if cover else
+            '  architecture: ')
+    lines.append(head + ', '.join(cont))
+  if p['discrete']:
+    lines.append('  ' + ', '.join(
+        f'{n}: {v["class"]} ({v["probability"]:.2f})'
+        for n, v in p['discrete'].items()))
+  if p['loss_type_probability']:
+    lines.append('  loss types P(used): ' + ', '.join(
+        f'{n} {v:.2f}' for n, v in p['loss_type_probability'].items()))
+  if p.get('not_identifiable'):
+    lines.append('  not identifiable from images: ' +
+                 ', '.join(p['not_identifiable']))
+  return '\n'.join(lines)
+
+
 def format_record(task: str, record: dict) -> str:
   """A few readable lines for one image."""
-  p = record['prediction']
   head = record['file']
   if 'source' in record:
     head += '\n  ' + gallery_lib.describe(record['source'])
+  if 'parse' in record:
+    return head + '\n' + _format_parse(record)
+  p = record['prediction']
   if not p:
     return head
   if task == 'detection':
@@ -109,18 +199,7 @@ def format_record(task: str, record: dict) -> str:
     ranked = sorted(p['probabilities'].items(), key=lambda kv: -kv[1])
     return (f'{head}\n  source: {p["source"]} ({p["probability"]:.3f}); ' +
             ', '.join(f'{n} {v:.3f}' for n, v in ranked))
-  lines = [head]
-  cont = []
-  for name, v in p['continuous'].items():
-    value = f'{v["value"]:.4g}' if 'value' in v else '?'
-    cont.append(f'{name} {value} ({v["normalized"]:.2f})')
-  lines.append('  architecture: ' + ', '.join(cont))
-  lines.append('  ' + ', '.join(
-      f'{n}: {v["class"]} ({v["probability"]:.2f})'
-      for n, v in p['discrete'].items()))
-  lines.append('  loss types P(used): ' + ', '.join(
-      f'{n} {v:.2f}' for n, v in p['loss_type_probability'].items()))
-  return '\n'.join(lines)
+  return head
 
 
 def _panel_name(path: str, index: int) -> str:
@@ -132,17 +211,21 @@ def _non_finite(value) -> bool:
   """Whether a prediction (nested dicts of numbers) holds NaN or infinity."""
   if isinstance(value, dict):
     return any(_non_finite(v) for v in value.values())
+  if isinstance(value, list):
+    return any(_non_finite(v) for v in value)
   return isinstance(value, float) and not math.isfinite(value)
 
 
 def predict(loaded: network.Loaded, paths: Sequence[str], *,
             policy: str = 'resize', batch_size: int = 32,
             panels_dir: str | None = None, progress: bool = True,
-            gallery: gallery_lib.Gallery | None = None
+            gallery: gallery_lib.Gallery | None = None,
+            answerer: answer_lib.Answerer | None = None
             ) -> tuple[list[dict], list[tuple[str, str]]]:
   """Predictions for every readable image, and (path, reason) failures.
 
-  With a `gallery`, each record also has 'source': the nearest known source
+  A parser's records are its answers (`answered`, with `answerer`: the
+  run's `load_answer`, or None for the raw parse). With a `gallery`, each record also has 'source': the nearest known source
   and the probability that the image comes from none of them.
 
   An image whose outputs are not finite (NaN, infinity) is a failure: a
@@ -161,14 +244,20 @@ def predict(loaded: network.Loaded, paths: Sequence[str], *,
         files, loaded.image_size, policy, batch_size, failures,
         mean=loaded.mean, std=loaded.std):
       out = run_batch(images)
+      parsed = None
+      if loaded.schema is not None:
+        unit = np.asarray(images[:len(batch_paths)]) * loaded.std + loaded.mean
+        parsed = answered(loaded, answerer, out, unit)
       for i, path in enumerate(batch_paths):
-        record = {'file': images_lib.shown(path), 'task': loaded.task,
-                  'prediction': describe(loaded, out, i)}
+        record = {'file': images_lib.shown(path), 'task': loaded.task}
+        if parsed is None:
+          record['prediction'] = describe(loaded, out, i)
+        else:
+          record.update(parsed[i])
         if gallery is not None:
           record['source'] = gallery_lib.attribute(
               gallery, out['embedding'][i])[0]
-        if _non_finite(record['prediction']) or _non_finite(
-            record.get('source', {})):
+        if _non_finite(record) or _non_finite(record.get('source', {})):
           failures.append((path, 'the network gave NaN or infinite outputs'))
           continue
         if panels_dir:
@@ -205,6 +294,61 @@ def _spread(values: Sequence[float]) -> dict:
           'min': float(a.min()), 'max': float(a.max())}
 
 
+def _common(parses: Sequence[dict], part: str) -> list[str]:
+  """Names of `part` that every parse shows, in the first one's order."""
+  if not parses:
+    return []
+  return [n for n in parses[0][part] if all(n in p[part] for p in parses)]
+
+
+def _summarize_parses(schema: schema_lib.Schema, records: Sequence[dict],
+                      out: dict) -> dict:
+  """A parser's summary: detection and abstention over every image, then
+  each hyperparameter over the images that got a parse."""
+  generated = [r['p_generated'] for r in records
+               if r.get('p_generated') is not None]
+  out['p_generated'] = _spread(generated) if generated else None
+  reasons = [r['abstain_reason'] for r in records if r.get('abstain_reason')]
+  out['num_parsed'] = len(records) - len(reasons)
+  out['abstained'] = {
+      'looks real': sum(r.startswith('looks real') for r in reasons),
+      'outside what the parser has seen': sum(
+          r.startswith('outside') for r in reasons)}
+  out['continuous'], out['discrete'], out['loss_types'] = {}, {}, {}
+  preds = [r['parse'] for r in records if r.get('parse') is not None]
+  out['not_identifiable'] = list(preds[0].get('not_identifiable', [])
+                                 ) if preds else []
+  if not preds:
+    return out
+  for name in _common(preds, 'continuous'):
+    entry = {'normalized': _spread(
+        [p['continuous'][name]['normalized'] for p in preds])}
+    values = [p['continuous'][name].get('value') for p in preds]
+    if all(v is not None for v in values):
+      entry['value'] = _spread(values)
+    out['continuous'][name] = entry
+  for param in schema.discrete:
+    if param.name not in _common(preds, 'discrete'):
+      continue
+    mean = {c: float(np.mean([p['discrete'][param.name]['probabilities'][c]
+                              for p in preds])) for c in param.classes}
+    out['discrete'][param.name] = {
+        **_votes([p['discrete'][param.name]['class'] for p in preds], mean),
+        'mean_probability': mean}
+  shown = set(_common(preds, 'loss_type_probability'))
+  levels = [(n, 'coarse') for n in schema.coarse] + [
+      (n, f'fine ({schema.coarse[g]})')
+      for n, g in zip(schema.fine, schema.fine_to_coarse)]
+  for name, level in levels:
+    if name not in shown:
+      continue
+    used = np.array([p['loss_type_probability'][name] for p in preds])
+    out['loss_types'][name] = {
+        'level': level, 'mean_probability': float(used.mean()),
+        'share_used': float(np.mean(used > LOSS_USED))}
+  return out
+
+
 def summarize(loaded: network.Loaded, records: Sequence[dict],
               failures: Sequence[tuple[str, str]]) -> dict:
   """One summary of every image's prediction, for images of one source.
@@ -219,33 +363,9 @@ def summarize(loaded: network.Loaded, records: Sequence[dict],
          'num_skipped': len(failures),
          'skipped': [{'file': images_lib.shown(f), 'reason': r}
                      for f, r in failures]}
-  preds = [r['prediction'] for r in records]
   if loaded.schema is not None:
-    s = loaded.schema
-    out['continuous'], out['discrete'], out['loss_types'] = {}, {}, {}
-    if not preds:
-      return out
-    for name in s.continuous:
-      entry = {'normalized': _spread(
-          [p['continuous'][name]['normalized'] for p in preds])}
-      values = [p['continuous'][name].get('value') for p in preds]
-      if all(v is not None for v in values):
-        entry['value'] = _spread(values)
-      out['continuous'][name] = entry
-    for param in s.discrete:
-      mean = {c: float(np.mean([p['discrete'][param.name]['probabilities'][c]
-                                for p in preds])) for c in param.classes}
-      out['discrete'][param.name] = {
-          **_votes([p['discrete'][param.name]['class'] for p in preds], mean),
-          'mean_probability': mean}
-    levels = [(n, 'coarse') for n in s.coarse] + [
-        (n, f'fine ({s.coarse[g]})') for n, g in zip(s.fine, s.fine_to_coarse)]
-    for name, level in levels:
-      used = np.array([p['loss_type_probability'][name] for p in preds])
-      out['loss_types'][name] = {
-          'level': level, 'mean_probability': float(used.mean()),
-          'share_used': float(np.mean(used > LOSS_USED))}
-    return out
+    return _summarize_parses(loaded.schema, records, out)
+  preds = [r['prediction'] for r in records]
   out['classes'] = {}
   if preds:
     mean = {c: float(np.mean([p['probabilities'][c] for p in preds]))
@@ -266,6 +386,23 @@ def format_summary(summary: dict, inputs: Sequence[str]) -> str:
   if not summary['num_images']:
     return head + ' No image to summarise.'
   parts = [head]
+  if summary.get('p_generated') is not None:
+    g = summary['p_generated']
+    a = summary['abstained']
+    parts.append(
+        f'P(generated): mean {g["mean"]:.3f} (from {g["min"]:.3f} to '
+        f'{g["max"]:.3f}). Parsed: {summary["num_parsed"]} of '
+        f'{summary["num_images"]} images; no parse for '
+        f'{a["looks real"]} that look real and '
+        f'{a["outside what the parser has seen"]} outside what the parser '
+        'has seen.')
+  if 'continuous' in summary and not (
+      summary['continuous'] or summary['discrete'] or summary['loss_types']):
+    return '\n\n'.join(parts + ['No image got a parse.'])
+  if summary.get('not_identifiable'):
+    parts.append('Not identifiable from images (they did not beat the '
+                 'training prior on held-out generators): ' +
+                 ', '.join(summary['not_identifiable']) + '.')
   if 'classes' in summary:  # Detection, attribution.
     c = summary['classes']
     parts.append(
@@ -336,7 +473,7 @@ def run(checkpoint: str, paths: Sequence[str], *, policy: str = 'resize',
   known = gallery_lib.load_for(gallery, loaded) if gallery else None
   records, failures = predict(loaded, paths, policy=policy,
                               batch_size=batch_size, panels_dir=panels_dir,
-                              gallery=known)
+                              gallery=known, answerer=load_answer(loaded))
   for path, reason in failures:
     print(f'skipped {images_lib.shown(path)}: {reason}', file=sys.stderr)
   if output:

@@ -80,12 +80,38 @@ def colour_statistics(unit):
   return jnp.concatenate(parts, axis=-1)
 
 
+def side_vector(unit, fingerprint=None, *, spectrum: str = 'residual',
+                pool: int = 16, colour_stats: bool = True):
+  """The side features of images in [0, 1], before any standardisation:
+  [N, H, W, c] -> [N, d] float32, or None when nothing is asked for.
+
+  One computation for the PN's `SideFeatures`, the detector and the
+  out-of-distribution score of `jaxfp.inference.answer`, so that all of them
+  read the same traces. `fingerprint` is needed only for
+  spectrum='fingerprint'.
+  """
+  if spectrum not in SPECTRUM_SOURCES:
+    raise ValueError(f'model.spectrum {spectrum!r}: use one of '
+                     f'{SPECTRUM_SOURCES}')
+  parts = []
+  if spectrum:
+    maps = (spectrum_lib.log_channel_spectrum(fingerprint)
+            if spectrum == 'fingerprint' else
+            spectrum_lib.log_channel_spectrum(unit, HIGHPASS_SIGMA))
+    parts += [average_pool_to(maps, pool).reshape(maps.shape[0], -1),
+              spectrum_lib.radial_profile(maps)]
+  if colour_stats:
+    parts.append(colour_statistics(unit))
+  return jnp.concatenate(parts, axis=-1) if parts else None
+
+
 class SideFeatures(nn.Module):
   """Fixed summaries of an image and its fingerprint, standardised: [N, d].
 
   `spectrum`: '' (none), 'fingerprint' or 'residual'; `colour_stats`: the
-  image's colour statistics. Images arrive normalised; `mean` and `std`
-  undo that for the statistics. Returns None when nothing is asked for.
+  image's colour statistics (`side_vector`). Images arrive normalised;
+  `mean` and `std` undo that for the statistics. Returns None when nothing
+  is asked for.
   """
   spectrum: str = ''
   pool: int = 16
@@ -96,29 +122,16 @@ class SideFeatures(nn.Module):
 
   @nn.compact
   def __call__(self, images, fingerprint, *, train: bool):
-    if self.spectrum not in SPECTRUM_SOURCES:
-      raise ValueError(f'model.spectrum {self.spectrum!r}: use one of '
-                       f'{SPECTRUM_SOURCES}')
     # The image's summaries are fixed functions of the input: no gradient to
     # carry (the fingerprint's spectrum does carry one, into the FEN).
     unit = jax.lax.stop_gradient(
         images.astype(jnp.float32) * self.std + self.mean)
-    parts = []
-    if self.spectrum:
-      spectrum = (
-          spectrum_lib.log_channel_spectrum(fingerprint)
-          if self.spectrum == 'fingerprint' else
-          spectrum_lib.log_channel_spectrum(unit, HIGHPASS_SIGMA))
-      parts += [average_pool_to(spectrum, self.pool).reshape(
-                    spectrum.shape[0], -1),
-                spectrum_lib.radial_profile(spectrum)]
-    if self.colour_stats:
-      parts.append(colour_statistics(unit))
-    if not parts:
+    features = side_vector(unit, fingerprint, spectrum=self.spectrum,
+                           pool=self.pool, colour_stats=self.colour_stats)
+    if features is None:
       return None
     return nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                        axis_name=self.axis_name, name='norm')(
-                            jnp.concatenate(parts, axis=-1))
+                        axis_name=self.axis_name, name='norm')(features)
 
 
 def fingerprint_and_side(m: nn.Module, images, *, train: bool):

@@ -188,3 +188,31 @@ def embedding_map(path: str, xy: np.ndarray, labels: np.ndarray,
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def reliability(path: str, panels) -> None:
+  """Reliability diagrams side by side: panels of (title, bins, ece), bins
+  as `inference.calibration.expected_calibration_error` gives them."""
+  panels = list(panels)
+  fig, axes = plt.subplots(1, max(len(panels), 1),
+                           figsize=(3.2 * max(len(panels), 1), 3.4),
+                           squeeze=False)
+  for ax, (title, bins, ece) in zip(axes[0], panels):
+    conf = np.asarray(bins['confidence'], np.float64)
+    acc = np.asarray(bins['accuracy'], np.float64)
+    count = np.asarray(bins['count'], np.float64)
+    edges = np.linspace(0, 1, len(count) + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    shown = count > 0
+    ax.bar(centres[shown], acc[shown], width=1 / len(count), alpha=0.6,
+           edgecolor='k', linewidth=0.4, label='accuracy')
+    ax.plot(conf[shown], acc[shown], 'o', ms=3, color='C3',
+            label='mean confidence')
+    ax.plot([0, 1], [0, 1], 'k--', lw=0.8)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel='confidence',
+           ylabel='accuracy')
+    ax.set_title(f'{title}\nECE {ece:.3f}', fontsize=9)
+  axes[0][0].legend(fontsize=7, loc='upper left')
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 
 import ml_collections
+import numpy as np
 
 from jaxfp.core import console
 from jaxfp.core import distributed
 from jaxfp.core import files
+from jaxfp.core import normalization
 from jaxfp.data import splits
 from jaxfp.losses import fingerprint as fingerprint_losses
 from jaxfp.report import plots
@@ -53,9 +55,49 @@ def gm_folder_data():
   return parsing
 
 
+def read_images(data_config: ml_collections.ConfigDict,
+                info: splits.DataInfo, split: str, batch_size: int = 256
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """uint8 images [N, s, s, 3] of a split and their rows in the ground truth.
+
+  Read through the evaluation pipeline (one pass in record order, no
+  augmentation): 'train' the images the trainer trains on, 'test' the
+  held-out GMs', 'closed_set' the training GMs' held-back ones; the same
+  records the parser reads. The pipeline hands out normalised floats; they
+  are mapped back to the stored uint8 values, exact up to float rounding.
+  """
+  images, rows = [], []
+  for batch in gm_folder_data().eval_iterator(data_config, info,
+                                     global_batch_size=batch_size,
+                                     local_device_count=1, split=split):
+    real = batch['mask'][0] > 0
+    pixels = normalization.unit_range(
+        batch['image'][0][real].astype(np.float64)) * 255.0
+    exact = np.rint(pixels)
+    # A pipeline that changed the pixels (augmentation, resizing) would give
+    # the reference other images than the trainer's; refuse rather than fit.
+    if pixels.size and np.abs(pixels - exact).max() > 0.01:
+      raise ValueError('the evaluation pipeline does not hand out the stored '
+                       'pixels (off by up to '
+                       f'{np.abs(pixels - exact).max():.3f})')
+    images.append(np.clip(exact, 0, 255).astype(np.uint8))
+    rows.append(batch['gm'][0][real].astype(np.int32))
+  if not images:
+    size = data_config.image_size
+    return np.zeros((0, size, size, 3), np.uint8), np.zeros((0,), np.int32)
+  return np.concatenate(images), np.concatenate(rows)
+
+
 class Iterators:
   """`train_iterator` and `eval_iterator` of a task: those of its data
-  module (`data()`, imported when data is read) on its config and info."""
+  module (`data()`, imported when data is read) on its config and info;
+  `finish`, what a task does after its final report."""
+
+  def finish(self, result: dict, workdir: str, step: int) -> str:
+    """Work after training and the final report (process 0 only); returns
+    text for the console, or ''."""
+    del result, workdir, step
+    return ''
 
   def train_iterator(self, **kwargs):
     return self.data().train_iterator(

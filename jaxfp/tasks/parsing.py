@@ -18,11 +18,15 @@ from jaxfp import models
 from jaxfp.core import console
 from jaxfp.core import schema as schema_lib
 from jaxfp.data import splits
+from jaxfp.inference import answer as answer_lib
+from jaxfp.inference import network
+from jaxfp.inference import predict
 from jaxfp.losses import parsing as parsing_losses
 from jaxfp.models import fields
 from jaxfp.report import metrics as parsing_metrics
 from jaxfp.report import plots
 from jaxfp.report import results as results_lib
+from jaxfp.tasks import answering
 from jaxfp.tasks import common
 
 PARSING_TERMS = ('continuous', 'discrete', 'coarse', 'fine')
@@ -224,6 +228,29 @@ class ParsingTask(common.GmFolderTask):
         'notes': {'held_out': held_note, 'closed_set': closed_note},
         'closed_set': closed_json,
         'predictions_file': results_lib.PREDICTIONS}, shown=shown)
+
+  def finish(self, result: dict, workdir: str, step: int) -> str:
+    """Fits the per-image answer (`jaxfp.tasks.answering`), saves it beside
+    the checkpoints and shows it on a few held-out images and photographs,
+    through the predict command's own path."""
+    del step
+    c = self.config.get('answer')
+    if (c is None or not c.enabled or not self.info.train_gms or
+        not self.info.test_gms):
+      return ''
+    with console.quietly('Fitting the per-image answer: detector, '
+                         'in-distribution score, calibration'):
+      answerer = answering.fit(self.config, self.info, result)
+      answer_lib.save(answerer, workdir)
+      folder = answering.write_examples(self.config, self.info, workdir)
+    records, _ = predict.predict(network.load(workdir), [folder],
+                                 progress=False, answerer=answerer)
+    shown = len(answerer.identifiable)
+    return '\n'.join(
+        [f'The per-image answer ({shown} hyperparameters identifiable; '
+         f'python -m jaxfp.predict --checkpoint={workdir} FILES), on '
+         'held-out generators and photographs never trained on:'] +
+        [predict.format_record('parsing', r) for r in records])
 
   def _pictures(self, result: dict, workdir: str, step: int) -> None:
     common.write_gm_fingerprints(result.get('examples'),

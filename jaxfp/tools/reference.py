@@ -48,7 +48,6 @@ from sklearn import preprocessing
 
 from jaxfp.core import console
 from jaxfp.core import files
-from jaxfp.core import normalization
 from jaxfp.core import schema as schema_lib
 from jaxfp.data import splits
 from jaxfp.report import metrics as metrics_lib
@@ -280,40 +279,23 @@ def score(predictions: dict, ground_truth: schema_lib.GroundTruth,
                                  seed=seed)
 
 
+# ---------------------------------------------------------------- detector
+
+
+def fit_detector(real: np.ndarray, generated: np.ndarray, *, c: float = 1.0):
+  """The non-deep detection reference: `features` of real and generated
+  images, standardised, into a logistic regression (no augmentation).
+  Returns a function: features [N, d] -> P(generated) [N]."""
+  x = np.concatenate([real, generated]).astype(np.float64)
+  y = np.concatenate([np.zeros(len(real)), np.ones(len(generated))])
+  scaler = preprocessing.StandardScaler().fit(x)
+  model = linear_model.LogisticRegression(C=c, max_iter=5000).fit(
+      scaler.transform(x), y)
+  return lambda feats: model.predict_proba(
+      scaler.transform(np.asarray(feats, np.float64)))[:, 1]
+
+
 # ------------------------------------------------------------ on a dataset
-
-
-def read_images(data_config: ml_collections.ConfigDict,
-                info: splits.DataInfo, split: str, batch_size: int = 256
-                ) -> tuple[np.ndarray, np.ndarray]:
-  """uint8 images [N, s, s, 3] of a split and their rows in the ground truth.
-
-  Read through the evaluation pipeline (one pass in record order, no
-  augmentation): 'train' the images the trainer trains on, 'test' the
-  held-out GMs', 'closed_set' the training GMs' held-back ones; the same
-  records the parser reads. The pipeline hands out normalised floats; they
-  are mapped back to the stored uint8 values, exact up to float rounding.
-  """
-  images, rows = [], []
-  for batch in common.gm_folder_data().eval_iterator(data_config, info,
-                                     global_batch_size=batch_size,
-                                     local_device_count=1, split=split):
-    real = batch['mask'][0] > 0
-    pixels = normalization.unit_range(
-        batch['image'][0][real].astype(np.float64)) * 255.0
-    exact = np.rint(pixels)
-    # A pipeline that changed the pixels (augmentation, resizing) would give
-    # the reference other images than the trainer's; refuse rather than fit.
-    if pixels.size and np.abs(pixels - exact).max() > 0.01:
-      raise ValueError('the evaluation pipeline does not hand out the stored '
-                       'pixels (off by up to '
-                       f'{np.abs(pixels - exact).max():.3f})')
-    images.append(np.clip(exact, 0, 255).astype(np.uint8))
-    rows.append(batch['gm'][0][real].astype(np.int32))
-  if not images:
-    size = data_config.image_size
-    return np.zeros((0, size, size, 3), np.uint8), np.zeros((0,), np.int32)
-  return np.concatenate(images), np.concatenate(rows)
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:
@@ -348,9 +330,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     _check_same_split(parser_results, info, compare)
 
   with console.quietly('Reading images and computing features'):
-    train_images, train_rows = read_images(config.data, info, 'train')
-    test_images, test_rows = read_images(config.data, info, 'test')
-    closed_images, closed_rows = read_images(config.data, info, 'closed_set')
+    train_images, train_rows = common.read_images(config.data, info, 'train')
+    test_images, test_rows = common.read_images(config.data, info, 'test')
+    closed_images, closed_rows = common.read_images(config.data, info,
+                                                    'closed_set')
     train_feats = features(train_images)
     test_feats = features(test_images)
   with console.quietly('Fitting the reference'):

@@ -1,13 +1,21 @@
-"""Real colour photographs shipped inside scikit-image, and random crops.
+"""Real photographs shipped inside installed wheels, and random crops.
 
-The files are read straight from the installed package's data directory:
+The files are read straight from the installed packages' data directories:
 `skimage.data` loaders for other images fetch over the network (pooch), and
 the zoo must build offline.
+
+Three sets, split by photograph (`PHOTO_SETS`): the zoo's generators and the
+detector's real class train on 'train' (scikit-image's colour photographs);
+'calibration' and 'test' are never trained on: the first is shown at the end
+of a run, the second is kept for reports (`jaxfp.answers`), so that a
+false-positive rate is measured on photographs nothing was fitted or tuned
+on.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 
 import numpy as np
@@ -21,8 +29,64 @@ PHOTO_FILES = (
     'rocket.jpg')
 
 
+# Held-out photographs: (package, path inside it). Grayscale ones are read
+# as RGB; every one has a short side of at least 256 pixels, so that crops
+# at 64x64 come from a downscaled photograph, as in training.
+HELD_OUT = {
+    'grace_hopper': ('matplotlib', 'mpl-data/sample_data/grace_hopper.jpg'),
+    'grass': ('skimage', 'data/grass.png'),
+    'brick': ('skimage', 'data/brick.png'),
+    'clock_motion': ('skimage', 'data/clock_motion.png'),
+    'china': ('sklearn', 'datasets/images/china.jpg'),
+    'flower': ('sklearn', 'datasets/images/flower.jpg'),
+    'camera': ('skimage', 'data/camera.png'),
+    'coins': ('skimage', 'data/coins.png'),
+    'moon': ('skimage', 'data/moon.png'),
+    'gravel': ('skimage', 'data/gravel.png'),
+}
+PHOTO_SETS = {
+    'train': PHOTO_FILES,
+    'calibration': ('grace_hopper', 'grass', 'brick', 'clock_motion'),
+    'test': ('china', 'flower', 'camera', 'coins', 'moon', 'gravel'),
+}
+
+
 def photo_directory() -> str:
   return os.path.join(os.path.dirname(skimage.__file__), 'data')
+
+
+def photo_path(name: str) -> str:
+  """The file of a photograph of `PHOTO_SETS`."""
+  if name in PHOTO_FILES:
+    return os.path.join(photo_directory(), name)
+  package, inside = HELD_OUT[name]
+  module = importlib.import_module(package)
+  return os.path.join(os.path.dirname(module.__file__), inside)
+
+
+def _rescaled(path: str, short: int) -> np.ndarray:
+  """A photograph as float32 [H, W, 3] in [0, 1], its shorter side `short`."""
+  with Image.open(path) as im:
+    im = im.convert('RGB')
+    scale = short / min(im.size)
+    size = (max(short, round(im.size[0] * scale)),
+            max(short, round(im.size[1] * scale)))
+    return np.asarray(im.resize(size, Image.Resampling.LANCZOS),
+                      dtype=np.float32) / 255.0
+
+
+def load_set(which: str, image_size: int) -> dict[str, np.ndarray]:
+  """The photographs of PHOTO_SETS[which] that are installed, by name,
+  at the zoo's scale (shorter side 4 x image_size)."""
+  out = {}
+  for name in PHOTO_SETS[which]:
+    path = photo_path(name)
+    if os.path.isfile(path):
+      out[name] = _rescaled(path, 4 * image_size)
+  if not out:
+    raise FileNotFoundError(f'none of the {which} photographs '
+                            f'{list(PHOTO_SETS[which])} is installed')
+  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,13 +113,7 @@ def load_photos(image_size: int) -> Photos:
   held_rows = (3 * image_size) // 2
   train, held_out = [], []
   for name in names:
-    with Image.open(os.path.join(directory, name)) as im:
-      im = im.convert('RGB')
-      scale = short / min(im.size)
-      size = (max(short, round(im.size[0] * scale)),
-              max(short, round(im.size[1] * scale)))
-      pixels = np.asarray(im.resize(size, Image.Resampling.LANCZOS),
-                          dtype=np.float32) / 255.0
+    pixels = _rescaled(os.path.join(directory, name), short)
     train.append(pixels[:-held_rows])
     held_out.append(pixels[-held_rows:])
   return Photos(tuple(names), tuple(train), tuple(held_out))
