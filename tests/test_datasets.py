@@ -169,8 +169,8 @@ def test_published_npy_rows_follow_sorted_folders(tmp_path):
   np.testing.assert_array_equal(table.fine, fine[:, :8])
 
 
-# Byte copies of the published 116-GM tables (docs/published.md, "Ground
-# truth"), 26 KB, so that this test runs on every clone.
+# Byte copies of the published 116-GM tables, 26 KB, so that this test runs
+# on every clone (docs/published.md, "Ground-truth tables").
 PUBLISHED_GT = REPO / 'tests' / 'data' / 'published_ground_truth'
 
 
