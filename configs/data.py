@@ -10,7 +10,7 @@ import ml_collections
 
 from configs import zoo
 
-# The published 116-GM tables (shared/reference/ground_truth).
+# The published 116-GM tables (docs/published.md, "Ground-truth tables").
 PUBLISHED_NPY_FILES = {
     'net': 'ground_truth_net_116_15dim.npy',
     'coarse': 'ground_truth_loss_116_3dim.npy',

@@ -21,7 +21,6 @@ from typing import Any
 
 from absl import logging
 from clu import metrics as clu_metrics
-import flax
 from flax import jax_utils
 from flax.training import train_state
 import jax
@@ -37,6 +36,7 @@ from jaxfp.core import console
 from jaxfp.core import distributed
 from jaxfp.core import files
 from jaxfp.core import lock
+from jaxfp.core import nested
 from jaxfp.core import preemption
 from jaxfp.report import summaries
 from jaxfp.tasks import common
@@ -290,8 +290,7 @@ def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
   # Only now, once the data and the workdir's checkpoint are accepted: a
   # refused run leaves no empty events file behind.
   writer = summaries.writer(workdir, chief=is_chief)
-  writer.write_hparams(dict(flax.traverse_util.flatten_dict(
-      config.to_dict(), sep='.')))
+  writer.write_hparams(nested.flatten(config.to_dict()))
   start_step = int(state.step)
   # Host copies placed on a mesh named AXIS: flax's default mesh name differs
   # from that of the pmapped step's outputs, which recompiled step 2.

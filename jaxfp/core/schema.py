@@ -99,7 +99,7 @@ class Schema:
 
 
 # The 15 architecture columns of the published tables, in their order (our
-# reading of the paper's names; see shared/reference/README.md).
+# reading of the paper's names; see docs/published.md).
 ARCHITECTURE_CONTINUOUS = (
     'num_layers', 'num_conv_layers', 'num_fc_layers', 'num_pooling_layers',
     'num_norm_layers', 'num_filters', 'num_blocks', 'layers_per_block',

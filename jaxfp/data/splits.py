@@ -50,7 +50,7 @@ class ClassInfo:
 
 
 # The paper's four hand-chosen test sets of RED116, 12 GMs each, by folder
-# name (shared/reference/README.md: from the authors' follow-up repository,
+# name (docs/published.md: from the authors' follow-up repository,
 # RED116 members only). `config.data.test_set=k` holds out set k.
 PAPER_TEST_SETS = {
     1: ('ADV_FACES', 'BETA_B', 'BETA_TCVAE', 'BIGGAN_128', 'DAGAN_C', 'DRGAN',

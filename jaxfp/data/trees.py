@@ -27,7 +27,7 @@ from jaxfp.core import schema as schema_lib
 from jaxfp.data import images as images_lib
 
 IMAGES_DIR = 'images'
-# The published 116-GM tables (shared/reference/ground_truth).
+# The published 116-GM tables (docs/published.md, "Ground-truth tables").
 PUBLISHED_NPY_FILES = {
     'net': 'ground_truth_net_116_15dim.npy',
     'coarse': 'ground_truth_loss_116_3dim.npy',

@@ -1,8 +1,8 @@
 """The published PyTorch networks, as references for conversion and parity.
 
 Module attributes are laid out so that `state_dict()` keys and shapes are
-those of the published checkpoints (see shared/reference/README.md,
-"Published checkpoint format"); forwards take NCHW float32 and return what
+those of the published checkpoints (see docs/published.md,
+"Checkpoint layout"); forwards take NCHW float32 and return what
 the published forwards return after their sigmoids. Everything of jaxfp that
 imports torch is in `jaxfp.pytorch`.
 

@@ -45,6 +45,7 @@ from jaxfp import checkpoints
 from jaxfp import tasks
 from jaxfp import train
 from jaxfp.core import files
+from jaxfp.core import nested
 from jaxfp.models import fields
 
 # config.model fields a checkpoint's 'model' meta (jaxfp.convert_torch) sets;
@@ -90,8 +91,8 @@ def config_for(meta: dict, config: ml_collections.ConfigDict | None = None,
   if 'model' in meta:
     network = _merge(network, {'model': {
         k: v for k, v in meta['model'].items() if k in MODEL_FIELDS}})
-  for key, value in _flatten(network).items():
-    old = _flatten(merged).get(key)
+  for key, value in nested.flatten(network).items():
+    old = nested.flatten(merged).get(key)
     if old is not None and _normal(old) != _normal(value):
       logging.warning('config.%s=%r replaced by the checkpoint\'s %r', key,
                       old, value)
@@ -106,16 +107,6 @@ def config_for(meta: dict, config: ml_collections.ConfigDict | None = None,
     merged['data'] = _merge(merged['data'], {
         'test_gms': tuple(meta['test_gms']), 'num_folds': 0, 'test_set': 0})
   return ml_collections.ConfigDict(merged)
-
-
-def _flatten(d: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
 
 
 def _normal(value):

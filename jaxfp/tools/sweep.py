@@ -49,6 +49,7 @@ import numpy as np
 
 from jaxfp import train
 from jaxfp.core import files
+from jaxfp.core import nested
 from jaxfp.report import metrics as metrics_lib
 from jaxfp.report import results as results_lib
 from jaxfp.report import tables
@@ -115,16 +116,8 @@ def expand(base: ml_collections.ConfigDict, runs: Sequence[Run]
 
 
 def _flat_config(config: ml_collections.ConfigDict) -> dict:
-  flat = json.loads(config.to_json_best_effort(sort_keys=True))
-  out = {}
-  def walk(d, prefix):
-    for k, v in d.items():
-      if isinstance(v, dict):
-        walk(v, f'{prefix}{k}.')
-      else:
-        out[f'{prefix}{k}'] = v
-  walk(flat, '')
-  return out
+  # Through JSON, as run.json saves it: tuples become lists, keys sorted.
+  return nested.flatten(json.loads(config.to_json_best_effort(sort_keys=True)))
 
 
 def _check_same_config(run_dir: str, name: str,
