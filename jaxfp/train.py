@@ -389,10 +389,13 @@ def eval_line(task, step: int, result: dict) -> str:
       if key in baseline:
         part += f' (baseline {baseline[key]:.3f})'
       parts.append(part)
-  counted = result.get('significance')
+  counted, parsed = result.get('significance'), result.get('parsed')
+  if parsed:  # The stricter count first: chance and the prior beaten.
+    parts.append(f'parsed: {parsed["parsed"]} of {parsed["defined"]} '
+                 'hyperparameters')
   if counted:
     parts.append(f'{counted["significant"]} of {counted["defined"]} '
-                 f'hyperparameters at z >= {counted["threshold"]:g}')
+                 f'at random-GT z >= {counted["threshold"]:g}')
   return f'step {step}: held-out ' + ', '.join(parts)
 
 

@@ -161,6 +161,8 @@ class ParsingTask(common.GmFolderTask):
     out.update({f'baseline/{k}': v
                 for k, v in result['baseline_mean'].items()})
     out['heldout/significant'] = result['significance']['significant']
+    if result.get('parsed'):
+      out['heldout/parsed'] = result['parsed']['parsed']
     return out
 
   def _notes(self, result: dict) -> tuple[str, str]:
