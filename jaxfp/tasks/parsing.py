@@ -52,6 +52,8 @@ class ParsingTask(common.GmFolderTask):
 
   headline = (('continuous_l1', 'lower'), ('discrete_accuracy', 'higher'),
               ('loss_auc', 'higher'))
+  cpu_presets = ('configs/fen.py:cpu (1,500 steps)',
+                 'configs/fen.py:cpu_fen (FEN-5 + conv PN, 1,500 steps)')
 
   def __init__(self, config: ml_collections.ConfigDict,
                info: splits.DataInfo | None = None, *,

@@ -175,22 +175,27 @@ def _read_results(path: str) -> dict | None:
 
 def finished(run_dir: str, config: ml_collections.ConfigDict) -> bool:
   """Whether the run in `run_dir` finished with `config`: its results parse,
-  are of config.num_train_steps steps, and its sweep record exists (its
-  config is compared by `_check_same_config`)."""
+  are of its last step (config.num_train_steps, or when that is 0 the
+  steps its config.num_epochs resolved to, in its sweep record), and its
+  sweep record exists (its config is compared by `_check_same_config`)."""
   path = os.path.join(run_dir, RESULTS)
   if not os.path.exists(path):
     return False
   results = _read_results(path)
   if results is None:
     return False
-  if results.get('step') != config.num_train_steps:
-    logging.warning('%s is of step %s, not of config.num_train_steps=%d; the '
-                    'run counts as unfinished.', path, results.get('step'),
-                    config.num_train_steps)
-    return False
-  if not os.path.exists(os.path.join(run_dir, RUN_FILE)):
+  record_path = os.path.join(run_dir, RUN_FILE)
+  if not os.path.exists(record_path):
     logging.warning('%s has no %s: not a run of this sweep; it counts as '
                     'unfinished.', run_dir, RUN_FILE)
+    return False
+  last = config.num_train_steps
+  if last <= 0:  # Epochs: resolved by the launch that finished the run.
+    with open(record_path) as f:
+      last = json.load(f).get('num_train_steps')
+  if results.get('step') != last:
+    logging.warning('%s is of step %s, not of the last step %s; the run '
+                    'counts as unfinished.', path, results.get('step'), last)
     return False
   return True
 
@@ -228,6 +233,7 @@ def run_sweep(base: ml_collections.ConfigDict, runs: Sequence[Run],
     # depends on what else the machine runs.
     record['wall_s'] = round(time.time() - start, 1)
     record['cpu_s'] = round(time.process_time() - start_cpu, 1)
+    record['num_train_steps'] = result.get('num_train_steps')
     _write_json(os.path.join(run_dir, RUN_FILE), record)
     if result.get('preempted'):
       logging.warning('Run %s was preempted at step %s; launch the sweep '
