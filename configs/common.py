@@ -49,7 +49,12 @@ def base_config(task: str) -> ml_collections.ConfigDict:
   config.weight_decay = 0.0
   config.lr_schedule = 'constant'  # 'constant' | 'warmup_cosine'.
   config.warmup_steps = 0
+  # The schedule: num_train_steps when > 0 (it wins, also as an override);
+  # else num_epochs passes over the training images, resolved to steps
+  # once the data is known (ceil(epochs * images / batch_size)), so one
+  # config serves datasets of any size.
   config.num_train_steps = 80
+  config.num_epochs = 0.0
   config.log_every_steps = 10
   config.eval_every_steps = 1000
   config.checkpoint_every_steps = 40

@@ -17,6 +17,7 @@ import functools
 import json
 import math
 import os
+import time
 from typing import Any
 
 from absl import logging
@@ -203,9 +204,14 @@ def validate(config, local_device_count: int):
     raise ValueError(
         f'config.batch_size={config.batch_size} is not divisible by the '
         f'{total_devices} devices in use; choose a multiple of {total_devices}')
-  if config.num_train_steps < 1:
-    raise ValueError(f'config.num_train_steps={config.num_train_steps} must be '
-                     'at least 1')
+  epochs = config.get('num_epochs', 0.0)
+  if config.num_train_steps < 0 or not math.isfinite(epochs) or epochs < 0:
+    raise ValueError(f'config.num_train_steps={config.num_train_steps} and '
+                     f'config.num_epochs={epochs} must not be negative')
+  if config.num_train_steps < 1 and epochs <= 0:
+    raise ValueError(f'config.num_train_steps={config.num_train_steps} and '
+                     f'config.num_epochs={epochs}: set one of them above 0 '
+                     '(num_train_steps wins when both are)')
   size, radius = config.data.image_size, config.loss.low_freq_radius
   if config.model.get('use_fen', True) and 2 * radius + 1 > size:
     raise ValueError(f'config.loss.low_freq_radius={radius} gives a '
@@ -220,6 +226,86 @@ def validate(config, local_device_count: int):
   if config.get('task', 'parsing') not in tasks.names():
     raise ValueError(f'config.task={config.task!r}: use one of '
                      f'{tasks.names()}')
+
+
+def num_train_steps(config: ml_collections.ConfigDict,
+                    num_train_images: int | None) -> int:
+  """The steps to train: config.num_train_steps when > 0 (it wins), else
+  config.num_epochs passes over `num_train_images` at config.batch_size
+  (the global batch), rounded up."""
+  if config.num_train_steps > 0:
+    return int(config.num_train_steps)
+  if not num_train_images:
+    raise ValueError(f'config.num_epochs={config.num_epochs} needs the size '
+                     'of the training set, which this task does not know '
+                     '(or it is empty); set config.num_train_steps instead')
+  return max(1, math.ceil(config.num_epochs * num_train_images /
+                          config.batch_size))
+
+
+def resolve_schedule(config: ml_collections.ConfigDict, task
+                     ) -> ml_collections.ConfigDict:
+  """`config` with num_train_steps resolved from the task's training set
+  (`num_train_steps`), unchanged when it is already set. The copy is what
+  runs: the learning-rate schedule, the loop, the checkpoint's config."""
+  if config.num_train_steps > 0:
+    return config
+  images = getattr(getattr(task, 'info', None), 'num_train_images', None)
+  resolved = config.copy_and_resolve_references()
+  resolved.num_train_steps = num_train_steps(config, images)
+  logging.info('Schedule: %g epochs of %d training images at batch %d = %d '
+               'steps (config.num_epochs; config.num_train_steps > 0 would '
+               'override it).', config.num_epochs, images, config.batch_size,
+               resolved.num_train_steps)
+  return resolved
+
+
+# Steps timed after the first (which compiles) for the CPU projection.
+PROJECTION_STEPS = 5
+
+
+def _approx(seconds: float) -> str:
+  """'~14 h', '~35 min', '~20 s': a projection's precision."""
+  if seconds >= 3600:
+    return f'~{seconds / 3600:.2g} h'
+  if seconds >= 60:
+    return f'~{seconds / 60:.2g} min'
+  return f'~{seconds:.2g} s'
+
+
+def projection_line(num_steps: int, seconds_per_step: float,
+                    timed: tuple[int, int], presets: tuple[str, ...]) -> str:
+  """What the whole schedule takes on this CPU at the timed rate, and the
+  presets sized for one."""
+  line = (f'projected: {_approx(num_steps * seconds_per_step)} on this CPU '
+          f'for {num_steps:,} steps ({seconds_per_step:.3g} s/step, timed '
+          f'over steps {timed[0]}-{timed[1]})')
+  if presets:
+    line += '; the CPU presets are ' + ', '.join(presets)
+  return line
+
+
+class _Projection:
+  """Times PROJECTION_STEPS steps after the first of this launch, on a CPU
+  only, and gives `projection_line` once (None before and after)."""
+
+  def __init__(self, start_step: int, num_steps: int, presets, enabled):
+    self.first = start_step + 1  # Compiles: the timing starts after it.
+    self.last = min(num_steps, self.first + PROJECTION_STEPS)
+    self.num_steps, self.presets = num_steps, tuple(presets)
+    self.enabled = enabled and self.last > self.first
+    self.start = None
+
+  def after(self, step: int, state) -> str | None:
+    if not self.enabled or step not in (self.first, self.last):
+      return None
+    jax.block_until_ready(state)  # Steps run asynchronously: wait for them.
+    if step == self.first:
+      self.start = time.monotonic()
+      return None
+    rate = (time.monotonic() - self.start) / (self.last - self.first)
+    return projection_line(self.num_steps, rate,
+                           (self.first + 1, self.last), self.presets)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -280,6 +366,7 @@ def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
   is_chief = jax.process_index() == 0
   task = distributed.chief_first(lambda: tasks.create(config))
   logging.info('Task %s', task.describe())
+  config = resolve_schedule(config, task)
 
   learning_rate_fn = create_learning_rate_fn(config)
   init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
@@ -317,6 +404,9 @@ def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
   train_iter = jax_utils.prefetch_to_device(train_iter, 2, axis_name=AXIS)
   progress = console.Progress(num_steps, initial=start_step,
                               enabled=is_chief)
+  projection = _Projection(
+      start_step, num_steps, getattr(task, 'cpu_presets', ()),
+      enabled=is_chief and jax.default_backend() == 'cpu')
   pending = []
   stopped_at = None
   with preemption.StopOnSignal() as stop, progress:
@@ -328,6 +418,9 @@ def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
         # Stays on device; fetched once per log, and checked for NaN
         # before anything reads or saves the state.
         pending.append((step, update))
+        projected = projection.after(step, state)
+        if projected:
+          progress.note(projected)
         last = step == num_steps
         if step % config.log_every_steps == 0 or last:
           _check_finite(pending)
@@ -378,6 +471,7 @@ def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
       print('\n' + finished, flush=True)
   result['state'] = state
   result['preempted'] = False
+  result['num_train_steps'] = num_steps
   return result
 
 
@@ -391,10 +485,13 @@ def eval_line(task, step: int, result: dict) -> str:
       if key in baseline:
         part += f' (baseline {baseline[key]:.3f})'
       parts.append(part)
-  counted = result.get('significance')
+  counted, parsed = result.get('significance'), result.get('parsed')
+  if parsed:  # The stricter count first: chance and the prior beaten.
+    parts.append(f'parsed: {parsed["parsed"]} of {parsed["defined"]} '
+                 'hyperparameters')
   if counted:
     parts.append(f'{counted["significant"]} of {counted["defined"]} '
-                 f'hyperparameters at z >= {counted["threshold"]:g}')
+                 f'at random-GT z >= {counted["threshold"]:g}')
   return f'step {step}: held-out ' + ', '.join(parts)
 
 

@@ -64,6 +64,9 @@ def test_evaluating_a_run_reproduces_its_final_metrics(trained, tmp_path):
   assert written['significance'] == results['significance']
   assert set(written['significance']['by_kind']) == {'continuous',
                                                      'discrete', 'loss'}
+  # The stricter count, the same from the checkpoint as from the run.
+  assert written['parsed']['parsed'] == results['parsed']['parsed']
+  assert written['parsed']['names'] == results['parsed']['names']
   assert "train prior from the checkpoint's 4 training GMs" == written[
       'notes']['held_out']
   saved = np.load(os.path.join(out, 'predictions.npz'))
@@ -76,7 +79,7 @@ def test_evaluating_a_run_reproduces_its_final_metrics(trained, tmp_path):
   assert 'macro F1' in text and 'Bold: beats the random-GT baseline at ' \
       'z >= 2' in text
   assert '| hyperparameter | metric | held out | random GT | z | train ' \
-      'prior | closed set |' in text
+      'prior | parsed | closed set |' in text
   # One row per held-out GM: image | fingerprint | spectrum.
   assert mpl_image.imread(os.path.join(out, 'fingerprints.png')).ndim == 3
   assert mpl_image.imread(os.path.join(out, 'baseline_bars.png')).ndim == 3
@@ -100,7 +103,7 @@ def test_every_gm_held_out(trained, tmp_path):
   assert "checkpoint's 4 training GMs" in written['notes']['held_out']
   assert written['train_prior']['loss_auc'] == pytest.approx(0.5)
   assert set(written['train_prior_values']) == {
-      'continuous_mean', 'discrete_majority', 'loss_prevalence'}
+      'continuous_median', 'discrete_majority', 'loss_prevalence'}
   # The prior of the checkpoint's training GMs, as in its own run.
   with open(os.path.join(workdir, 'results.json')) as f:
     assert json.load(f)['train_prior_values'] == written[

@@ -1,8 +1,12 @@
 """Held-out parsing metrics against hand-computed values."""
 
+import json
+import re
+
 import numpy as np
 import pytest
 
+from jaxfp.core import files
 from jaxfp.core import schema as schema_lib
 from jaxfp.report import metrics
 from jaxfp.report import results
@@ -186,21 +190,118 @@ def test_significance_counts_only_defined_deciding_metrics():
   z = {'continuous_l1/a': 2.0, 'continuous_l1/b': 1.9,
        'discrete_f1/norm': 5.0, 'discrete_accuracy/norm': -1.0,
        'loss_auc/pixel': np.nan, 'loss_auc/l1': 2.5}
-  prior = {'continuous_l1/a': 0.2, 'continuous_l1/b': 0.3,
-           'discrete_f1/norm': 0.2, 'loss_auc/pixel': 0.5,
-           'loss_auc/l1': 0.5}
-  out = metrics.significance(model, z, SCHEMA, prior)
+  out = metrics.significance(model, z, SCHEMA)
   # mse has no AUC (absent) and pixel's z is NaN: 4 defined of 6.
   assert (out['significant'], out['defined'], out['total']) == (3, 4, 6)
   assert out['significant_keys'] == ['continuous_l1/a', 'discrete_f1/norm',
                                      'loss_auc/l1']
   assert out['by_kind']['continuous'] == {
-      'significant': 1, 'defined': 2, 'total': 2, 'beats_train_prior': 1}
+      'significant': 1, 'defined': 2, 'total': 2}
   assert out['by_kind']['loss'] == {
-      'significant': 1, 'defined': 1, 'total': 3, 'beats_train_prior': 1}
-  assert out['beats_train_prior'] == 3  # b's 0.4 is worse than 0.3.
-  # Accuracy is not a deciding metric: its z never counts.
-  assert metrics.significance(model, z, SCHEMA)['beats_train_prior'] is None
+      'significant': 1, 'defined': 1, 'total': 3}
+
+
+def test_paired_bootstrap_finds_a_planted_difference():
+  rng = np.random.default_rng(0)
+  shifted = metrics.paired_bootstrap(-0.1 + rng.normal(0, 0.02, 60))
+  low, high = shifted['interval']
+  assert low < -0.1 < high < 0 and shifted['num_gms'] == 60
+  assert shifted['difference'] == pytest.approx(-0.1, abs=0.01)
+  # No difference: the interval straddles 0. Same input, same interval.
+  none = rng.normal(0, 0.05, 60)
+  low, high = metrics.paired_bootstrap(none)['interval']
+  assert low < 0 < high
+  assert metrics.paired_bootstrap(none) == metrics.paired_bootstrap(none)
+  # Each GM counts once: g0's three images are one mean, g1's one image.
+  np.testing.assert_allclose(
+      metrics.per_gm_means(np.array([1.0, 2.0, 3.0, 10.0]),
+                           np.array([4, 4, 4, 7])), [2.0, 10.0])
+  # Images of the model closer to the truth than the prior, on every GM.
+  test = metrics.l1_against_prior(np.array([0.45, 0.1, 0.9, 0.3]),
+                                  np.full(4, 0.5),
+                                  np.array([0.4, 0.0, 1.0, np.nan]),
+                                  np.array([0, 1, 2, 3]))
+  assert test['beats_prior'] and test['num_gms'] == 3
+
+
+def _skewed_zoo(rng, names, num_gms):
+  """GMs whose column a is 0 (80%) or 1 (20%), jittered: a mean of 0.2 far
+  from the median near 0, the training prior's L1-optimal constant."""
+  a = (rng.uniform(size=num_gms) < 0.2) + rng.uniform(0, 0.02, num_gms)
+  return _table([f'{names}{i}' for i in range(num_gms)],
+                np.stack([a, rng.uniform(size=num_gms)], 1),
+                rng.integers(0, 3, (num_gms, 1)),
+                rng.integers(0, 2, (num_gms, 1)),
+                rng.integers(0, 2, (num_gms, 2)))
+
+
+def _parsed_of(column_a, held, rows, train):
+  rng = np.random.default_rng(1)
+  predictions = {'continuous': np.stack(
+                     [column_a, rng.uniform(size=len(rows))], 1),
+                 'discrete': (rng.dirichlet(np.ones(3), len(rows)),),
+                 'coarse': rng.uniform(size=(len(rows), 1)),
+                 'fine': rng.uniform(size=(len(rows), 2))}
+  prior = metrics.prior_predictions(metrics.train_prior(train), len(rows))
+  return metrics.parsed_hyperparameters(predictions, rows, held, prior,
+                                        num_shuffles=20, seed=0)
+
+
+def test_a_predictor_of_the_training_mean_beats_chance_but_is_not_parsed():
+  rng = np.random.default_rng(0)
+  train, held = _skewed_zoo(rng, 't', 300), _skewed_zoo(rng, 'h', 100)
+  rows = np.repeat(np.arange(100), 2)
+  truth = held.continuous[rows, 0]
+  assert metrics.train_prior(train)['continuous'][0] < 0.05  # The median.
+  # The training mean, moved a tenth of the way towards each GM's truth:
+  # informative enough for z >= 2, yet worse on L1 than the median.
+  mean = float(np.mean(train.continuous[:, 0]))
+  near_mean = _parsed_of(mean + 0.1 * (truth - mean), held, rows, train)
+  a = near_mean['hyperparameters']['a']
+  assert a['z'] >= 2 and a['beats_random_gt']
+  assert a['beats_prior'] is False and a['parsed'] is False
+  assert a['prior_test']['interval'][0] > 0  # Worse than the prior.
+  assert 'a' not in near_mean['names']
+  # An informative predictor: the truth, with noise.
+  informative = _parsed_of(truth + rng.normal(0, 0.05, len(rows)), held,
+                           rows, train)
+  a = informative['hyperparameters']['a']
+  assert a['parsed'] and a['prior_test']['interval'][1] < 0
+  assert 'a' in informative['names']
+  assert informative['by_kind']['continuous']['parsed'] >= 1
+  assert informative['parsed'] == len(informative['names'])
+
+
+def test_parsed_needs_both_chance_and_the_prior_beaten():
+  model = {'continuous_l1/a': 0.1, 'continuous_l1/b': 0.4,
+           'discrete_f1/norm': 0.4, 'loss_auc/pixel': 0.7,
+           'loss_auc/l1': 0.5}
+  z = {'continuous_l1/a': 1.0, 'continuous_l1/b': 2.5,
+       'discrete_f1/norm': 3.0, 'loss_auc/pixel': 2.0, 'loss_auc/l1': 2.0}
+  # The discrete column only equals the prior's macro F1: not parsed.
+  prior_metrics = {'continuous_l1/a': 0.3, 'continuous_l1/b': 0.5,
+                   'discrete_f1/norm': 0.4, 'loss_auc/pixel': 0.5,
+                   'loss_auc/l1': 0.5}
+  rows = np.repeat(np.arange(4), 2)
+  truth = np.tile([[0.0, 0.0], [1.0, 1.0]], (4, 1))
+  predictions = {'continuous': truth.copy()}  # b: exact, so beats 0.5.
+  prior = {'continuous': np.full((8, 2), 0.5)}
+  labels = metrics.Labels(truth, None, None, None)
+  out = metrics.parsed_count(model, z, prior_metrics, predictions, prior,
+                             labels, rows, SCHEMA)
+  per = out['hyperparameters']
+  assert per['a']['beats_prior'] and not per['a']['parsed']  # z 1.
+  assert per['b']['parsed']
+  assert per['norm']['beats_random_gt'] and not per['norm']['beats_prior']
+  assert not per['norm']['parsed']
+  assert per['pixel']['parsed'] and not per['l1']['parsed']  # AUC 0.5.
+  assert not per['mse']['defined'] and not per['mse']['parsed']
+  assert out['names'] == ['b', 'pixel']
+  assert (out['parsed'], out['beats_random_gt'], out['defined'],
+          out['total']) == (2, 4, 5, 6)
+  assert out['by_kind']['discrete'] == {
+      'parsed': 0, 'beats_random_gt': 1, 'beats_prior': 0, 'defined': 1,
+      'total': 1}
 
 
 def _train_truth():
@@ -212,6 +313,11 @@ def _train_truth():
 def test_train_prior_against_hand_computation():
   prior = metrics.train_prior(_train_truth())
   np.testing.assert_allclose(prior['continuous'], [0.3, 0.5])
+  # The median, not the mean: 0, 0.1, 0.8 -> 0.1 (mean 0.3).
+  skewed = _table(['t0', 't1', 't2'], [[0.0, 0.0], [0.1, 0.0], [0.8, 0.0]],
+                  [[0]] * 3, [[1]] * 3, [[1, 1]] * 3)
+  np.testing.assert_allclose(metrics.train_prior(skewed)['continuous'],
+                             [0.1, 0.0])
   assert prior['discrete'].tolist() == [2]
   np.testing.assert_allclose(prior['coarse'], [2 / 3])
   np.testing.assert_allclose(prior['fine'], [2 / 3, 1.0])
@@ -237,7 +343,19 @@ def test_train_prior_against_hand_computation():
   assert p['loss_auc/l1'] == pytest.approx(0.5)
   assert p['loss_f1/pixel'] == pytest.approx(0.8)
   assert p['continuous_l1'] == pytest.approx((0.7 + 1.3) / 6)
+  # The parsed count comes first in the summary, the random-GT count beside.
+  text = results.report([('held out', scored, '')], SCHEMA, 4)
+  counts = next(line for line in text.splitlines()
+                if line.startswith('| hyperparameters parsed'))
+  assert re.search(r'\| parsed: \*\*\d+ of \d+\*\* \(6\); z >= 2: \d+ \|$',
+                   counts), counts
+  assert '| parsed |' in text  # The deciding table's column.
+  written = json.loads(files.dumps(results.json_split(scored)))
+  assert set(written['parsed']['hyperparameters']) == {
+      'a', 'b', 'norm', 'pixel', 'l1', 'mse'}
   values = metrics.prior_values(prior, SCHEMA)
+  assert values['continuous_median'] == {'a': pytest.approx(0.3),
+                                         'b': pytest.approx(0.5)}
   assert values['discrete_majority'] == {'norm': 'z'}
   assert values['loss_prevalence']['mse'] == pytest.approx(1.0)
 
@@ -293,6 +411,7 @@ def test_tables_bold_only_at_z_two_and_say_so():
                         SCHEMA, 3)
   assert 'Bold: beats the random-GT baseline at z >= 2' in text
   assert '- closed set: none: no training GM' in text
+  assert 'parsed: – (no train prior); z >= 2: ' in text
   assert '| a | continuous_l1 | **0.200** | 0.300 ± 0.050 | +2.0 | – |' in text
   # The console's version: the same summary, without every metric's table.
   assert '### held out: every metric' in text

@@ -192,14 +192,28 @@ def test_comparison_counts_hand_made_results():
          'baseline_std': {'continuous_l1': 0.01, 'continuous_l1/x': 0.01,
                           'loss_auc/p': 0.1, 'loss_auc/q': 0.1}}
   text = reference.comparison(parser, ref)
+  assert ('Parsed (z >= 2 and better than its own train prior): – for the '
+          'parser, – for the reference.') in text
   assert ('Of the 2 hyperparameters defined for both, 1 are at z >= 2 for '
           'the parser, 1 for the reference; the parser is better than the '
           'reference on 1, the reference on 1.') in text
   lines = text.splitlines()
-  assert '| x | continuous_l1 | 0.300 | -5.0 | **0.200** | +5.0 | reference |' \
+  assert ('| x | continuous_l1 | 0.300 | -5.0 | **0.200** | +5.0 | reference '
+          '| – |') in lines
+  assert '| p | loss_auc | **0.700** | +2.0 | 0.600 | +1.0 | parser | – |' \
       in lines
-  assert '| p | loss_auc | **0.700** | +2.0 | 0.600 | +1.0 | parser |' in lines
-  assert '| q | loss_auc | – | – | – | – | – |' in lines
+  assert '| q | loss_auc | – | – | – | – | – | – |' in lines
+  # With the parsed counts of both (results.json's 'parsed'): first.
+  def parsed(names):
+    return {'parsed': len(names), 'defined': 2, 'hyperparameters': {
+        n: {'parsed': n in names} for n in ('x', 'p', 'q')}}
+  text = reference.comparison({**parser, 'parsed': parsed({'p'})},
+                              {**ref, 'parsed': parsed({'x', 'p'})})
+  assert ('prior): 1 of 2 for the parser, 2 of 2 for the reference.'
+          in text)
+  lines = text.splitlines()
+  assert lines[-3].endswith('| reference | reference |')
+  assert lines[-2].endswith('| parser | both |')
   assert not any(line.startswith('| continuous_l1 |') for line in lines)
   assert 'NaN' not in text and 'nan' not in text
 

@@ -5,6 +5,7 @@ import glob
 import importlib
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -129,7 +130,13 @@ def test_tiny_sweep_tables_every_run_and_the_mean(tiny_sweep):
   assert '| mean ± std over 2 runs |' in text
   assert '| **continuous_l1** |' in text  # The per-metric average table.
   assert 'bold: better than the baseline at z >= 2' in text
+  # The parsed count first, the random-GT count beside it.
+  assert ('| held out: parsed | held out: z >= 2 | closed set: parsed | '
+          'closed set: z >= 2 |') in text
   rows = _read_csv(workdir)
+  assert list(rows[0])[5:11] == list(sweep.COUNT_COLUMNS)
+  assert int(rows[0]['parsed']) <= int(rows[0]['random_gt_z2']) <= int(
+      rows[0]['defined'])
   assert [r['run'] for r in rows] == ['fold_0', 'fold_1', 'mean', 'std']
   results = []
   for name in ('fold_0', 'fold_1'):
@@ -163,6 +170,9 @@ def test_the_folds_pool_into_one_table_where_every_gm_is_tested_once(
   counted = pooled['significance']
   total = len(metrics_lib.deciding_keys(schema_lib.ZOO))
   assert counted['total'] == total and counted['defined'] <= total
+  parsed = pooled['parsed']  # Each image with its own fold's prior.
+  assert parsed['total'] == total and parsed['defined'] == counted['defined']
+  assert parsed['parsed'] <= counted['significant']
   # Scored once on the concatenated predictions, not averaged over folds.
   parts = [results_lib.read_predictions(os.path.join(
       workdir, name, results_lib.PREDICTIONS)) for name in pooled['runs']]
@@ -176,6 +186,7 @@ def test_the_folds_pool_into_one_table_where_every_gm_is_tested_once(
       {k: np.nan if v is None else v for k, v in pooled['z'].items()},
       nan_ok=True)
   assert f'Pooled held-out table: 2 runs pooled: {len(gms)} GMs' in text
+  assert re.search(r'\| hyperparameters parsed .*\| parsed: \*\*\d+ of', text)
   with open(os.path.join(workdir, 'pooled.md')) as f:
     assert 'Bold: beats the random-GT baseline at z >= 2' in f.read()
 

@@ -2,6 +2,8 @@
 
 import functools
 import json
+import logging
+import math
 import os
 import re
 import signal
@@ -185,6 +187,54 @@ def test_crash_and_resume_matches_an_uninterrupted_run(tiny_config, tmp_path,
   assert results['step'] == tiny_config.num_train_steps
   for key in ('continuous_l1', 'discrete_accuracy'):
     assert key in results['metrics'] and key in results['baseline_mean']
+
+
+def test_the_published_schedule_is_epochs_resolved_by_the_training_set():
+  config = fen_config.get_config()
+  assert config.num_train_steps == 0 and config.num_epochs == 20
+  # The zoo's 6,748 training images and RED116's 78,300 of one fold of
+  # four (87 GMs x 1,000 images less the closed set), at batch 16.
+  assert train.num_train_steps(config, 6748) == math.ceil(20 * 6748 / 16)
+  assert train.num_train_steps(config, 78300) == 97875
+  config.batch_size = 32
+  assert train.num_train_steps(config, 100) == 63  # Rounded up.
+  config.num_train_steps = 7  # An override wins over the epochs.
+  assert train.num_train_steps(config, 6748) == 7
+  for preset, steps in (('cpu', 1500), ('cpu_fen', 1500), ('test', 4)):
+    assert fen_config.get_config(preset).num_train_steps == steps
+  with pytest.raises(ValueError, match='needs the size of the training set'):
+    train.num_train_steps(fen_config.get_config(), None)
+  neither = fen_config.get_config('test')
+  neither.num_train_steps, neither.num_epochs = 0, 0.0
+  with pytest.raises(ValueError, match='set one of them above 0'):
+    train.validate(neither, 4)
+  train.validate(fen_config.get_config(), 4)  # Epochs alone are fine.
+
+
+def test_epochs_resolve_in_the_trainer_which_projects_its_cpu_time(
+    tiny_config, tmp_path, caplog, monkeypatch):
+  config = tiny_config.copy_and_resolve_references()
+  config.num_train_steps = 0
+  config.num_epochs = 2.0
+  monkeypatch.setattr(sys.stderr, 'isatty', lambda: False)  # Lines, no bar.
+  caplog.set_level(logging.INFO)
+  result = train.train_and_evaluate(config, str(tmp_path / 'epochs'))
+  lines = [r.getMessage() for r in caplog.records]
+  schedule = [re.fullmatch(r'Schedule: 2 epochs of (\d+) training images at '
+                           r'batch 8 = (\d+) steps \(config.num_epochs; '
+                           r'config.num_train_steps > 0 would override it\).',
+                           line) for line in lines]
+  images, steps = next(map(int, m.groups()) for m in schedule if m)
+  assert steps == math.ceil(2 * images / 8) == result['num_train_steps']
+  with open(tmp_path / 'epochs' / 'results.json') as f:
+    assert json.load(f)['step'] == steps
+  # The projection's shape, not its figure: the timing is the machine's.
+  projected = [line for line in lines if line.startswith('projected:')]
+  assert len(projected) == 1, lines
+  assert re.fullmatch(
+      rf'projected: ~[0-9.e+]+ (h|min|s) on this CPU for {steps:,} steps '
+      r'\([0-9.e+-]+ s/step, timed over steps 2-\d+\); the CPU presets are '
+      r'configs/fen.py:cpu .*, configs/fen.py:cpu_fen .*', projected[0])
 
 
 def test_bad_batch_size_is_a_clear_error_before_any_work(tiny_config):

@@ -3,8 +3,9 @@ closed set, the per-image predictions file, and folds pooled into one table.
 
 A "scored split" is what `metrics.score_split` returns for one set of
 images: the model's metrics, the random-GT baseline (mean and std over
-shuffles), z-scores, the training prior's metrics and the significance
-count. The tables mark a value in bold only when it beats the random-GT
+shuffles), z-scores, the training prior's metrics, the parsed count (at
+z >= 2 and better than the prior: `metrics.parsed_hyperparameters`),
+shown first, and the random-GT count beside it. The tables mark a value in bold only when it beats the random-GT
 baseline at z >= 2 (`metrics.SIGNIFICANT_Z`); every table says so.
 
 predictions.npz (beside results.json) holds one split's per-image
@@ -43,10 +44,16 @@ def caption(num_shuffles: int) -> str:
       'even above the mean. Random GT: the same predictions scored against '
       'the ground truth with each column shuffled across these GMs (mean ± '
       f'std over {num_shuffles} shuffles). Train prior: a second baseline '
-      "that predicts the training GMs' mean (continuous), majority class "
-      '(discrete) and prevalence as P(used) (loss types: a constant score, '
-      'so its AUC is 0.5). Each hyperparameter counts once, by its deciding '
-      'metric: continuous L1, discrete macro F1, loss-type AUC. '
+      "that predicts the training GMs' median (continuous: L1's optimal "
+      'constant), majority class (discrete) and prevalence as P(used) (loss '
+      'types: a constant score, so its AUC is 0.5). Each hyperparameter '
+      'counts once, by its deciding metric: continuous L1, discrete macro '
+      f'F1, loss-type AUC. **Parsed**: at z >= {z:g} AND better than the '
+      'train prior (continuous: the 95% interval of a paired bootstrap over '
+      f'GMs of |model - truth| - |prior - truth| below 0, '
+      f'{metrics_lib.BOOTSTRAP_RESAMPLES} resamples; discrete: macro F1 '
+      'above the prior\'s; loss types: AUC above 0.5); the summary counts '
+      f'these first, those at z >= {z:g} beside them. '
       f'{DASH}: undefined on these GMs (a loss type that all or none of them '
       'use; a column the shuffles cannot move), never counted.')
 
@@ -78,22 +85,41 @@ def _count(c: dict) -> str:
   return f'{c["significant"]} of {c["defined"]} ({c["total"]})'
 
 
+def parsed_text(scored: dict, kind: str | None = None, bold: str = ''
+                ) -> str:
+  """'parsed: N of D (T); z >= 2: K' of a scored split (or one kind):
+  the stricter count first, the random-GT count beside it; without a
+  prior only the latter."""
+  counted = scored['significance']
+  counted = counted if kind is None else counted['by_kind'][kind]
+  z = f'z >= {metrics_lib.SIGNIFICANT_Z:g}: {counted["significant"]}'
+  parsed = scored.get('parsed')
+  if parsed is None:
+    return f'parsed: {DASH} (no train prior); {z} of {counted["defined"]}'
+  parsed = parsed if kind is None else parsed['by_kind'][kind]
+  return (f'parsed: {bold}{parsed["parsed"]} of {parsed["defined"]}{bold} '
+          f'({parsed["total"]}); {z}')
+
+
 def summary_table(splits: Sequence[tuple[str, dict | None]]) -> str:
-  """One column per split: sizes, the counts at z >= 2 (of the defined
-  hyperparameters; all of them in brackets), and the aggregates."""
+  """One column per split: sizes, the counts (parsed first, then at
+  random-GT z >= 2; of the defined hyperparameters, all of them in
+  brackets), and the aggregates."""
   header = [''] + [title for title, _ in splits]
   def row(label, fn):
     return [label] + [DASH if s is None else fn(s) for _, s in splits]
   z = metrics_lib.SIGNIFICANT_Z
   rows = [row('GMs, images', lambda s: f'{s["num_gms"]}, {s["num_images"]}'),
-          row(f'hyperparameters at z >= {z:g}, of those defined (all)',
-              lambda s: f'**{_count(s["significance"])}**')]
+          row(f'hyperparameters parsed (z >= {z:g} and beat the train '
+              f'prior), of those defined (all); at z >= {z:g}',
+              lambda s: parsed_text(s, bold='**'))]
   for kind, _ in metrics_lib.DECIDING:
     rows.append(row(f'- {KIND_TITLES[kind]}',
-                    lambda s, k=kind: _count(s['significance']['by_kind'][k])))
+                    lambda s, k=kind: parsed_text(s, k)))
   def beats_prior(s):
-    n = s['significance']['beats_train_prior']
-    return DASH if n is None else f'{n} of {s["significance"]["defined"]}'
+    parsed = s.get('parsed')
+    return (DASH if parsed is None else
+            f'{parsed["beats_prior"]} of {parsed["defined"]}')
   rows.append(row('beating the train prior (of defined)', beats_prior))
   for key, better in metrics_lib.HEADLINE:
     def agg(s, key=key):
@@ -103,17 +129,27 @@ def summary_table(splits: Sequence[tuple[str, dict | None]]) -> str:
   return tables.markdown(header, rows)
 
 
+def _parsed_cell(scored: dict | None, name: str) -> str:
+  """'yes' / 'no' for one hyperparameter; a dash where undecided."""
+  entry = ((scored or {}).get('parsed') or {}).get(
+      'hyperparameters', {}).get(name)
+  if entry is None or not entry['defined']:
+    return DASH
+  return 'yes' if entry['parsed'] else 'no'
+
+
 def deciding_table(splits: Sequence[tuple[str, dict | None]],
                    schema: schema_lib.Schema) -> str:
-  """Per hyperparameter, its deciding metric in every split, side by side."""
+  """Per hyperparameter, its deciding metric in every split, side by side,
+  and whether it is parsed there."""
   header = ['hyperparameter', 'metric']
   for title, _ in splits:
-    header += [title, 'random GT', 'z', 'train prior']
+    header += [title, 'random GT', 'z', 'train prior', 'parsed']
   rows = []
   for _, name, key in metrics_lib.deciding_keys(schema):
     row = [name, key.split('/')[0]]
     for _, scored in splits:
-      row += cells(scored, key)
+      row += cells(scored, key) + [_parsed_cell(scored, name)]
     rows.append(row)
   return tables.markdown(header, rows)
 
@@ -167,7 +203,7 @@ def json_split(scored: dict | None) -> dict | None:
   """The JSON form of a scored split (results.json)."""
   if scored is None:
     return None
-  keys = ('num_images', 'num_gms', 'metrics', 'baseline_mean',
+  keys = ('num_images', 'num_gms', 'parsed', 'metrics', 'baseline_mean',
           'baseline_std', 'z', 'train_prior', 'significance')
   return {k: scored.get(k) for k in keys}
 

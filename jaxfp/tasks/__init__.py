@@ -26,6 +26,10 @@ and optionally
                                    `split`
   use_checkpoint_meta(meta)     jaxfp.evaluate hands over the checkpoint's
                                 meta (parsing: its training GMs' truth)
+  info.num_train_images         the training-set size that resolves
+                                config.num_epochs to steps
+  cpu_presets                   the config presets sized for a CPU, named
+                                by the trainer's projection on a CPU
 
 A task class takes (config, info=None, *, evaluation_only=False); with
 evaluation_only its data may hold out everything (jaxfp.evaluate).

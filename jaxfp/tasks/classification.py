@@ -97,6 +97,10 @@ class ClassificationTask(common.Iterators):
   example_key = 'label'
   data = staticmethod(_data)
 
+  @property
+  def cpu_presets(self) -> tuple[str, ...]:
+    return (f'configs/{self.config.task}.py:cpu',)
+
   def __init__(self, config: ml_collections.ConfigDict,
                info: splits.ClassInfo | None = None, *,
                evaluation_only: bool = False):

@@ -56,6 +56,8 @@ class ParsingTask(common.GmFolderTask):
 
   headline = (('continuous_l1', 'lower'), ('discrete_accuracy', 'higher'),
               ('loss_auc', 'higher'))
+  cpu_presets = ('configs/fen.py:cpu (1,500 steps)',
+                 'configs/fen.py:cpu_fen (FEN-5 + conv PN, 1,500 steps)')
 
   def __init__(self, config: ml_collections.ConfigDict,
                info: splits.DataInfo | None = None, *,
@@ -165,6 +167,8 @@ class ParsingTask(common.GmFolderTask):
     out.update({f'baseline/{k}': v
                 for k, v in result['baseline_mean'].items()})
     out['heldout/significant'] = result['significance']['significant']
+    if result.get('parsed'):
+      out['heldout/parsed'] = result['parsed']['parsed']
     return out
 
   def _notes(self, result: dict) -> tuple[str, str]:

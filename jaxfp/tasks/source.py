@@ -36,6 +36,7 @@ class SourceTask(common.GmFolderTask):
 
   headline = (('eer', 'lower'), ('ari_estimated_k', 'higher'),
               ('open_set_auroc', 'higher'))
+  cpu_presets = ('configs/source.py:cpu',)
   eval_metric_names = ('loss',)
 
   def __init__(self, config: ml_collections.ConfigDict,

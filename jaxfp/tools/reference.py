@@ -439,14 +439,39 @@ def _z(results: dict, key: str) -> float:
                              value('baseline_std'))
 
 
+def _parsed(results: dict, name: str) -> bool | None:
+  """Whether a result's `parsed` count has `name` parsed; None where it
+  has no count (no train prior, or results of before the count)."""
+  entry = ((results.get('parsed') or {}).get('hyperparameters') or {}).get(
+      name)
+  return None if entry is None else bool(entry['parsed'])
+
+
+def _parsed_by(parser: dict, reference: dict, name: str) -> str:
+  """Who parses `name`: 'both', 'parser', 'reference', 'neither' ('–':
+  a side without the count)."""
+  p, r = _parsed(parser, name), _parsed(reference, name)
+  if p is None or r is None:
+    return '–'
+  return {(True, True): 'both', (True, False): 'parser',
+          (False, True): 'reference', (False, False): 'neither'}[(p, r)]
+
+
+def _parsed_count(results: dict) -> str:
+  parsed = results.get('parsed')
+  return '–' if not parsed else f'{parsed["parsed"]} of {parsed["defined"]}'
+
+
 def comparison(parser: dict, reference: dict) -> str:
   """One row per hyperparameter, by its deciding metric (`metrics.DECIDING`):
   the parser and the reference, each with its z-score against its own
   random-GT shuffles (the baselines differ: each shuffles the ground truth
-  under its own predictions), bold at z >= 2, and which is better.
+  under its own predictions), bold at z >= 2, which is better, and which
+  parses it (z >= 2 and better than its train prior: results' 'parsed').
 
   Both are results in the form of results.json; a metric either leaves
-  undefined is a dash and counts for neither.
+  undefined is a dash and counts for neither. The header gives the parsed
+  counts first, the random-GT counts beside them.
   """
   deciding = tuple(f'{metric}/' for _, metric in metrics_lib.DECIDING)
   keys = [k for k in metrics_lib.ordered_keys(reference['metrics'])
@@ -458,7 +483,7 @@ def comparison(parser: dict, reference: dict) -> str:
     values = {name: (_z(r, key), r['metrics'][key])
               for name, r in (('parser', parser), ('reference', reference))}
     if not all(z == z and m is not None for z, m in values.values()):
-      rows.append(key.split('/', 1)[::-1] + ['–'] * 5)
+      rows.append(key.split('/', 1)[::-1] + ['–'] * 6)
       continue
     counts['defined'] += 1
     row = key.split('/', 1)[::-1]
@@ -472,11 +497,14 @@ def comparison(parser: dict, reference: dict) -> str:
               'tie')
     if better != 'tie':
       counts[f'{better}_better'] += 1
-    rows.append(row + [better])
+    rows.append(row + [better, _parsed_by(parser, reference, row[0])])
   header = (
       f'The parser and the non-deep reference on the same '
       f'{len(parser["test_gms"])} held-out GMs, each hyperparameter by its '
-      'deciding metric. Bold: beats its own random-GT baseline at z >= 2. '
+      'deciding metric. Parsed (z >= 2 and better than its own train '
+      f'prior): {_parsed_count(parser)} for the parser, '
+      f'{_parsed_count(reference)} for the reference. '
+      'Bold: beats its own random-GT baseline at z >= 2. '
       f'Of the {counts["defined"]} hyperparameters defined for both, '
       f'{counts["parser"]} are at z >= 2 for the parser, '
       f'{counts["reference"]} for the reference; the parser is better than '
@@ -484,4 +512,4 @@ def comparison(parser: dict, reference: dict) -> str:
       f'{counts["reference_better"]}.')
   return header + '\n\n' + tables.markdown(
       ['hyperparameter', 'metric', 'parser', 'z', 'reference', 'z',
-       'better'], rows)
+       'better', 'parsed by'], rows)

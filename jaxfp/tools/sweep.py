@@ -18,7 +18,10 @@ GMs are disjoint, as folds are). The text after ':' in
 
 Bold in every table: better than the random-GT baseline at z >= 2 (z =
 (model - shuffle mean) / shuffle std, signed so that positive is better),
-never merely above its mean.
+never merely above its mean. The counts of each run (sweep.md, sweep.csv)
+and of the pooled table put the parsed hyperparameters first (at z >= 2
+and better than the training prior: `metrics.parsed_hyperparameters`),
+those at random-GT z >= 2 beside them.
 
 Run `name` trains and evaluates in <workdir>/<name> (`train_and_evaluate`).
 A run is finished, and not run again, when its results.json parses, is of
@@ -165,22 +168,27 @@ def _read_results(path: str) -> dict | None:
 
 def finished(run_dir: str, config: ml_collections.ConfigDict) -> bool:
   """Whether the run in `run_dir` finished with `config`: its results parse,
-  are of config.num_train_steps steps, and its sweep record exists (its
-  config is compared by `_check_same_config`)."""
+  are of its last step (config.num_train_steps, or when that is 0 the
+  steps its config.num_epochs resolved to, in its sweep record), and its
+  sweep record exists (its config is compared by `_check_same_config`)."""
   path = os.path.join(run_dir, RESULTS)
   if not os.path.exists(path):
     return False
   results = _read_results(path)
   if results is None:
     return False
-  if results.get('step') != config.num_train_steps:
-    logging.warning('%s is of step %s, not of config.num_train_steps=%d; the '
-                    'run counts as unfinished.', path, results.get('step'),
-                    config.num_train_steps)
-    return False
-  if not os.path.exists(os.path.join(run_dir, RUN_FILE)):
+  record_path = os.path.join(run_dir, RUN_FILE)
+  if not os.path.exists(record_path):
     logging.warning('%s has no %s: not a run of this sweep; it counts as '
                     'unfinished.', run_dir, RUN_FILE)
+    return False
+  last = config.num_train_steps
+  if last <= 0:  # Epochs: resolved by the launch that finished the run.
+    with open(record_path) as f:
+      last = json.load(f).get('num_train_steps')
+  if results.get('step') != last:
+    logging.warning('%s is of step %s, not of the last step %s; the run '
+                    'counts as unfinished.', path, results.get('step'), last)
     return False
   return True
 
@@ -218,6 +226,7 @@ def run_sweep(base: ml_collections.ConfigDict, runs: Sequence[Run],
     # depends on what else the machine runs.
     record['wall_s'] = round(time.time() - start, 1)
     record['cpu_s'] = round(time.process_time() - start_cpu, 1)
+    record['num_train_steps'] = result.get('num_train_steps')
     _write_json(os.path.join(run_dir, RUN_FILE), record)
     if result.get('preempted'):
       logging.warning('Run %s was preempted at step %s; launch the sweep '
@@ -255,7 +264,9 @@ def gather(workdir: str, runs: Sequence[Run]) -> list[dict]:
                  'baseline_mean': results.get('baseline_mean', {}),
                  'baseline_std': results.get('baseline_std', {}),
                  'significance': results.get('significance'),
-                 'closed_significance': closed.get('significance')})
+                 'parsed': results.get('parsed'),
+                 'closed_significance': closed.get('significance'),
+                 'closed_parsed': closed.get('parsed')})
   return rows
 
 
@@ -295,6 +306,20 @@ def _count(counted) -> str:
   if not counted:
     return '–'
   return f'{counted["significant"]} of {counted["defined"]}'
+
+
+def _parsed(parsed) -> str:
+  if not parsed:  # No train prior, or results of before the count.
+    return '–'
+  return f'{parsed["parsed"]} of {parsed["defined"]}'
+
+
+def _counts(row) -> list:
+  """parsed, at z >= 2 (held out), then the same of the closed set: the
+  stricter count first."""
+  return [_parsed(row.get('parsed')), _count(row.get('significance')),
+          _parsed(row.get('closed_parsed')),
+          _count(row.get('closed_significance'))]
 
 
 def _spread(values) -> tuple[float, float]:
@@ -340,20 +365,24 @@ def markdown(rows: Sequence[dict], num_runs: int, average: bool) -> str:
               f'better than the baseline at z >= {z:g}** (z = (model - '
               'mean) / std, positive = better), not merely above its mean.'
               if has_baseline else '.')
-           + (f' Held out / closed set: hyperparameters at z >= {z:g} of '
-              'those defined (by continuous L1, discrete macro F1, '
-              'loss-type AUC).' if counts else '')
+           + (' Held out / closed set, of the hyperparameters defined '
+              '(by continuous L1, discrete macro F1, loss-type AUC): parsed '
+              f'(at z >= {z:g} and better than the train prior: a paired '
+              'bootstrap over GMs for continuous L1, macro F1 above the '
+              "prior's, AUC above 0.5), and at random-GT z >= "
+              f'{z:g}.' if counts else '')
            + (' Last row: mean ± std over the runs of the model [and of the '
               "runs' baseline means]." if average else ''))
   table = []
   for r in rows:
     wall = f'{r["wall_s"] / 60:.1f} min' if r['wall_s'] else '–'
-    extra = ([_count(r.get('significance')),
-              _count(r.get('closed_significance'))] if counts else [])
+    extra = _counts(r) if counts else []
     table.append([r['run'], _describe(r['overrides']), r['step']] +
                  [_cell(r, k) for k in keys] + extra + [wall])
   header = (['run', 'changes', 'step', *keys] +
-            (['held out', 'closed set'] if counts else []) + ['wall time'])
+            (['held out: parsed', f'held out: z >= {z:g}',
+              'closed set: parsed', f'closed set: z >= {z:g}']
+             if counts else []) + ['wall time'])
   if not average:
     return f'{intro}\n\n{tables.markdown(header, table)}'
   stats = average_rows(rows)
@@ -366,7 +395,7 @@ def markdown(rows: Sequence[dict], num_runs: int, average: bool) -> str:
       text += ' [{:.3f} ± {:.3f}]'.format(*s['baseline'])
     return text
   table.append([f'mean ± std over {len(rows)} runs', '', ''] +
-               [fmt(k) for k in keys] + (['', ''] if counts else []) + [''])
+               [fmt(k) for k in keys] + ([''] * 4 if counts else []) + [''])
   per_metric = []
   for key, s in stats.items():
     name = f'**{key}**' if _is_headline(key) else key
@@ -385,16 +414,34 @@ def markdown(rows: Sequence[dict], num_runs: int, average: bool) -> str:
                        f'runs at z >= {z:g}'], per_metric)])
 
 
+# sweep.csv's counts: parsed first, then at random-GT z >= 2, of defined.
+COUNT_COLUMNS = ('parsed', 'random_gt_z2', 'defined', 'closed_parsed',
+                 'closed_random_gt_z2', 'closed_defined')
+
+
+def _count_values(row) -> list:
+  """`COUNT_COLUMNS` of a run ('' where a count is missing)."""
+  out = []
+  for parsed, counted in ((row.get('parsed'), row.get('significance')),
+                          (row.get('closed_parsed'),
+                           row.get('closed_significance'))):
+    out += [(parsed or {}).get('parsed', ''),
+            (counted or {}).get('significant', ''),
+            (counted or {}).get('defined', '')]
+  return out
+
+
 def write_csv(path: str, rows: Sequence[dict], average: bool) -> None:
-  """Every metric of every run, with its baseline mean and std."""
+  """Every metric of every run, with its baseline mean and std, after the
+  counts: parsed first, then at random-GT z >= 2, of those defined."""
   keys = metrics_lib.ordered_keys({k: 0.0 for r in rows
                                    for k in r['metrics']})
-  header = ['run', 'changes', 'step', 'wall_s', 'cpu_s']
+  header = ['run', 'changes', 'step', 'wall_s', 'cpu_s', *COUNT_COLUMNS]
   for k in keys:
     header += [k, f'{k}:baseline_mean', f'{k}:baseline_std']
   def line(r):
     out = [r['run'], _describe(r['overrides']), r['step'], r['wall_s'],
-           r['cpu_s']]
+           r['cpu_s'], *_count_values(r)]
     for k in keys:
       out += [r['metrics'].get(k), r['baseline_mean'].get(k),
               r['baseline_std'].get(k)]
@@ -406,7 +453,8 @@ def write_csv(path: str, rows: Sequence[dict], average: bool) -> None:
     if average and rows:
       stats = average_rows(rows)
       for label, i in (('mean', 0), ('std', 1)):
-        out = [label, f'{label} over {len(rows)} runs', '', '', '']
+        out = [label, f'{label} over {len(rows)} runs', '', '', '',
+               *[''] * len(COUNT_COLUMNS)]
         for k in keys:
           s = stats[k]
           out += [s['model'][i], s['baseline'][i] if 'baseline' in s else '',
