@@ -55,8 +55,10 @@ def get_config(preset: str = '') -> ml_collections.ConfigDict:
   config.answer = ml_collections.ConfigDict()
   config.answer.enabled = True
   config.answer.num_real = 0  # Photograph crops; 0 = as many as generated.
-  config.answer.augment_prob = 0.5  # Blur, JPEG (CNNDetection), each.
-  config.answer.resize_prob = 0.3  # Down by 1-2.5x and back up.
+  # CNNDetection's blur + JPEG at 0.1 (docs/answers.md measures 0 to 0.5),
+  # and resizing down by 1-2.5x and back up.
+  config.answer.augment_prob = 0.1
+  config.answer.resize_prob = 0.1
   config.answer.ood_alpha = 0.05  # Below this p-value: outside, no parse.
   config.answer.threshold = 0.5  # P(generated) below this: real, no parse.
   config.answer.coverage = 0.9  # Of the continuous intervals.

@@ -116,7 +116,7 @@ def _logit(params, x):
 
 
 def fit_detector(x: np.ndarray, is_generated: np.ndarray, *,
-                 hidden: int = 128, steps: int = 1500,
+                 hidden: int = 64, steps: int = 800,
                  learning_rate: float = 3e-3, weight_decay: float = 1e-3,
                  seed: int = 0) -> dict:
   """MLP weights for standardised features `x` [N, d] and 0/1 labels;

@@ -208,8 +208,9 @@ def zoo_tree(loaded: network.Loaded, seed: int | None = None) -> str:
   zoo = ml_collections.ConfigDict(config['data']['zoo'])
   if seed is not None:
     zoo.seed = seed
-  return trees.zoo_tree(zoo, config['data'].get('cache_dir') or
-                        trees.default_cache_dir())
+  cache = config['data'].get('cache_dir') or trees.default_cache_dir()
+  # Where the trainer keeps its zoos (data/builtin_classes.py likewise).
+  return trees.zoo_tree(zoo, os.path.join(cache, 'zoo'))
 
 
 def _training_data(loaded: network.Loaded, size: int):

@@ -4,12 +4,11 @@ The files are read straight from the installed packages' data directories:
 `skimage.data` loaders for other images fetch over the network (pooch), and
 the zoo must build offline.
 
-Three sets, split by photograph (`PHOTO_SETS`): the zoo's generators and the
-detector's real class train on 'train' (scikit-image's colour photographs);
-'calibration' and 'test' are never trained on: the first is shown at the end
-of a run, the second is kept for reports (`jaxfp.answers`), so that a
-false-positive rate is measured on photographs nothing was fitted or tuned
-on.
+The zoo's generators train on scikit-image's colour photographs
+(`PHOTO_FILES`); the detector's real class on every photograph scikit-image
+ships (`PHOTO_SETS['train']`); the photographs of other packages
+(`PHOTO_SETS['test']`) are never fitted on: a run shows them at its end and
+`jaxfp.answers` measures false positives on them.
 """
 
 from __future__ import annotations
@@ -29,25 +28,27 @@ PHOTO_FILES = (
     'rocket.jpg')
 
 
-# Held-out photographs: (package, path inside it). Grayscale ones are read
-# as RGB; every one has a short side of at least 256 pixels, so that crops
-# at 64x64 come from a downscaled photograph, as in training.
-HELD_OUT = {
-    'grace_hopper': ('matplotlib', 'mpl-data/sample_data/grace_hopper.jpg'),
+# Photographs beyond the zoo's: (package, path inside it). Grayscale ones
+# are read as RGB; every one has a shorter side of at least 256 pixels.
+MORE_PHOTOS = {
+    'camera': ('skimage', 'data/camera.png'),
+    'coins': ('skimage', 'data/coins.png'),
+    'moon': ('skimage', 'data/moon.png'),
     'grass': ('skimage', 'data/grass.png'),
+    'gravel': ('skimage', 'data/gravel.png'),
     'brick': ('skimage', 'data/brick.png'),
     'clock_motion': ('skimage', 'data/clock_motion.png'),
     'china': ('sklearn', 'datasets/images/china.jpg'),
     'flower': ('sklearn', 'datasets/images/flower.jpg'),
-    'camera': ('skimage', 'data/camera.png'),
-    'coins': ('skimage', 'data/coins.png'),
-    'moon': ('skimage', 'data/moon.png'),
-    'gravel': ('skimage', 'data/gravel.png'),
+    'grace_hopper': ('matplotlib', 'mpl-data/sample_data/grace_hopper.jpg'),
 }
+# Split by photograph and by camera: every photograph scikit-image ships
+# trains the detector's real class; those of other packages (other cameras
+# and pipelines) are never fitted on.
 PHOTO_SETS = {
-    'train': PHOTO_FILES,
-    'calibration': ('grace_hopper', 'grass', 'brick', 'clock_motion'),
-    'test': ('china', 'flower', 'camera', 'coins', 'moon', 'gravel'),
+    'train': PHOTO_FILES + ('camera', 'coins', 'moon', 'grass', 'gravel',
+                            'brick', 'clock_motion'),
+    'test': ('china', 'flower', 'grace_hopper'),
 }
 
 
@@ -59,7 +60,7 @@ def photo_path(name: str) -> str:
   """The file of a photograph of `PHOTO_SETS`."""
   if name in PHOTO_FILES:
     return os.path.join(photo_directory(), name)
-  package, inside = HELD_OUT[name]
+  package, inside = MORE_PHOTOS[name]
   module = importlib.import_module(package)
   return os.path.join(os.path.dirname(module.__file__), inside)
 
@@ -75,14 +76,15 @@ def _rescaled(path: str, short: int) -> np.ndarray:
                       dtype=np.float32) / 255.0
 
 
-def load_set(which: str, image_size: int) -> dict[str, np.ndarray]:
+def load_set(which: str, image_size: int, scale: int = 4
+             ) -> dict[str, np.ndarray]:
   """The photographs of PHOTO_SETS[which] that are installed, by name,
-  at the zoo's scale (shorter side 4 x image_size)."""
+  their shorter side `scale` x image_size (4: the zoo's scale)."""
   out = {}
   for name in PHOTO_SETS[which]:
     path = photo_path(name)
     if os.path.isfile(path):
-      out[name] = _rescaled(path, 4 * image_size)
+      out[name] = _rescaled(path, scale * image_size)
   if not out:
     raise FileNotFoundError(f'none of the {which} photographs '
                             f'{list(PHOTO_SETS[which])} is installed')
