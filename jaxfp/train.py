@@ -235,7 +235,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """
   local_devices = jax.local_device_count()
   validate(config, local_devices)
-  held = distributed.chief_decides(lambda: _lock(workdir), 'workdir_lock')
+  held = distributed.chief_decides(lambda: _lock(workdir, config),
+                                   'workdir_lock')
   try:
     with preemption.interrupt_on_signal():
       return _train_and_evaluate(config, workdir, local_devices)
@@ -248,9 +249,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       held.release()
 
 
-def _lock(workdir: str) -> lock.Lock:
-  """The workdir, created, checked and locked for this run (process 0)."""
-  return lock.acquire(files.check_output_folder(workdir, 'workdir'))
+def _lock(workdir: str, config) -> lock.Lock:
+  """The workdir, created, checked and locked for this run (process 0); one
+  inside the data's tree is refused (its pictures would become images)."""
+  inputs = [config.data.get(k) for k in ('manual_dir', 'root',
+                                         'ground_truth_dir')]
+  return lock.acquire(files.check_output_folder(
+      workdir, 'workdir', inputs=[p for p in inputs if p]))
 
 
 class NonFiniteLoss(ValueError):

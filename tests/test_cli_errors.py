@@ -16,6 +16,7 @@ import subprocs
 def _cases(tmp_path):
   a_file = tmp_path / 'a_file'
   a_file.write_text('not a folder')
+  (tmp_path / 'data').mkdir()
   missing = tmp_path / 'missing'
   train = ['jaxfp.main', '--config=configs/fen.py:test']
   return {
@@ -45,6 +46,13 @@ def _cases(tmp_path):
           # /proc takes no new folders, even from root.
           train + ['--workdir=/proc/jaxfp_run'],
           'workdir /proc/jaxfp_run cannot be created'),
+      # Issue 22: a run's pictures would land among the data's images.
+      'main, a workdir inside the data': (
+          train + [f'--workdir={tmp_path / "data" / "run"}',
+                   '--config.data.name=model_parsing',
+                   f'--config.data.manual_dir={tmp_path / "data"}'],
+          f'workdir {tmp_path / "data" / "run"} lies inside the input '
+          f'folder {tmp_path / "data"}'),
       'predict, --batch_size=0': (
           ['jaxfp.predict', f'--checkpoint={missing}', '--batch_size=0',
            str(a_file)], 'flag --batch_size=0'),

@@ -351,3 +351,32 @@ def test_identical_embeddings_are_one_group():
   same[1] += 1e-9  # Float rounding must not split them.
   labels, k, score = cluster.group(cluster.normalize(same))
   assert k == 1 and list(labels) == [0, 0, 0] and np.isnan(score)
+
+
+def test_an_output_never_replaces_or_joins_an_input(checkpoint, images,
+                                                    tmp_path, capsys):
+  """Issue 22, case 2 and its class: --output, --panels_dir and cluster's
+  --workdir that are an input, another spelling of one (a link), or inside
+  an input folder are refused before any work: exit 2, the inputs as they
+  were."""
+  good, _ = images
+  image = good['rgb']
+  before = open(image, 'rb').read()
+  folder = _copies(tmp_path, image, (b'a.png',))
+  link = tmp_path / 'link.png'
+  link.symlink_to(image)
+  for flag, path, inputs in (
+      ('--output', image, [image]),
+      ('--output', str(link), [image]),
+      ('--output', str(folder / 'preds.jsonl'), [str(folder)]),
+      ('--panels_dir', str(folder / 'panels'), [str(folder)]),
+      ('--panels_dir', str(folder), [str(folder)])):
+    assert _run_predict([f'--checkpoint={checkpoint}', f'{flag}={path}',
+                         '--quiet', *inputs]) == 2, (flag, path)
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {flag} {path} ') and 'input' in err, err
+  assert open(image, 'rb').read() == before
+  assert sorted(os.listdir(folder)) == ['a.png']
+  with pytest.raises(ValueError, match='inside the input folder'):
+    cluster.run(checkpoint, [str(folder)], str(folder / 'groups'))
+  assert sorted(os.listdir(folder)) == ['a.png']

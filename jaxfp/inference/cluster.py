@@ -191,7 +191,7 @@ def run(checkpoint: str, paths, workdir: str, *, kind: str = 'auto',
                      f'--batch_size={batch_size} (1 or more) and '
                      f'--threshold={threshold} (0 = calibrated, else above '
                      '0): out of range')
-  workdir = files.check_output_folder(workdir, '--workdir')
+  workdir = files.check_output_folder(workdir, '--workdir', inputs=paths)
   loaded = network.load(checkpoint)
   kind = resolve_kind(kind, loaded)
   if kind == 'embedding' and not num_groups and not threshold:

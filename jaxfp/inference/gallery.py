@@ -171,7 +171,7 @@ def run(checkpoint: str, tree: str, output: str, *, batch_size: int = 32,
         policy: str = 'resize') -> int:
   """The gallery command; returns the exit status (0, or 1 when files were
   skipped)."""
-  output = files.check_output_file(output, '--output')
+  output = files.check_output_file(output, '--output', inputs=[tree])
   loaded = network.load(checkpoint)
   gallery, failures = build(loaded, tree, batch_size=batch_size,
                             policy=policy)

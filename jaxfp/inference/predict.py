@@ -324,6 +324,8 @@ def run(checkpoint: str, paths: Sequence[str], *, policy: str = 'resize',
   """
   if batch_size < 1:
     raise ValueError(f'--batch_size={batch_size}: must be at least 1')
+  files.check_outputs_apart({'--output': output, '--panels_dir': panels_dir},
+                            paths)
   if panels_dir:
     files.check_output_folder(panels_dir, '--panels_dir')
   summary_files = ()
