@@ -344,6 +344,41 @@ def test_a_gm_folder_added_with_no_ground_truth_row_is_named(tmp_path):
     parsing.load_info(c)
 
 
+def _held_out_count(c, info) -> int:
+  """Held-out images the evaluation of `info` reads, as a run counts them."""
+  return int(sum(batch['mask'].sum() for batch in parsing.eval_iterator(
+      c, info, global_batch_size=4, local_device_count=1)))
+
+
+def test_two_trees_never_share_one_records_folder(tmp_path):
+  """Issue 22, case 1: a second tree, built while the first run still
+  reads its records, leaves them as they were: the first run's held-out
+  images are its own (another count here), never the second tree's."""
+  write_tree(tmp_path / 'a', gms=('gm_a', 'gm_b', 'gm_c'), per_gm=4,
+             bad_files=False)
+  write_tree(tmp_path / 'b', gms=('gm_x', 'gm_y', 'gm_z'), per_gm=2,
+             bad_files=False)
+  a = _parsing_config(tmp_path, tmp_path / 'a')
+  b = _parsing_config(tmp_path, tmp_path / 'b')
+  info_a = parsing.load_info(a)
+  assert _held_out_count(a, info_a) == 4
+  info_b = parsing.load_info(b)  # The second trainer starts.
+  assert _held_out_count(b, info_b) == 2
+  assert _held_out_count(a, info_a) == 4  # The first one reads on.
+  builds = sorted(p.name for p in (tmp_path / 'cache' / 'tfds' /
+                                   'model_parsing').glob('size_*'))
+  assert len(builds) == 2, builds
+
+
+def test_a_manual_dir_that_is_a_file_is_named_as_such(tmp_path):
+  """Issue 22, case 13."""
+  (tmp_path / 'a_file').write_text('not a tree')
+  c = _parsing_config(tmp_path, tmp_path / 'a_file')
+  with pytest.raises(NotADirectoryError, match=f"manual_dir '{tmp_path}/"
+                     "a_file' is a file, not a folder"):
+    parsing.load_info(c)
+
+
 # Lists the images under a folder (inference) and scans a dataset tree, as
 # a program of its own, so that an endless walk is stopped by a time limit.
 WALK = '''
