@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -140,6 +141,76 @@ def test_ground_truth_row_without_folder_warns(tmp_path, caplog):
   full = schema.read_csv(str(tmp_path))
   np.testing.assert_array_equal(table.discrete[1],
                                 full.discrete[full.index('gm_b')])
+
+
+def _edit_csv(root, edit) -> str:
+  """Rewrites root's ground_truth.csv through `edit` (text -> text)."""
+  path = os.path.join(root, schema.CSV_NAME)
+  with open(path, encoding='utf-8', newline='') as f:
+    text = f.read()
+  with open(path, 'w', encoding='utf-8', newline='') as f:
+    f.write(edit(text))
+  return path
+
+
+def _set_cell(text: str, row: int, column: str, value: str) -> str:
+  lines = text.splitlines(keepends=True)
+  header = lines[0].rstrip('\r\n').split(',')
+  cells = lines[row].rstrip('\r\n').split(',')
+  cells[header.index(column)] = value
+  lines[row] = ','.join(cells) + '\r\n'
+  return ''.join(lines)
+
+
+@pytest.mark.parametrize('value', ['inf', '-inf', 'nan', '1e999'])
+def test_a_non_finite_ground_truth_cell_is_named(tmp_path, value):
+  """Issue 22, case 6: an infinite cell would scale every other GM of its
+  column to 0; it is refused, naming the file, line, column and value."""
+  write_tree(tmp_path, bad_files=False)
+  column = schema.ZOO.continuous[0]
+  path = _edit_csv(tmp_path, lambda t: _set_cell(t, 1, column, value))
+  with pytest.raises(ValueError, match=re.escape(
+      f"{path} line 2, column '{column}': '{value}' is not a finite")):
+    trees.read_ground_truth(trees.scan(str(tmp_path)))
+
+
+def test_ground_truth_columns_byte_order_mark_and_duplicates(tmp_path):
+  """Issue 22, case 16: a missing or an extra column is named alone (not
+  both headers in full); a spreadsheet's byte-order mark is no column
+  name; a GM's second row names the file and both lines."""
+  write_tree(tmp_path, bad_files=False)
+  found = trees.scan(str(tmp_path))
+  original = (tmp_path / schema.CSV_NAME).read_text(encoding='utf-8')
+  column = schema.ZOO.continuous[1]
+  path = _edit_csv(tmp_path, lambda t: t.replace(f',{column},', ',oops,', 1))
+  with pytest.raises(ValueError) as e:
+    trees.read_ground_truth(found)
+  assert str(e.value) == (
+      f"{path}: columns do not match the schema: missing ['{column}']; not "
+      f"in {tmp_path / schema.SCHEMA_NAME}: ['oops']")
+  _edit_csv(tmp_path, lambda t: '\ufeff' + original)
+  table, _ = trees.read_ground_truth(found)
+  assert table.gm_names == SORTED_GMS
+  lines = original.splitlines(keepends=True)
+  _edit_csv(tmp_path, lambda t: ''.join(lines + lines[1:2]))
+  with pytest.raises(ValueError, match=re.escape(
+      f"{path} line {len(lines) + 1}: GM '{lines[1].split(',')[0]}' has a "
+      'row already (line 2)')):
+    trees.read_ground_truth(found)
+
+
+def test_a_non_finite_published_table_is_named(tmp_path):
+  """Issue 22, the class of case 6: the npy tables too."""
+  write_tree(tmp_path, images_dir=False, bad_files=False, ground_truth=False)
+  gt_dir = tmp_path / 'gt'
+  gt_dir.mkdir()
+  net, _, _ = _write_npy(str(gt_dir), 3)
+  net[1, 2] = np.inf
+  path = gt_dir / trees.PUBLISHED_NPY_FILES['net']
+  np.save(path, net)
+  with pytest.raises(ValueError, match=re.escape(
+      f'{path}: row 1, column 2 is inf, not a finite number')):
+    trees.read_ground_truth(trees.scan(str(tmp_path)), str(gt_dir))
 
 
 def _write_npy(directory, n, seed=0):
