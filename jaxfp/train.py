@@ -42,6 +42,8 @@ from jaxfp.report import summaries
 from jaxfp.tasks import common
 
 AXIS = distributed.AXIS
+# Accepted config.data.image_size: the published sizes are 64 and 128.
+IMAGE_SIZES = (8, 1024)
 
 
 def create_learning_rate_fn(config: ml_collections.ConfigDict):
@@ -207,6 +209,16 @@ def validate(config, local_device_count: int):
     raise ValueError(f'config.num_train_steps={config.num_train_steps} must be '
                      'at least 1')
   size, radius = config.data.image_size, config.loss.low_freq_radius
+  # Before anything is built: a huge size fills memory while the records
+  # are written (the process is killed, saying nothing), a negative one
+  # would be blamed on the window below.
+  zoo = config.data.get('zoo') or {}
+  for field, value in (('data.image_size', size),
+                       ('data.zoo.image_size', zoo.get('image_size', 64))):
+    if (isinstance(value, bool) or not isinstance(value, int) or
+        not IMAGE_SIZES[0] <= value <= IMAGE_SIZES[1]):
+      raise ValueError(f'config.{field}={value} must be a whole number from '
+                       f'{IMAGE_SIZES[0]} to {IMAGE_SIZES[1]} (pixels)')
   if config.model.get('use_fen', True) and 2 * radius + 1 > size:
     raise ValueError(f'config.loss.low_freq_radius={radius} gives a '
                      f'{2 * radius + 1}-pixel window, larger than '
@@ -227,9 +239,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """Trains the task of `config`, evaluates on held-out data, checkpoints.
 
   Resumes from the latest checkpoint in `workdir` if there is one. A SIGTERM
-  (preemption) saves a checkpoint at the current step and returns early with
-  result['preempted'] = True; the next launch resumes from it (a SIGTERM
-  before or after the loop stops at once: 'preempted' True, 'step' None).
+  (preemption) or SIGINT (Ctrl-C) saves a checkpoint at the current step and
+  returns early with result['preempted'] = True and result['signal'] its
+  name; the next launch resumes from it (a signal before or after the loop
+  stops at once: 'preempted' True, 'step' None).
   Returns the final evaluation: the task's score ('metrics', ...), 'loss',
   'examples', 'state' and 'preempted'.
   """
@@ -243,7 +256,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   except preemption.Interrupted as e:
     logging.warning('Received %s outside the training loop; stopped. Launch '
                     'again to resume from the last checkpoint.', e)
-    return {'preempted': True, 'step': None, 'state': None}
+    return {'preempted': True, 'step': None, 'state': None,
+            'signal': str(e)}
   finally:
     if held is not None:
       held.release()
@@ -371,7 +385,8 @@ def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
   if stopped_at is not None:
     writer.flush()
     manager.close()
-    return {'preempted': True, 'step': stopped_at, 'state': state}
+    return {'preempted': True, 'step': stopped_at, 'state': state,
+            'signal': stop.reason}
   result = evaluate_splits(p_eval_step, state, task, config, eval_collection)
   _write_eval(writer, task, num_steps, result)
   writer.flush()

@@ -36,6 +36,21 @@ def _cases(tmp_path):
           train + [f'--workdir={tmp_path / "w2"}',
                    '--config.learning_rate=nan'],
           'config.learning_rate=nan must be a finite number'),
+      # Issue 22, cases 5 and 12: bounds checked before records are built
+      # (a huge size filled memory), naming the field itself.
+      'main, a huge image size': (
+          train + [f'--workdir={tmp_path / "w4"}',
+                   '--config.data.image_size=100000'],
+          'config.data.image_size=100000 must be a whole number from 8 to '
+          '1024'),
+      'main, a negative image size': (
+          train + [f'--workdir={tmp_path / "w5"}',
+                   '--config.data.image_size=-64'],
+          'config.data.image_size=-64 must be a whole number'),
+      'main, a huge zoo image size': (
+          train + [f'--workdir={tmp_path / "w6"}',
+                   '--config.data.zoo.image_size=100000'],
+          'config.data.zoo.image_size=100000 must be'),
       'main, an unknown config field': (
           train + [f'--workdir={tmp_path / "w3"}', '--config.no_such=1'],
           "the config has no field 'no_such'"),

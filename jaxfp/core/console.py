@@ -288,6 +288,12 @@ def command(main: Callable[[list[str]], int | None]
         raise
       print(f'error: {e}', file=sys.stderr)
       return 2
+    except KeyboardInterrupt:
+      # Ctrl-C where nothing saves (or a second one): a line, not a stack.
+      if verbose():
+        raise
+      print('interrupted (Ctrl-C)', file=sys.stderr)
+      return 130
     return 0 if status is None else int(status)
   return wrapped
 
