@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 
 from absl import flags
 import jax
@@ -380,3 +382,39 @@ def test_an_output_never_replaces_or_joins_an_input(checkpoint, images,
   with pytest.raises(ValueError, match='inside the input folder'):
     cluster.run(checkpoint, [str(folder)], str(folder / 'groups'))
   assert sorted(os.listdir(folder)) == ['a.png']
+
+
+def test_a_parsing_checkpoint_for_a_gallery_or_embeddings_says_so(
+    checkpoint, images, tmp_path):
+  """Issue 22, case 11: not 'source_calibration.json is missing', but what
+  the checkpoint is, as predict --gallery says."""
+  from jaxfp.inference import gallery  # pylint: disable=g-import-not-at-top
+  from jaxfp.tools import embeddings  # pylint: disable=g-import-not-at-top
+  good, _ = images
+  tree = tmp_path / 'tree'
+  for source in ('a', 'b'):
+    (tree / source).mkdir(parents=True)
+    shutil.copy(good['rgb'], tree / source / 'x.png')
+  for call in (lambda: gallery.run(checkpoint, str(tree),
+                                   str(tmp_path / 'g.npz')),
+               lambda: embeddings.run(checkpoint, str(tree),
+                                      str(tmp_path / 'report'))):
+    with pytest.raises(network.CheckpointError, match=re.escape(
+        f"{checkpoint}") + r".* is a 'parsing' checkpoint \(train one"):
+      call()
+  assert not (tmp_path / 'g.npz').exists()
+
+
+def test_a_gallery_with_non_finite_centroids_is_named_damaged(tmp_path):
+  """Issue 22, case 10: the gallery is blamed, not the network (which would
+  be blamed for every image)."""
+  from jaxfp.inference import gallery  # pylint: disable=g-import-not-at-top
+  centroids = np.eye(3, 4)
+  centroids[1, 2] = np.nan
+  path = str(tmp_path / 'g.npz')
+  gallery.save(gallery.Gallery(('a', 'b', 'c'), centroids, np.ones(3, int),
+                               {'group_threshold': 0.5}, 3), path)
+  with pytest.raises(gallery.GalleryError, match=re.escape(
+      f"gallery {path!r} is damaged: the centroids of 1 sources hold NaN or "
+      'infinite values (b)')):
+    gallery.load(path)

@@ -131,6 +131,7 @@ def run(checkpoint: str, tree: str, workdir: str, *, num_sources: int = 48,
   workdir = files.check_output_folder(workdir, '--workdir',
                                      inputs=[tree])
   loaded = network.load(checkpoint)
+  network.require_embedding(loaded, 'embeddings')
   calibration = sources.calibration_of(loaded.directory,
                                          loaded.step)
   folders = {name: paths for name, paths in
