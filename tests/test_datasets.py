@@ -1,5 +1,6 @@
 """Tests of the folder reader and the two TFDS builders, on tiny trees."""
 
+import errno
 import io
 import json
 import logging
@@ -375,6 +376,44 @@ def test_zoo_builder_with_the_real_zoo(tmp_path):
   assert table.gm_names == tuple(builder.info.features['gm'].names)
   example = next(iter(tfds.as_numpy(builder.as_dataset(split='train'))))
   assert example['image'].shape == (16, 16, 3)
+
+
+def _read_only_file_system(*args, **kwargs):
+  """Stands in for a write to a read-only mount (root writes through any
+  chmod, so a test cannot make one otherwise)."""
+  raise OSError(errno.EROFS, 'Read-only file system', 'dataset_info.json')
+
+
+def test_a_complete_cache_moved_or_mounted_read_only_is_used_as_is(
+    tmp_path, monkeypatch):
+  """Issue 22, case 9: the zoo's records remember its tree relative to the
+  cache, so a cache copied (or mounted) elsewhere is the same content and
+  nothing is rebuilt; a rebuild that cannot write names the folder."""
+  config = zoo_config_lib.get_config()
+  config.num_generators = 3
+  config.images_per_generator = 3
+  config.train_steps = 2
+  config.image_size = 16
+
+  def make(cache):
+    return lambda: zoo_dataset.ZooDataset(
+        zoo_config=config, image_size=16, data_dir=str(cache / 'tfds'),
+        zoo_cache_dir=str(cache / 'zoo'))
+  folder.prepare(make(tmp_path / 'built'))
+  shutil.copytree(tmp_path / 'built', tmp_path / 'mounted')
+  shutil.rmtree(tmp_path / 'built')
+  monkeypatch.setattr(folder.shutil, 'rmtree', _read_only_file_system)
+  builder = folder.prepare(make(tmp_path / 'mounted'))
+  assert len(list(builder.as_dataset(split='train'))) == 9
+  # A tree that did change: the rebuild fails, naming the records' folder.
+  gm = sorted(os.listdir(tmp_path / 'mounted' / 'zoo'))[0]
+  images_dir = tmp_path / 'mounted' / 'zoo' / gm / 'images'
+  first = sorted(images_dir.iterdir())[0]
+  (sorted(first.iterdir())[0]).write_bytes(_png(3))
+  with pytest.raises(OSError, match=re.escape(
+      f'the jaxfp_zoo records in {builder.data_dir} cannot be rebuilt: '
+      'Read-only file system')):
+    folder.prepare(make(tmp_path / 'mounted'))
 
 
 def _parsing_config(tmp_path, manual_dir):
