@@ -139,3 +139,50 @@ def test_orbax_event_loop_reports_do_not_bury_the_error():
   assert 'Event loop is closed' not in other.stderr
   verbose = run('--verbosity=1')
   assert verbose.stderr.count('Event loop is closed') == 4
+
+
+# A library reporting a failed background save as Orbax does when the disk
+# fills up (absl's logging.exception from its threads), then the error.
+FULL_DISK_COMMAND = """
+import threading
+from absl import logging
+from jaxfp.core import console
+
+def save():
+  try:
+    raise ValueError('RESOURCE_EXHAUSTED: No space left on device')
+  except ValueError:
+    logging.exception('Save Finalize thread (save_finalize) failed.')
+
+@console.command
+def main(argv):
+  for _ in range(4):
+    thread = threading.Thread(target=save)
+    thread.start()
+    thread.join()
+  raise OSError('checkpoint of step 2 could not be written: No space left '
+                'on device')
+
+console.run(main)
+"""
+
+
+def test_library_tracebacks_only_at_verbosity_one():
+  """Issue 22, case 8: a full disk during checkpointing showed 4 Orbax
+  tracebacks (310 lines) before the error line; each report is now one
+  line, its traceback only at --verbosity=1."""
+  def run(*args):
+    return subprocess.run([sys.executable, '-c', FULL_DISK_COMMAND, *args],
+                          env=subprocs.child_env(), cwd=subprocs.REPO,
+                          capture_output=True, text=True, timeout=120,
+                          check=False)
+  quiet = run()
+  assert quiet.returncode == 2
+  lines = quiet.stderr.splitlines()
+  assert 'Traceback' not in quiet.stderr, quiet.stderr
+  assert len(lines) == 5, quiet.stderr
+  assert lines[-1] == ('error: checkpoint of step 2 could not be written: No '
+                       'space left on device')
+  assert all('Save Finalize thread' in line for line in lines[:4])
+  verbose = run('--verbosity=1')
+  assert verbose.stderr.count('Traceback') == 5
