@@ -418,3 +418,24 @@ def test_a_gallery_with_non_finite_centroids_is_named_damaged(tmp_path):
       f"gallery {path!r} is damaged: the centroids of 1 sources hold NaN or "
       'infinite values (b)')):
     gallery.load(path)
+
+
+def test_a_file_name_with_a_newline_stays_on_one_line(checkpoint, images,
+                                                      tmp_path, capsys):
+  """Issue 22, case 15: each skip is one stderr line and each image's table
+  entry starts on one line, the newline shown as \\n; the JSON lines keep
+  the real name."""
+  good, _ = images
+  folder = _copies(tmp_path, good['rgb'], (b'a\nb.png',))
+  (folder / 'bad\n.png').write_bytes(b'')
+  out = tmp_path / 'out.jsonl'
+  assert _run_predict([f'--checkpoint={checkpoint}', f'--output={out}',
+                       str(folder)]) == 1
+  captured = capsys.readouterr()
+  skips = [line for line in captured.err.splitlines()
+           if line.startswith('skipped ')]
+  assert len(skips) == 1 and skips[0].startswith(
+      f'skipped {folder}/bad\\n.png: '), captured.err
+  assert f'{folder}/a\\nb.png' in captured.out.splitlines()[0]
+  record = json.loads(out.read_text().splitlines()[0])
+  assert record['file'] == f'{folder}/a\nb.png'

@@ -204,7 +204,7 @@ def run(checkpoint: str, paths, workdir: str, *, kind: str = 'auto',
   kept, vectors, failures = embed(loaded, found, kind=kind,
                                   batch_size=batch_size)
   for path, reason in problems + failures:
-    print(f'skipped {images_lib.shown(path)}: {reason}', file=sys.stderr)
+    print(f'skipped {images_lib.one_line(path)}: {reason}', file=sys.stderr)
   if len(kept) < (1 if kind == 'embedding' else 2):
     raise ValueError(f'fewer than {1 if kind == "embedding" else 2} readable '
                      'images to group')

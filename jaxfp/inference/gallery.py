@@ -187,7 +187,7 @@ def run(checkpoint: str, tree: str, output: str, *, batch_size: int = 32,
   gallery, failures = build(loaded, tree, batch_size=batch_size,
                             policy=policy)
   for path, reason in failures:
-    print(f'skipped {images_lib.shown(path)}: {reason}', file=sys.stderr)
+    print(f'skipped {images_lib.one_line(path)}: {reason}', file=sys.stderr)
   save(gallery, output)
   print(f'{len(gallery.names)} sources, {int(gallery.counts.sum())} images '
         f'-> {output} (step {gallery.step})')

@@ -98,7 +98,7 @@ def describe(loaded: network.Loaded, out: dict, i: int) -> dict:
 def format_record(task: str, record: dict) -> str:
   """A few readable lines for one image."""
   p = record['prediction']
-  head = record['file']
+  head = images_lib.one_line(record['file'])
   if 'source' in record:
     head += '\n  ' + gallery_lib.describe(record['source'])
   if not p:
@@ -340,7 +340,7 @@ def run(checkpoint: str, paths: Sequence[str], *, policy: str = 'resize',
                               batch_size=batch_size, panels_dir=panels_dir,
                               gallery=known)
   for path, reason in failures:
-    print(f'skipped {images_lib.shown(path)}: {reason}', file=sys.stderr)
+    print(f'skipped {images_lib.one_line(path)}: {reason}', file=sys.stderr)
   if output:
     files.write_text(output, ''.join(files.dumps(record) + '\n'
                                      for record in records))
