@@ -480,6 +480,50 @@ def test_two_trees_never_share_one_records_folder(tmp_path):
   assert len(builds) == 2, builds
 
 
+# Prepares the records of a tree, as a second trainer on it would.
+PREPARE = """
+import sys
+from configs import data as data_config
+from jaxfp.data import parsing
+c = data_config.parsing()
+c.name, c.manual_dir, c.cache_dir = 'model_parsing', sys.argv[1], sys.argv[2]
+c.image_size, c.num_test_gms = 16, 1
+print('test GMs', list(parsing.load_info(c).test_gms))
+"""
+
+
+def test_two_processes_on_one_tree_build_its_records_once(tmp_path,
+                                                          monkeypatch):
+  """Issue 22, the class of case 1: a second process asking for records
+  while the first builds them waits for them (before, both built, and one
+  failed renaming its folder onto the other's); then it uses them as
+  built."""
+  import subprocs  # pylint: disable=g-import-not-at-top
+  write_tree(tmp_path / 'a', bad_files=False)
+  c = _parsing_config(tmp_path, tmp_path / 'a')
+  second = []
+  read = trees.read_ground_truth
+
+  def start_the_second_mid_build(*args, **kwargs):
+    # Inside the first build: the second process starts, and must wait.
+    child = subprocs.Child(
+        [sys.executable, '-c', PREPARE, c.manual_dir, c.cache_dir],
+        subprocs.child_env(), tmp_path / 'second.log')
+    second.append(child)
+    subprocs.wait_for(lambda: 'Waiting for another process' in
+                      child.output(), [child], 300, 'the second to wait')
+    return read(*args, **kwargs)
+  monkeypatch.setattr(trees, 'read_ground_truth', start_the_second_mid_build)
+  info = parsing.load_info(c)
+  built = sorted((tmp_path / 'cache' / 'tfds' / 'model_parsing').glob(
+      'size_*/*/dataset_info.json'))
+  assert len(built) == 1
+  stamp = built[0].stat().st_mtime_ns
+  assert subprocs.wait_all(second, 300) == [0]
+  assert f'test GMs {list(info.test_gms)}' in second[0].output()
+  assert built[0].stat().st_mtime_ns == stamp  # Not built again.
+
+
 def test_a_manual_dir_that_is_a_file_is_named_as_such(tmp_path):
   """Issue 22, case 13."""
   (tmp_path / 'a_file').write_text('not a tree')

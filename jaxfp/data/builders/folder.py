@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import inspect
 import logging as std_logging
 import os
@@ -194,6 +195,44 @@ def prepare(make: Callable[[], FolderBuilder], manual_dir: str = '',
   rebuilt. TFDS's progress bars only at --verbosity=1 and more (the console
   shows one progress display)."""
   builder = make()
+  with _build_lock(builder.data_dir) as waited:
+    if waited:
+      builder = make()  # What the other process built while we waited.
+    return _prepare_locked(builder, make, manual_dir, **kwargs)
+
+
+@contextlib.contextmanager
+def _build_lock(data_dir: str) -> Iterator[bool]:
+  """Holds `.<config>.lock` beside the records' config folder, so that two
+  processes never build (or rebuild) one records folder at once: the second
+  waits, then finds the records built. Yields whether it waited. A cache
+  where no lock can be made (read-only) is used without one: nothing will
+  be written to it."""
+  config_dir = os.path.dirname(os.path.abspath(data_dir))
+  path = os.path.join(os.path.dirname(config_dir),
+                      f'.{os.path.basename(config_dir)}.lock')
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError:
+    yield False
+    return
+  try:
+    waited = False
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      logging.warning('Waiting for another process that is building the '
+                      'records in %s.', config_dir)
+      fcntl.flock(fd, fcntl.LOCK_EX)
+      waited = True
+    yield waited
+  finally:
+    os.close(fd)  # Releases the lock.
+
+
+def _prepare_locked(builder, make, manual_dir: str, **kwargs):
+  """`prepare` under the records' lock."""
   if _is_built(builder):
     built = read_metadata(builder).get('content')
     now = builder.current_content(manual_dir)
