@@ -114,3 +114,19 @@ def test_ctrl_c_saves_like_sigterm_and_exits_130(tmp_path, zoo_cache):
   assert saved == ['3'], children['loop'].tail()
   assert subprocs.checkpoint_steps(tmp_path / 'loop')[-1] == 3
   assert subprocs.checkpoint_steps(tmp_path / 'start-up') == []
+
+
+def test_an_ignored_signal_stays_ignored():
+  """A trainer started in the background of a script (`cmd &`) ignores
+  SIGINT; the stop handlers must not make it interruptible."""
+  previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    with preemption.StopOnSignal() as stop:
+      assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+      os.kill(os.getpid(), signal.SIGINT)
+      assert not stop.requested(1)
+    with preemption.interrupt_on_signal():
+      assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+  finally:
+    signal.signal(signal.SIGINT, previous)

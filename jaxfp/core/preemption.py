@@ -50,6 +50,12 @@ def _restore(previous: dict) -> None:
     signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
+def _not_ignored(signals):
+  """The signals not ignored in this process: a job started in the
+  background of a script (`cmd &`) ignores SIGINT, and must go on doing so."""
+  return [s for s in signals if signal.getsignal(s) is not signal.SIG_IGN]
+
+
 def _coordinated() -> bool:
   """True when JAX's preemption service owns SIGTERM in this process."""
   return (jax.distributed.is_initialized() and
@@ -93,7 +99,7 @@ class StopOnSignal:
     # run in a worker thread simply does not react to signals).
     if (not self._coordinated and
         threading.current_thread() is threading.main_thread()):
-      for s in self._signals:
+      for s in _not_ignored(self._signals):
         self._previous[s] = signal.signal(s, self._handle)
     return self
 
@@ -145,7 +151,7 @@ def interrupt_on_signal(signals=SIGNALS):
     del frame
     raise Interrupted(signal.Signals(signum).name)
 
-  previous = {s: signal.signal(s, handle) for s in signals}
+  previous = {s: signal.signal(s, handle) for s in _not_ignored(signals)}
   try:
     yield
   finally:
