@@ -198,6 +198,10 @@ def validate(config, local_device_count: int):
                 'checkpoint_every_steps'):
     if config[field] < 1:
       raise ValueError(f'config.{field}={config[field]} must be at least 1')
+  for field, value in _floats(config.to_dict()):
+    # A NaN weight or rate trains to NaN minutes later; say so now.
+    if not math.isfinite(value):
+      raise ValueError(f'config.{field}={value} must be a finite number')
   if not (math.isfinite(config.learning_rate) and config.learning_rate >= 0):
     raise ValueError(f'config.learning_rate={config.learning_rate} must be a '
                      'finite number, 0 or more')
@@ -232,6 +236,20 @@ def validate(config, local_device_count: int):
   if config.get('task', 'parsing') not in tasks.names():
     raise ValueError(f'config.task={config.task!r}: use one of '
                      f'{tasks.names()}')
+
+
+def _floats(tree, prefix: str = ''):
+  """(dotted field, value) of every float in a config dict, nested ones
+  and those in lists included."""
+  items = (tree.items() if isinstance(tree, dict) else
+           enumerate(tree) if isinstance(tree, (list, tuple)) else ())
+  for key, value in items:
+    name = (f'{prefix}{key}' if isinstance(tree, dict) else
+            f'{prefix[:-1]}[{key}]')
+    if isinstance(value, float):
+      yield name, value
+    else:
+      yield from _floats(value, f'{name}.')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,

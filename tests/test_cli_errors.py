@@ -51,6 +51,12 @@ def _cases(tmp_path):
           train + [f'--workdir={tmp_path / "w6"}',
                    '--config.data.zoo.image_size=100000'],
           'config.data.zoo.image_size=100000 must be'),
+      # Issue 22, the class of case 6: any non-finite number in the config.
+      'main, a NaN loss weight': (
+          train + [f'--workdir={tmp_path / "w7"}',
+                   '--config.loss.fingerprint_weights.magnitude=nan'],
+          'config.loss.fingerprint_weights.magnitude=nan must be a finite '
+          'number'),
       'main, an unknown config field': (
           train + [f'--workdir={tmp_path / "w3"}', '--config.no_such=1'],
           "the config has no field 'no_such'"),
