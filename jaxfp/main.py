@@ -10,7 +10,8 @@ again with the same workdir resumes from its latest checkpoint.
 Several processes (hosts of a TPU pod, GPUs of a SLURM job, or
 launch/local.sh) run this same command; `jaxfp.core.distributed` joins them
 before training. Only process 0 logs below WARNING, writes summaries and
-results. Exit status: 0 (also after a SIGTERM that saved a checkpoint), or
+results. Exit status: 0 (also after a SIGTERM that saved a checkpoint), 130
+after a Ctrl-C (SIGINT) that saved one, or
 2 for a user error (a bad flag or config field, a workdir that is a file,
 cannot be written or is locked by another run, a checkpoint that does not
 fit the config, a loss that went NaN or infinite).
@@ -52,7 +53,9 @@ def main(argv):
                          FLAGS.process_id, FLAGS.distributed)
   if jax.process_index() > 0:
     console.warnings_only()
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  # Ctrl-C saved and stopped: 130, the shell's status of an interrupt.
+  return 130 if result.get('signal') == 'SIGINT' else None
 
 
 if __name__ == '__main__':

@@ -43,6 +43,8 @@ from jaxfp.report import summaries
 from jaxfp.tasks import common
 
 AXIS = distributed.AXIS
+# Accepted config.data.image_size: the published sizes are 64 and 128.
+IMAGE_SIZES = (8, 1024)
 
 
 def create_learning_rate_fn(config: ml_collections.ConfigDict):
@@ -197,6 +199,10 @@ def validate(config, local_device_count: int):
                 'checkpoint_every_steps'):
     if config[field] < 1:
       raise ValueError(f'config.{field}={config[field]} must be at least 1')
+  for field, value in _floats(config.to_dict()):
+    # A NaN weight or rate trains to NaN minutes later; say so now.
+    if not math.isfinite(value):
+      raise ValueError(f'config.{field}={value} must be a finite number')
   if not (math.isfinite(config.learning_rate) and config.learning_rate >= 0):
     raise ValueError(f'config.learning_rate={config.learning_rate} must be a '
                      'finite number, 0 or more')
@@ -213,6 +219,16 @@ def validate(config, local_device_count: int):
                      f'config.num_epochs={epochs}: set one of them above 0 '
                      '(num_train_steps wins when both are)')
   size, radius = config.data.image_size, config.loss.low_freq_radius
+  # Before anything is built: a huge size fills memory while the records
+  # are written (the process is killed, saying nothing), a negative one
+  # would be blamed on the window below.
+  zoo = config.data.get('zoo') or {}
+  for field, value in (('data.image_size', size),
+                       ('data.zoo.image_size', zoo.get('image_size', 64))):
+    if (isinstance(value, bool) or not isinstance(value, int) or
+        not IMAGE_SIZES[0] <= value <= IMAGE_SIZES[1]):
+      raise ValueError(f'config.{field}={value} must be a whole number from '
+                       f'{IMAGE_SIZES[0]} to {IMAGE_SIZES[1]} (pixels)')
   if config.model.get('use_fen', True) and 2 * radius + 1 > size:
     raise ValueError(f'config.loss.low_freq_radius={radius} gives a '
                      f'{2 * radius + 1}-pixel window, larger than '
@@ -308,35 +324,56 @@ class _Projection:
                            (self.first + 1, self.last), self.presets)
 
 
+def _floats(tree, prefix: str = ''):
+  """(dotted field, value) of every float in a config dict, nested ones
+  and those in lists included."""
+  items = (tree.items() if isinstance(tree, dict) else
+           enumerate(tree) if isinstance(tree, (list, tuple)) else ())
+  for key, value in items:
+    name = (f'{prefix}{key}' if isinstance(tree, dict) else
+            f'{prefix[:-1]}[{key}]')
+    if isinstance(value, float):
+      yield name, value
+    else:
+      yield from _floats(value, f'{name}.')
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict:
   """Trains the task of `config`, evaluates on held-out data, checkpoints.
 
   Resumes from the latest checkpoint in `workdir` if there is one. A SIGTERM
-  (preemption) saves a checkpoint at the current step and returns early with
-  result['preempted'] = True; the next launch resumes from it (a SIGTERM
-  before or after the loop stops at once: 'preempted' True, 'step' None).
+  (preemption) or SIGINT (Ctrl-C) saves a checkpoint at the current step and
+  returns early with result['preempted'] = True and result['signal'] its
+  name; the next launch resumes from it (a signal before or after the loop
+  stops at once: 'preempted' True, 'step' None).
   Returns the final evaluation: the task's score ('metrics', ...), 'loss',
   'examples', 'state' and 'preempted'.
   """
   local_devices = jax.local_device_count()
   validate(config, local_devices)
-  held = distributed.chief_decides(lambda: _lock(workdir), 'workdir_lock')
+  held = distributed.chief_decides(lambda: _lock(workdir, config),
+                                   'workdir_lock')
   try:
     with preemption.interrupt_on_signal():
       return _train_and_evaluate(config, workdir, local_devices)
   except preemption.Interrupted as e:
     logging.warning('Received %s outside the training loop; stopped. Launch '
                     'again to resume from the last checkpoint.', e)
-    return {'preempted': True, 'step': None, 'state': None}
+    return {'preempted': True, 'step': None, 'state': None,
+            'signal': str(e)}
   finally:
     if held is not None:
       held.release()
 
 
-def _lock(workdir: str) -> lock.Lock:
-  """The workdir, created, checked and locked for this run (process 0)."""
-  return lock.acquire(files.check_output_folder(workdir, 'workdir'))
+def _lock(workdir: str, config) -> lock.Lock:
+  """The workdir, created, checked and locked for this run (process 0); one
+  inside the data's tree is refused (its pictures would become images)."""
+  inputs = [config.data.get(k) for k in ('manual_dir', 'root',
+                                         'ground_truth_dir')]
+  return lock.acquire(files.check_output_folder(
+      workdir, 'workdir', inputs=[p for p in inputs if p]))
 
 
 class NonFiniteLoss(ValueError):
@@ -458,7 +495,8 @@ def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
   if stopped_at is not None:
     writer.flush()
     manager.close()
-    return {'preempted': True, 'step': stopped_at, 'state': state}
+    return {'preempted': True, 'step': stopped_at, 'state': state,
+            'signal': stop.reason}
   result = evaluate_splits(p_eval_step, state, task, config, eval_collection)
   _write_eval(writer, task, num_steps, result)
   writer.flush()

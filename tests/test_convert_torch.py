@@ -284,6 +284,39 @@ def test_shape_mismatch_names_the_key():
     convert_torch.convert_state_dicts('parsing', cnn, head)
 
 
+@pytest.mark.parametrize('task,which,key', [
+    ('parsing', 'cnn', 'layers.0.0.weight'),
+    ('parsing', 'head', 'layer1.0.weight'),
+    ('detection', 'head', 'fc1.weight'),
+])
+def test_one_tensor_of_a_wrong_shape_is_the_one_named(task, which, key):
+  """Issue 22, case 14: sizes are read off what most tensors agree on, so
+  the bad tensor is named, not a good one measured against it."""
+  cnn, head = state_dicts(task)
+  state = cnn if which == 'cnn' else head
+  shape = state[key].shape
+  state[key] = np.zeros((shape[0] + 3,) + shape[1:], np.float32)
+  name = 'state_dict_cnn' if which == 'cnn' else 'state_dict_class'
+  with pytest.raises(convert_torch.ConversionError, match=re.escape(
+      f'{name}[{key!r}] should have shape ')) as e:
+    convert_torch.convert_state_dicts(task, cnn, head)
+  assert f'found {(shape[0] + 3,) + shape[1:]}' in str(e.value)
+
+
+@pytest.mark.parametrize('key', ['layers.1.1.running_var', 'fc8_1.bias'])
+def test_non_finite_weights_are_refused_naming_the_tensor(key):
+  """Issue 22, case 14: NaN weights do not convert (exit 0, and predict
+  refusing the result later); the tensor is named."""
+  cnn, head = state_dicts()
+  state, name = ((cnn, 'state_dict_cnn') if key.startswith('layers') else
+                 (head, 'state_dict_class'))
+  state[key] = state[key].copy()
+  state[key].flat[0] = np.nan
+  with pytest.raises(convert_torch.ConversionError, match=re.escape(
+      f'{name}[{key!r}] holds NaN or infinite values')):
+    convert_torch.convert_state_dicts('parsing', cnn, head)
+
+
 def test_unknown_task():
   cnn, head = state_dicts()
   with pytest.raises(convert_torch.ConversionError, match='task must be one'):

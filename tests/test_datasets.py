@@ -1,10 +1,12 @@
 """Tests of the folder reader and the two TFDS builders, on tiny trees."""
 
+import errno
 import io
 import json
 import logging
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -140,6 +142,76 @@ def test_ground_truth_row_without_folder_warns(tmp_path, caplog):
   full = schema.read_csv(str(tmp_path))
   np.testing.assert_array_equal(table.discrete[1],
                                 full.discrete[full.index('gm_b')])
+
+
+def _edit_csv(root, edit) -> str:
+  """Rewrites root's ground_truth.csv through `edit` (text -> text)."""
+  path = os.path.join(root, schema.CSV_NAME)
+  with open(path, encoding='utf-8', newline='') as f:
+    text = f.read()
+  with open(path, 'w', encoding='utf-8', newline='') as f:
+    f.write(edit(text))
+  return path
+
+
+def _set_cell(text: str, row: int, column: str, value: str) -> str:
+  lines = text.splitlines(keepends=True)
+  header = lines[0].rstrip('\r\n').split(',')
+  cells = lines[row].rstrip('\r\n').split(',')
+  cells[header.index(column)] = value
+  lines[row] = ','.join(cells) + '\r\n'
+  return ''.join(lines)
+
+
+@pytest.mark.parametrize('value', ['inf', '-inf', 'nan', '1e999'])
+def test_a_non_finite_ground_truth_cell_is_named(tmp_path, value):
+  """Issue 22, case 6: an infinite cell would scale every other GM of its
+  column to 0; it is refused, naming the file, line, column and value."""
+  write_tree(tmp_path, bad_files=False)
+  column = schema.ZOO.continuous[0]
+  path = _edit_csv(tmp_path, lambda t: _set_cell(t, 1, column, value))
+  with pytest.raises(ValueError, match=re.escape(
+      f"{path} line 2, column '{column}': '{value}' is not a finite")):
+    trees.read_ground_truth(trees.scan(str(tmp_path)))
+
+
+def test_ground_truth_columns_byte_order_mark_and_duplicates(tmp_path):
+  """Issue 22, case 16: a missing or an extra column is named alone (not
+  both headers in full); a spreadsheet's byte-order mark is no column
+  name; a GM's second row names the file and both lines."""
+  write_tree(tmp_path, bad_files=False)
+  found = trees.scan(str(tmp_path))
+  original = (tmp_path / schema.CSV_NAME).read_text(encoding='utf-8')
+  column = schema.ZOO.continuous[1]
+  path = _edit_csv(tmp_path, lambda t: t.replace(f',{column},', ',oops,', 1))
+  with pytest.raises(ValueError) as e:
+    trees.read_ground_truth(found)
+  assert str(e.value) == (
+      f"{path}: columns do not match the schema: missing ['{column}']; not "
+      f"in {tmp_path / schema.SCHEMA_NAME}: ['oops']")
+  _edit_csv(tmp_path, lambda t: '\ufeff' + original)
+  table, _ = trees.read_ground_truth(found)
+  assert table.gm_names == SORTED_GMS
+  lines = original.splitlines(keepends=True)
+  _edit_csv(tmp_path, lambda t: ''.join(lines + lines[1:2]))
+  with pytest.raises(ValueError, match=re.escape(
+      f"{path} line {len(lines) + 1}: GM '{lines[1].split(',')[0]}' has a "
+      'row already (line 2)')):
+    trees.read_ground_truth(found)
+
+
+def test_a_non_finite_published_table_is_named(tmp_path):
+  """Issue 22, the class of case 6: the npy tables too."""
+  write_tree(tmp_path, images_dir=False, bad_files=False, ground_truth=False)
+  gt_dir = tmp_path / 'gt'
+  gt_dir.mkdir()
+  net, _, _ = _write_npy(str(gt_dir), 3)
+  net[1, 2] = np.inf
+  path = gt_dir / trees.PUBLISHED_NPY_FILES['net']
+  np.save(path, net)
+  with pytest.raises(ValueError, match=re.escape(
+      f'{path}: row 1, column 2 is inf, not a finite number')):
+    trees.read_ground_truth(trees.scan(str(tmp_path)), str(gt_dir))
 
 
 def _write_npy(directory, n, seed=0):
@@ -304,6 +376,44 @@ def test_zoo_builder_with_the_real_zoo(tmp_path):
   assert example['image'].shape == (16, 16, 3)
 
 
+def _read_only_file_system(*args, **kwargs):
+  """Stands in for a write to a read-only mount (root writes through any
+  chmod, so a test cannot make one otherwise)."""
+  raise OSError(errno.EROFS, 'Read-only file system', 'dataset_info.json')
+
+
+def test_a_complete_cache_moved_or_mounted_read_only_is_used_as_is(
+    tmp_path, monkeypatch):
+  """Issue 22, case 9: the zoo's records remember its tree relative to the
+  cache, so a cache copied (or mounted) elsewhere is the same content and
+  nothing is rebuilt; a rebuild that cannot write names the folder."""
+  config = zoo_config_lib.get_config()
+  config.num_generators = 3
+  config.images_per_generator = 3
+  config.train_steps = 2
+  config.image_size = 16
+
+  def make(cache):
+    return lambda: zoo_dataset.ZooDataset(
+        zoo_config=config, image_size=16, data_dir=str(cache / 'tfds'),
+        zoo_cache_dir=str(cache / 'zoo'))
+  folder.prepare(make(tmp_path / 'built'))
+  shutil.copytree(tmp_path / 'built', tmp_path / 'mounted')
+  shutil.rmtree(tmp_path / 'built')
+  monkeypatch.setattr(folder.shutil, 'rmtree', _read_only_file_system)
+  builder = folder.prepare(make(tmp_path / 'mounted'))
+  assert len(list(builder.as_dataset(split='train'))) == 9
+  # A tree that did change: the rebuild fails, naming the records' folder.
+  gm = sorted(os.listdir(tmp_path / 'mounted' / 'zoo'))[0]
+  images_dir = tmp_path / 'mounted' / 'zoo' / gm / 'images'
+  first = sorted(images_dir.iterdir())[0]
+  (sorted(first.iterdir())[0]).write_bytes(_png(3))
+  with pytest.raises(OSError, match=re.escape(
+      f'the jaxfp_zoo records in {builder.data_dir} cannot be rebuilt: '
+      'Read-only file system')):
+    folder.prepare(make(tmp_path / 'mounted'))
+
+
 def _parsing_config(tmp_path, manual_dir):
   c = data_config.parsing()
   c.name = 'model_parsing'
@@ -339,6 +449,85 @@ def test_a_gm_folder_added_with_no_ground_truth_row_is_named(tmp_path):
   (tmp_path / 'b' / 'images' / 'gm_new' / '0.png').write_bytes(_png(9))
   with pytest.raises(ValueError, match='gm_new has no row in the ground '
                      'truth'):
+    parsing.load_info(c)
+
+
+def _held_out_count(c, info) -> int:
+  """Held-out images the evaluation of `info` reads, as a run counts them."""
+  return int(sum(batch['mask'].sum() for batch in parsing.eval_iterator(
+      c, info, global_batch_size=4, local_device_count=1)))
+
+
+def test_two_trees_never_share_one_records_folder(tmp_path):
+  """Issue 22, case 1: a second tree, built while the first run still
+  reads its records, leaves them as they were: the first run's held-out
+  images are its own (another count here), never the second tree's."""
+  write_tree(tmp_path / 'a', gms=('gm_a', 'gm_b', 'gm_c'), per_gm=4,
+             bad_files=False)
+  write_tree(tmp_path / 'b', gms=('gm_x', 'gm_y', 'gm_z'), per_gm=2,
+             bad_files=False)
+  a = _parsing_config(tmp_path, tmp_path / 'a')
+  b = _parsing_config(tmp_path, tmp_path / 'b')
+  info_a = parsing.load_info(a)
+  assert _held_out_count(a, info_a) == 4
+  info_b = parsing.load_info(b)  # The second trainer starts.
+  assert _held_out_count(b, info_b) == 2
+  assert _held_out_count(a, info_a) == 4  # The first one reads on.
+  builds = sorted(p.name for p in (tmp_path / 'cache' / 'tfds' /
+                                   'model_parsing').glob('size_*'))
+  assert len(builds) == 2, builds
+
+
+# Prepares the records of a tree, as a second trainer on it would.
+PREPARE = """
+import sys
+from configs import data as data_config
+from jaxfp.data import parsing
+c = data_config.parsing()
+c.name, c.manual_dir, c.cache_dir = 'model_parsing', sys.argv[1], sys.argv[2]
+c.image_size, c.num_test_gms = 16, 1
+print('test GMs', list(parsing.load_info(c).test_gms))
+"""
+
+
+def test_two_processes_on_one_tree_build_its_records_once(tmp_path,
+                                                          monkeypatch):
+  """Issue 22, the class of case 1: a second process asking for records
+  while the first builds them waits for them (before, both built, and one
+  failed renaming its folder onto the other's); then it uses them as
+  built."""
+  import subprocs  # pylint: disable=g-import-not-at-top
+  write_tree(tmp_path / 'a', bad_files=False)
+  c = _parsing_config(tmp_path, tmp_path / 'a')
+  second = []
+  read = trees.read_ground_truth
+
+  def start_the_second_mid_build(*args, **kwargs):
+    # Inside the first build: the second process starts, and must wait.
+    child = subprocs.Child(
+        [sys.executable, '-c', PREPARE, c.manual_dir, c.cache_dir],
+        subprocs.child_env(), tmp_path / 'second.log')
+    second.append(child)
+    subprocs.wait_for(lambda: 'Waiting for another process' in
+                      child.output(), [child], 300, 'the second to wait')
+    return read(*args, **kwargs)
+  monkeypatch.setattr(trees, 'read_ground_truth', start_the_second_mid_build)
+  info = parsing.load_info(c)
+  built = sorted((tmp_path / 'cache' / 'tfds' / 'model_parsing').glob(
+      'size_*/*/dataset_info.json'))
+  assert len(built) == 1
+  stamp = built[0].stat().st_mtime_ns
+  assert subprocs.wait_all(second, 300) == [0]
+  assert f'test GMs {list(info.test_gms)}' in second[0].output()
+  assert built[0].stat().st_mtime_ns == stamp  # Not built again.
+
+
+def test_a_manual_dir_that_is_a_file_is_named_as_such(tmp_path):
+  """Issue 22, case 13."""
+  (tmp_path / 'a_file').write_text('not a tree')
+  c = _parsing_config(tmp_path, tmp_path / 'a_file')
+  with pytest.raises(NotADirectoryError, match=f"manual_dir '{tmp_path}/"
+                     "a_file' is a file, not a folder"):
     parsing.load_info(c)
 
 

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 
 from absl import flags
 import jax
@@ -351,3 +353,89 @@ def test_identical_embeddings_are_one_group():
   same[1] += 1e-9  # Float rounding must not split them.
   labels, k, score = cluster.group(cluster.normalize(same))
   assert k == 1 and list(labels) == [0, 0, 0] and np.isnan(score)
+
+
+def test_an_output_never_replaces_or_joins_an_input(checkpoint, images,
+                                                    tmp_path, capsys):
+  """Issue 22, case 2 and its class: --output, --panels_dir and cluster's
+  --workdir that are an input, another spelling of one (a link), or inside
+  an input folder are refused before any work: exit 2, the inputs as they
+  were."""
+  good, _ = images
+  image = good['rgb']
+  before = open(image, 'rb').read()
+  folder = _copies(tmp_path, image, (b'a.png',))
+  link = tmp_path / 'link.png'
+  link.symlink_to(image)
+  for flag, path, inputs in (
+      ('--output', image, [image]),
+      ('--output', str(link), [image]),
+      ('--output', str(folder / 'preds.jsonl'), [str(folder)]),
+      ('--panels_dir', str(folder / 'panels'), [str(folder)]),
+      ('--panels_dir', str(folder), [str(folder)])):
+    assert _run_predict([f'--checkpoint={checkpoint}', f'{flag}={path}',
+                         '--quiet', *inputs]) == 2, (flag, path)
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {flag} {path} ') and 'input' in err, err
+  assert open(image, 'rb').read() == before
+  assert sorted(os.listdir(folder)) == ['a.png']
+  with pytest.raises(ValueError, match='inside the input folder'):
+    cluster.run(checkpoint, [str(folder)], str(folder / 'groups'))
+  assert sorted(os.listdir(folder)) == ['a.png']
+
+
+def test_a_parsing_checkpoint_for_a_gallery_or_embeddings_says_so(
+    checkpoint, images, tmp_path):
+  """Issue 22, case 11: not 'source_calibration.json is missing', but what
+  the checkpoint is, as predict --gallery says."""
+  from jaxfp.inference import gallery  # pylint: disable=g-import-not-at-top
+  from jaxfp.tools import embeddings  # pylint: disable=g-import-not-at-top
+  good, _ = images
+  tree = tmp_path / 'tree'
+  for source in ('a', 'b'):
+    (tree / source).mkdir(parents=True)
+    shutil.copy(good['rgb'], tree / source / 'x.png')
+  for call in (lambda: gallery.run(checkpoint, str(tree),
+                                   str(tmp_path / 'g.npz')),
+               lambda: embeddings.run(checkpoint, str(tree),
+                                      str(tmp_path / 'report'))):
+    with pytest.raises(network.CheckpointError, match=re.escape(
+        f"{checkpoint}") + r".* is a 'parsing' checkpoint \(train one"):
+      call()
+  assert not (tmp_path / 'g.npz').exists()
+
+
+def test_a_gallery_with_non_finite_centroids_is_named_damaged(tmp_path):
+  """Issue 22, case 10: the gallery is blamed, not the network (which would
+  be blamed for every image)."""
+  from jaxfp.inference import gallery  # pylint: disable=g-import-not-at-top
+  centroids = np.eye(3, 4)
+  centroids[1, 2] = np.nan
+  path = str(tmp_path / 'g.npz')
+  gallery.save(gallery.Gallery(('a', 'b', 'c'), centroids, np.ones(3, int),
+                               {'group_threshold': 0.5}, 3), path)
+  with pytest.raises(gallery.GalleryError, match=re.escape(
+      f"gallery {path!r} is damaged: the centroids of 1 sources hold NaN or "
+      'infinite values (b)')):
+    gallery.load(path)
+
+
+def test_a_file_name_with_a_newline_stays_on_one_line(checkpoint, images,
+                                                      tmp_path, capsys):
+  """Issue 22, case 15: each skip is one stderr line and each image's table
+  entry starts on one line, the newline shown as \\n; the JSON lines keep
+  the real name."""
+  good, _ = images
+  folder = _copies(tmp_path, good['rgb'], (b'a\nb.png',))
+  (folder / 'bad\n.png').write_bytes(b'')
+  out = tmp_path / 'out.jsonl'
+  assert _run_predict([f'--checkpoint={checkpoint}', f'--output={out}',
+                       str(folder)]) == 1
+  captured = capsys.readouterr()
+  skips = [line for line in captured.err.splitlines()
+           if line.startswith('skipped ')]
+  assert len(skips) == 1 and skips[0].startswith(
+      f'skipped {folder}/bad\\n.png: '), captured.err
+  assert f'{folder}/a\\nb.png' in captured.out.splitlines()[0]
+  record = json.loads(out.read_text().splitlines()[0])
+  assert record['file'] == f'{folder}/a\nb.png'

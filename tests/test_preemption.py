@@ -64,3 +64,69 @@ def test_sigterm_saves_the_step_exits_zero_and_the_next_launch_resumes(
   with open(workdir / 'results.json') as f:
     assert json.load(f)['step'] == stop_step + 2
   assert subprocs.checkpoint_steps(workdir)[-1] == stop_step + 2
+
+
+# The trainer's command, whose process sends itself SIGINT (as Ctrl-C does)
+# right after a hook: after the checkpoint of step 2 is saved ('loop'), or
+# when the task is created, before the loop ('start-up').
+CTRL_C = """
+import os, signal, sys
+from jaxfp import checkpoints, main, tasks
+from jaxfp.core import console
+where = sys.argv.pop(1)
+save, create = checkpoints.save, tasks.create
+
+def save_then_interrupt(manager, state, step, meta):
+  save(manager, state, step, meta)
+  if where == 'loop' and step == 2:
+    os.kill(os.getpid(), signal.SIGINT)
+
+def interrupt_then_create(config, **kwargs):
+  if where == 'start-up':
+    os.kill(os.getpid(), signal.SIGINT)
+  return create(config, **kwargs)
+
+checkpoints.save, tasks.create = save_then_interrupt, interrupt_then_create
+console.run(main.main)
+"""
+
+
+def test_ctrl_c_saves_like_sigterm_and_exits_130(tmp_path, zoo_cache):
+  """Issue 22, case 7: Ctrl-C (SIGINT) in the loop saves the step it
+  reached and exits 130 without a traceback; before the loop it unwinds
+  and releases the workdir's lock. The next launch resumes."""
+  env = subprocs.child_env(devices=1)
+  children = {}
+  for where in ('loop', 'start-up'):
+    children[where] = subprocs.Child(
+        [sys.executable, '-c', CTRL_C, where, '--config=configs/fen.py:test',
+         f'--workdir={tmp_path / where}',
+         f'--config.data.cache_dir={zoo_cache}',
+         '--config.num_train_steps=1000', '--config.checkpoint_every_steps=2',
+         '--config.eval_every_steps=1000'],
+        env, tmp_path / f'{where}.log')
+  for where, child in children.items():
+    assert child.popen.wait(TRAINER_TIMEOUT_S) == 130, child.describe()
+    assert 'Traceback' not in child.output(), child.describe()
+    assert not (tmp_path / where / 'jaxfp.lock').exists()
+  saved = re.findall(r'Stop requested \(SIGINT\): saving step (\d+)',
+                     children['loop'].output())
+  assert saved == ['3'], children['loop'].tail()
+  assert subprocs.checkpoint_steps(tmp_path / 'loop')[-1] == 3
+  assert subprocs.checkpoint_steps(tmp_path / 'start-up') == []
+
+
+def test_an_ignored_signal_stays_ignored():
+  """A trainer started in the background of a script (`cmd &`) ignores
+  SIGINT; the stop handlers must not make it interruptible."""
+  previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    with preemption.StopOnSignal() as stop:
+      assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+      os.kill(os.getpid(), signal.SIGINT)
+      assert not stop.requested(1)
+    with preemption.interrupt_on_signal():
+      assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+  finally:
+    signal.signal(signal.SIGINT, previous)

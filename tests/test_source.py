@@ -317,3 +317,24 @@ def test_the_commands_need_no_tensorflow_and_fail_in_one_line(run, tmp_path):
   assert done.returncode == 2
   assert done.stderr.strip().startswith('error: --tree')
   assert 'Traceback' not in done.stderr
+
+
+def test_gallery_and_embeddings_never_write_into_their_tree(run, tmp_path):
+  """Issue 22, case 3 and its class: gallery's --output on an image of
+  --tree (or anywhere inside it), and embeddings' --workdir inside --tree,
+  are refused before any work; the tree stays as it was."""
+  workdir, tree = run
+  copy = tmp_path / 'tree'
+  shutil.copytree(tree, copy)
+  source = sorted(os.listdir(copy))[0]
+  image = copy / source / sorted(os.listdir(copy / source))[0]
+  before = image.read_bytes()
+  listing = sorted(str(p) for p in copy.rglob('*'))
+  for output in (image, copy / 'gallery.npz'):
+    with pytest.raises(ValueError, match=f'--output {output} (is also an '
+                       'input|lies inside the input folder)'):
+      gallery.run(workdir, str(copy), str(output))
+  with pytest.raises(ValueError, match='--workdir .* lies inside the input'):
+    embeddings_tool.run(workdir, str(copy), str(copy / 'report'))
+  assert image.read_bytes() == before
+  assert sorted(str(p) for p in copy.rglob('*')) == listing

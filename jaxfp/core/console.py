@@ -47,11 +47,17 @@ def verbose() -> bool:
 
 
 class _OwnInfoOnly:
-  """A logging filter: INFO lines of jaxfp's code, warnings of everyone."""
+  """A logging filter: INFO lines of jaxfp's code, warnings of everyone;
+  a library's report keeps its first line, not its traceback (Orbax logs
+  one per background thread when a save fails, burying the error line)."""
 
   def filter(self, record) -> bool:
-    return (record.levelno >= logging.converter.STANDARD_WARNING or
-            record.pathname.startswith(_PACKAGE_DIR))
+    own = record.pathname.startswith(_PACKAGE_DIR)
+    if not own and (record.exc_info or record.stack_info):
+      first = (record.getMessage().splitlines() or [''])[0]
+      record.msg, record.args = first, ()
+      record.exc_info = record.exc_text = record.stack_info = None
+    return record.levelno >= logging.converter.STANDARD_WARNING or own
 
 
 class _WarningsOnly:
@@ -288,6 +294,12 @@ def command(main: Callable[[list[str]], int | None]
         raise
       print(f'error: {e}', file=sys.stderr)
       return 2
+    except KeyboardInterrupt:
+      # Ctrl-C where nothing saves (or a second one): a line, not a stack.
+      if verbose():
+        raise
+      print('interrupted (Ctrl-C)', file=sys.stderr)
+      return 130
     return 0 if status is None else int(status)
   return wrapped
 

@@ -4,8 +4,9 @@
 rename it into place: on POSIX a rename within one folder is atomic, so a
 process killed mid-write (or a disk that fills up) leaves the old file or
 none, never an empty or truncated one that a later reader (a sweep counting
-finished runs) would trust. `check_output_folder` fails before any work when a file cannot
-be written where the user asked.
+finished runs) would trust. `check_output_folder` and `check_output_file`
+fail before any work when a file cannot be written where the user asked,
+or would replace (or land among) the command's own inputs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 
 
 def write_text(path: str, text: str) -> None:
@@ -61,9 +63,40 @@ def write_json(path: str, payload, **kwargs) -> None:
   write_text(path, dumps(payload, **kwargs) + '\n')
 
 
-def check_output_folder(path: str, what: str) -> str:
+def check_not_input(path: str, what: str, inputs: Sequence[str]) -> None:
+  """Raises ValueError naming `what` when `path` is one of `inputs` (files
+  or folders a command reads) or lies inside an input folder: an output
+  written there would replace an input, or be read as one next time.
+
+  Paths are compared after resolving links, so another spelling of the
+  same file or folder is caught too.
+  """
+  real = os.path.realpath(os.path.expanduser(path))
+  for given in inputs:
+    source = os.path.realpath(os.path.expanduser(os.fsdecode(given)))
+    if real == source:
+      raise ValueError(f'{what} {path} is also an input ({given}); '
+                       'write the output elsewhere')
+    if os.path.isdir(source) and real.startswith(source.rstrip(os.sep) +
+                                                 os.sep):
+      raise ValueError(f'{what} {path} lies inside the input folder '
+                       f'{given}; write the output outside it')
+
+
+def check_outputs_apart(outputs: dict[str, str | None],
+                        inputs: Sequence[str]) -> None:
+  """`check_not_input` for each {flag: path} of `outputs` that is set."""
+  for what, path in outputs.items():
+    if path:
+      check_not_input(path, what, inputs)
+
+
+def check_output_folder(path: str, what: str,
+                        inputs: Sequence[str] = ()) -> str:
   """`path` as an existing, writable folder, created if need be; an OSError
-  naming `what` (e.g. '--workdir') and the problem otherwise."""
+  naming `what` (e.g. '--workdir') and the problem otherwise. A folder that
+  is, or lies inside, one of `inputs` is refused (`check_not_input`)."""
+  check_not_input(path, what, inputs)
   path = os.path.abspath(os.path.expanduser(path))
   if os.path.lexists(path) and not os.path.isdir(path):
     raise NotADirectoryError(f'{what} {path} is a file, not a folder')
@@ -77,9 +110,12 @@ def check_output_folder(path: str, what: str) -> str:
   return path
 
 
-def check_output_file(path: str, what: str) -> str:
+def check_output_file(path: str, what: str,
+                      inputs: Sequence[str] = ()) -> str:
   """`path` as a file that can be written: not a folder, in a folder that
-  exists and is writable."""
+  exists and is writable, and not one of `inputs` nor inside an input
+  folder (`check_not_input`)."""
+  check_not_input(path, what, inputs)
   path = os.path.abspath(os.path.expanduser(path))
   folder = os.path.dirname(path)
   if os.path.isdir(path):

@@ -1,10 +1,12 @@
-"""Stop cleanly when the machine is being taken away (SIGTERM).
+"""Stop cleanly when the machine is being taken away (SIGTERM) or the user
+presses Ctrl-C (SIGINT): one path for both.
 
 Spot and preemptible VMs, SLURM (`--signal`, `scancel`) and Kubernetes send
 SIGTERM some seconds before they kill a job. The trainer enters
 `StopOnSignal` around its loop and asks `requested(step)` after every step;
 when it says yes the trainer saves a checkpoint and returns, and the next
-launch resumes from that step.
+launch resumes from that step. A second Ctrl-C stops at once
+(KeyboardInterrupt), without saving.
 
 Every process of a run must stop at the same step, since the save is a
 collective. Two ways to agree on it:
@@ -29,11 +31,12 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-SIGNALS = (signal.SIGTERM,)
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class Interrupted(BaseException):
-  """SIGTERM outside the training loop (start-up, the final evaluation).
+  """SIGTERM or SIGINT outside the training loop (start-up, the final
+  evaluation); its argument is the signal's name.
 
   A BaseException, as KeyboardInterrupt is: library code that catches
   Exception (a dataset build) must not swallow it.
@@ -47,6 +50,12 @@ def _restore(previous: dict) -> None:
     signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
+def _not_ignored(signals):
+  """The signals not ignored in this process: a job started in the
+  background of a script (`cmd &`) ignores SIGINT, and must go on doing so."""
+  return [s for s in signals if signal.getsignal(s) is not signal.SIG_IGN]
+
+
 def _coordinated() -> bool:
   """True when JAX's preemption service owns SIGTERM in this process."""
   return (jax.distributed.is_initialized() and
@@ -54,7 +63,10 @@ def _coordinated() -> bool:
 
 
 class StopOnSignal:
-  """Context manager: turns SIGTERM into a request to stop at a step.
+  """Context manager: turns SIGTERM and SIGINT into a request to stop at a
+  step. Where JAX's preemption service owns SIGTERM, no handler is
+  installed (a Ctrl-C there is KeyboardInterrupt: one process cannot stop
+  the others at an agreed step without it).
 
   `requested(step)` must be called by every process at every step, with the
   same step numbers; it is true on all of them at the same step.
@@ -69,20 +81,25 @@ class StopOnSignal:
 
   def _handle(self, signum, frame):
     del frame
-    self._received = signal.Signals(signum).name
-    logging.warning('Received %s; stopping after the current step.',
-                    self._received)
+    name = signal.Signals(signum).name
+    if self._received is not None and signum == signal.SIGINT:
+      # A second Ctrl-C: the user will not wait for the save.
+      raise KeyboardInterrupt
+    self._received = self._received or name
+    logging.warning('Received %s; saving after the current step and '
+                    'stopping%s.', name,
+                    ' (Ctrl-C again to stop at once, unsaved)'
+                    if signum == signal.SIGINT else '')
 
   def __enter__(self):
     # JAX's preemption service installed its own SIGTERM handler; a Python
     # handler would replace it and leave the other processes uninformed.
-    self._coordinated = (_coordinated() and
-                         set(self._signals) == {signal.SIGTERM})
+    self._coordinated = _coordinated() and signal.SIGTERM in self._signals
     # Signal handlers can only be installed from the main thread (a trainer
     # run in a worker thread simply does not react to signals).
     if (not self._coordinated and
         threading.current_thread() is threading.main_thread()):
-      for s in self._signals:
+      for s in _not_ignored(self._signals):
         self._previous[s] = signal.signal(s, self._handle)
     return self
 
@@ -113,10 +130,11 @@ class StopOnSignal:
 
 @contextlib.contextmanager
 def interrupt_on_signal(signals=SIGNALS):
-  """Turns SIGTERM into `Interrupted` while the block runs, so that a run
-  stopped before or after its training loop (a zoo or dataset build can take
-  minutes) unwinds, releases its workdir lock and exits 0, instead of dying
-  by the default action (status 143, the lock left behind).
+  """Turns SIGTERM and SIGINT into `Interrupted` while the block runs, so
+  that a run stopped before or after its training loop (a zoo or dataset
+  build can take minutes) unwinds, releases its workdir lock and exits (0
+  after SIGTERM, 130 after SIGINT), instead of dying by the default action
+  (status 143, or a KeyboardInterrupt traceback, the lock left behind).
 
   `StopOnSignal` takes over inside the loop and gives this handler back when
   it exits. Not installed where JAX's preemption service owns SIGTERM, off
@@ -133,7 +151,7 @@ def interrupt_on_signal(signals=SIGNALS):
     del frame
     raise Interrupted(signal.Signals(signum).name)
 
-  previous = {s: signal.signal(s, handle) for s in signals}
+  previous = {s: signal.signal(s, handle) for s in _not_ignored(signals)}
   try:
     yield
   finally:

@@ -318,13 +318,11 @@ def read_csv(directory: str) -> GroundTruth:
       raise FileNotFoundError(f'ground truth file {p} does not exist')
   with open(schema_path) as f:
     schema = Schema.from_dict(json.load(f))
-  with open(csv_path, newline='') as f:
+  # utf-8-sig: a spreadsheet's byte-order mark is no part of the first name.
+  with open(csv_path, newline='', encoding='utf-8-sig') as f:
     reader = csv.DictReader(f)
     header = tuple(reader.fieldnames or ())
-    if header[:1] != ('gm',) or set(header[1:]) != set(schema.columns):
-      raise ValueError(
-          f'{csv_path}: columns {list(header)} do not match {schema_path}; '
-          f'expected gm followed by {list(schema.columns)}')
+    _check_header(header, schema, csv_path, schema_path)
     records = list(reader)
 
   def parse(line, column, value, kind):
@@ -332,13 +330,23 @@ def read_csv(directory: str) -> GroundTruth:
     if value.strip() == '':
       return kind['missing']
     try:
-      return kind['parse'](value)
-    except (ValueError, KeyError):
+      parsed = kind['parse'](value)
+    except (ValueError, KeyError, OverflowError):
       raise ValueError(f'{where}: cannot read {value!r} '
                        f'({kind["what"]})') from None
+    if not np.isfinite(parsed):
+      # An infinite value would make every other row's value 0 once scaled.
+      raise ValueError(f'{where}: {value!r} is not a finite number (leave '
+                       'the cell empty if the value is unknown)')
+    return parsed
 
   names, cont, disc, coarse, fine = [], [], [], [], []
+  first_line = {}
   for line, rec in enumerate(records, start=2):
+    if rec['gm'] in first_line:
+      raise ValueError(f'{csv_path} line {line}: GM {rec["gm"]!r} has a row '
+                       f'already (line {first_line[rec["gm"]]})')
+    first_line[rec['gm']] = line
     names.append(rec['gm'])
     cont.append([parse(line, c, rec[c], {
         'missing': np.nan, 'parse': float, 'what': 'a number'})
@@ -364,6 +372,21 @@ def read_csv(directory: str) -> GroundTruth:
       continuous_range=np.stack([lo, lo + span], axis=1).astype(np.float32))
 
 
+def _check_header(header, schema: Schema, csv_path: str,
+                  schema_path: str) -> None:
+  """Raises naming the columns missing from, or unknown to, the schema."""
+  if header[:1] != ('gm',):
+    raise ValueError(f'{csv_path}: the first column is '
+                     f'{header[0] if header else None!r}; expected gm')
+  missing = [c for c in schema.columns if c not in header[1:]]
+  extra = [c for c in header[1:] if c not in schema.columns]
+  if missing or extra:
+    parts = ([f'missing {missing}'] if missing else []) + (
+        [f'not in {schema_path}: {extra}'] if extra else [])
+    raise ValueError(f'{csv_path}: columns do not match the schema: ' +
+                     '; '.join(parts))
+
+
 def _binary(value: str) -> int:
   v = int(float(value))
   if v not in (0, 1):
@@ -385,6 +408,10 @@ def from_published_npy(net_path: str, coarse_path: str, fine_path: str,
   fine = np.load(fine_path)
   for path, table in ((net_path, net), (coarse_path, coarse),
                       (fine_path, fine)):
+    bad = np.argwhere(~np.isfinite(np.asarray(table, np.float64)))
+    if len(bad):
+      raise ValueError(f'{path}: row {bad[0][0]}, column {bad[0][1]} is '
+                       f'{table[tuple(bad[0])]}, not a finite number')
     if len(table) != len(gm_names):
       raise ValueError(f'{path} has {len(table)} rows but there are '
                        f'{len(gm_names)} GMs; rows must follow the sorted GM '

@@ -38,6 +38,14 @@ def shown(path: str) -> str:
   return os.fsencode(path).decode('utf-8', 'backslashreplace')
 
 
+def one_line(path: str) -> str:
+  """`shown(path)` with control characters (a newline, a tab, an escape) as
+  Python writes them in a string literal (\\n), so that a name prints on
+  the one line it is promised; JSON values keep `shown`."""
+  return ''.join(c if c.isprintable() else repr(c)[1:-1]
+                 for c in shown(path))
+
+
 def files_under(directory: str) -> list[str]:
   """Image files below `directory` (links followed, hidden ones skipped),
   in sorted order.

@@ -68,7 +68,7 @@ def _builder(c: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
         image_size=c.image_size, ground_truth_dir=c.ground_truth_dir,
         ground_truth_files=dict(files.to_dict() if hasattr(files, 'to_dict')
                                 else files),
-        data_dir=data_dir)
+        manual_dir=c.manual_dir or None, data_dir=data_dir)
   raise ValueError(f'config.data.name is {c.name!r}; expected one of '
                    f'{DATASETS}')
 
@@ -79,6 +79,10 @@ def _prepare(c: ml_collections.ConfigDict) -> tfds.core.DatasetBuilder:
   if c.name != 'model_parsing':
     return folder.prepare(lambda: _builder(c))
   manual_dir = os.path.expanduser(c.manual_dir) if c.manual_dir else ''
+  if manual_dir and os.path.exists(manual_dir) and not os.path.isdir(
+      manual_dir):
+    raise NotADirectoryError(f'config.data.manual_dir {c.manual_dir!r} is a '
+                             'file, not a folder')
   if manual_dir and not os.path.isdir(manual_dir):
     raise FileNotFoundError(
         f'config.data.manual_dir {c.manual_dir!r} does not exist (it must '

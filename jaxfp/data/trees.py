@@ -125,7 +125,12 @@ def content_key(found: Scan, extra_files: Sequence[str] = ()) -> str:
   digest = hashlib.sha256()
   entries = [(rel, os.path.join(found.images_root, rel))
              for gm in found.gm_names for rel in found.files[gm]]
-  entries += [(os.path.abspath(path), path) for path in extra_files]
+  # Named relative to the tree when inside it: a cache copied or mounted
+  # elsewhere (the zoo's ground truth lives in it) is the same content.
+  root = os.path.abspath(found.root)
+  entries += [(os.path.relpath(os.path.abspath(path), root)
+               if os.path.abspath(path).startswith(root + os.sep)
+               else os.path.abspath(path), path) for path in extra_files]
   for name, path in entries:
     try:
       stat = os.stat(path)

@@ -191,7 +191,7 @@ def run(checkpoint: str, paths, workdir: str, *, kind: str = 'auto',
                      f'--batch_size={batch_size} (1 or more) and '
                      f'--threshold={threshold} (0 = calibrated, else above '
                      '0): out of range')
-  workdir = files.check_output_folder(workdir, '--workdir')
+  workdir = files.check_output_folder(workdir, '--workdir', inputs=paths)
   loaded = network.load(checkpoint)
   kind = resolve_kind(kind, loaded)
   if kind == 'embedding' and not num_groups and not threshold:
@@ -204,7 +204,7 @@ def run(checkpoint: str, paths, workdir: str, *, kind: str = 'auto',
   kept, vectors, failures = embed(loaded, found, kind=kind,
                                   batch_size=batch_size)
   for path, reason in problems + failures:
-    print(f'skipped {images_lib.shown(path)}: {reason}', file=sys.stderr)
+    print(f'skipped {images_lib.one_line(path)}: {reason}', file=sys.stderr)
   if len(kept) < (1 if kind == 'embedding' else 2):
     raise ValueError(f'fewer than {1 if kind == "embedding" else 2} readable '
                      'images to group')

@@ -77,6 +77,7 @@ def build(loaded: network.Loaded, tree: str, *, batch_size: int = 32,
           policy: str = 'resize', progress: bool = True
           ) -> tuple[Gallery, list[tuple[str, str]]]:
   """The gallery of every source folder of `tree`, and the files skipped."""
+  network.require_embedding(loaded, 'a gallery')
   folders = source_folders(tree)
   calibration = sources.calibration_of(loaded.directory, loaded.step)
   paths = [p for ps in folders.values() for p in ps]
@@ -115,15 +116,28 @@ def load(path: str) -> Gallery:
       if int(z['format']) != FORMAT:
         raise GalleryError(f'gallery {path!r} has format {int(z["format"])}'
                            f', this jaxfp reads {FORMAT}')
-      return Gallery(tuple(str(n) for n in z['names']),
-                     z['centroids'].astype(np.float64), z['counts'],
-                     json.loads(str(z['calibration'])), int(z['step']))
+      gallery = Gallery(tuple(str(n) for n in z['names']),
+                        z['centroids'].astype(np.float64), z['counts'],
+                        json.loads(str(z['calibration'])), int(z['step']))
   except GalleryError:
     raise
   except Exception as e:  # pylint: disable=broad-except
     # numpy raises many types for a file that is not one of ours.
     raise GalleryError(f'gallery {path!r} cannot be read: '
                        f'{type(e).__name__}: {e}') from e
+  # Refused here, or every image would be skipped as if the network failed.
+  bad = [n for n, c in zip(gallery.names, gallery.centroids)
+         if not np.all(np.isfinite(c))]
+  if bad:
+    raise GalleryError(f'gallery {path!r} is damaged: the centroids of '
+                       f'{len(bad)} sources hold NaN or infinite values '
+                       f'({", ".join(bad[:3])}); build it again')
+  odd = [k for k, v in gallery.calibration.items()
+         if isinstance(v, float) and not np.isfinite(v)]
+  if odd:
+    raise GalleryError(f'gallery {path!r} is damaged: its calibration '
+                       f'values {odd} are not finite; build it again')
+  return gallery
 
 
 def attribute(gallery: Gallery, unit: np.ndarray) -> list[dict]:
@@ -147,10 +161,7 @@ def load_for(path: str, loaded: network.Loaded) -> Gallery:
   """The gallery at `path`, checked against the checkpoint that will use
   it."""
   gallery = load(path)
-  if not network.has_embedding(loaded):
-    raise network.CheckpointError(
-        f'--gallery needs a checkpoint with a source embedding; '
-        f'{loaded.directory} is a {loaded.task!r} checkpoint')
+  network.require_embedding(loaded, '--gallery')
   check_fits(gallery, loaded)
   return gallery
 
@@ -171,12 +182,12 @@ def run(checkpoint: str, tree: str, output: str, *, batch_size: int = 32,
         policy: str = 'resize') -> int:
   """The gallery command; returns the exit status (0, or 1 when files were
   skipped)."""
-  output = files.check_output_file(output, '--output')
+  output = files.check_output_file(output, '--output', inputs=[tree])
   loaded = network.load(checkpoint)
   gallery, failures = build(loaded, tree, batch_size=batch_size,
                             policy=policy)
   for path, reason in failures:
-    print(f'skipped {images_lib.shown(path)}: {reason}', file=sys.stderr)
+    print(f'skipped {images_lib.one_line(path)}: {reason}', file=sys.stderr)
   save(gallery, output)
   print(f'{len(gallery.names)} sources, {int(gallery.counts.sum())} images '
         f'-> {output} (step {gallery.step})')

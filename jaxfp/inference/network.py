@@ -162,6 +162,16 @@ def has_embedding(loaded: Loaded) -> bool:
   return loaded.task == SOURCE_TASK
 
 
+def require_embedding(loaded: Loaded, what: str) -> None:
+  """Raises CheckpointError, saying what the checkpoint is, when `what` (a
+  command or flag) needs a source embedding that `loaded` has not."""
+  if not has_embedding(loaded):
+    raise CheckpointError(
+        f'{what} needs a source-embedding checkpoint; {loaded.directory} is '
+        f'a {loaded.task!r} checkpoint (train one with '
+        '--config=configs/source.py)')
+
+
 def embedding_dim(loaded: Loaded) -> int:
   return int(loaded.model.embed_dim) if has_embedding(loaded) else 0
 

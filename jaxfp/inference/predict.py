@@ -185,7 +185,7 @@ def _format_parse(record: dict) -> str:
 
 def format_record(task: str, record: dict) -> str:
   """A few readable lines for one image."""
-  head = record['file']
+  head = images_lib.one_line(record['file'])
   if 'source' in record:
     head += '\n  ' + gallery_lib.describe(record['source'])
   if 'parse' in record:
@@ -461,6 +461,8 @@ def run(checkpoint: str, paths: Sequence[str], *, policy: str = 'resize',
   """
   if batch_size < 1:
     raise ValueError(f'--batch_size={batch_size}: must be at least 1')
+  files.check_outputs_apart({'--output': output, '--panels_dir': panels_dir},
+                            paths)
   if panels_dir:
     files.check_output_folder(panels_dir, '--panels_dir')
   summary_files = ()
@@ -475,7 +477,7 @@ def run(checkpoint: str, paths: Sequence[str], *, policy: str = 'resize',
                               batch_size=batch_size, panels_dir=panels_dir,
                               gallery=known, answerer=load_answer(loaded))
   for path, reason in failures:
-    print(f'skipped {images_lib.shown(path)}: {reason}', file=sys.stderr)
+    print(f'skipped {images_lib.one_line(path)}: {reason}', file=sys.stderr)
   if output:
     files.write_text(output, ''.join(files.dumps(record) + '\n'
                                      for record in records))

@@ -25,6 +25,7 @@ torch is imported only when a PyTorch file is read.
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 import warnings
@@ -243,6 +244,26 @@ def _check_task(task: str, cnn: dict, head: dict) -> None:
         f'found {tuple(cnn[first].shape)}')
 
 
+def _voted(votes: list[tuple[dict, str, int]]) -> int:
+  """The size most of the (state dict, key, axis) tensors present agree on;
+  a tie goes to the first. One tensor of a wrong shape then does not set
+  the size for all the others, and the shape check names it."""
+  sizes = [int(state[key].shape[axis]) for state, key, axis in votes
+           if key in state and state[key].ndim > axis]
+  return collections.Counter(sizes).most_common(1)[0][0]
+
+
+def _fen_width(cnn: dict, depth: int) -> int:
+  votes = [(cnn, 'layers.0.0.weight', 0), (cnn, f'layers.{depth - 1}.weight',
+                                           1)]
+  for i in range(1, depth - 1):
+    votes += [(cnn, f'layers.{i}.0.weight', 0), (cnn, f'layers.{i}.0.weight',
+                                                  1),
+              (cnn, f'layers.{i}.0.bias', 0)]
+    votes += [(cnn, f'layers.{i}.1.{s}', 0) for s in SUFFIXES['norm']]
+  return _voted(votes)
+
+
 def _build_module(task: str, cnn: dict, head: dict) -> nn.Module:
   """The Flax module whose shapes the state dicts describe."""
   depths = _layer_indices(cnn, r'layers\.(\d+)\.')
@@ -254,9 +275,11 @@ def _build_module(task: str, cnn: dict, head: dict) -> nn.Module:
     raise ConversionError(
         'state_dict_class needs conv blocks layer1.0.weight, layer2.0.weight, '
         f'... in sequence; found blocks {blocks}')
-  channels = tuple(int(head[f'layer{i}.0.weight'].shape[0]) for i in blocks)
+  channels = tuple(_voted([(head, f'layer{i}.0.weight', 0),
+                           (head, f'layer{i + 1}.0.weight', 1),
+                           (head, f'layer{i}.0.bias', 0)]) for i in blocks)
   common = dict(fen_depth=depths[-1] + 1,
-                fen_width=int(cnn['layers.0.0.weight'].shape[0]))
+                fen_width=_fen_width(cnn, depths[-1] + 1))
   if task == 'parsing':
     return models.FingerprintParser(schema_lib.PUBLISHED, pn_channels=channels,
                                     **common)
@@ -264,8 +287,11 @@ def _build_module(task: str, cnn: dict, head: dict) -> nn.Module:
     if key not in head:
       raise ConversionError(f'state_dict_class lacks {key!r}')
   return models.FingerprintClassifier(
-      task, num_classes=int(head['fc2.weight'].shape[0]),
-      head_channels=channels, head_hidden=int(head['fc1.weight'].shape[0]),
+      task, num_classes=_voted([(head, 'fc2.weight', 0),
+                                (head, 'fc2.bias', 0)]),
+      head_channels=channels, head_hidden=_voted([
+          (head, 'fc1.weight', 0), (head, 'fc2.weight', 1),
+          (head, 'fc1.bias', 0)]),
       **common)
 
 
@@ -329,6 +355,10 @@ def convert_state_dicts(task: str, cnn: dict, head: dict
               f'{dict_name}[{key!r}] should have shape '
               f'{_torch_shape(kind, suffix, want)} for a {task} network with '
               f'{_describe(module)}, found {tuple(state[key].shape)}')
+        if not np.all(np.isfinite(array)):
+          raise ConversionError(
+              f'{dict_name}[{key!r}] holds NaN or infinite values: the file '
+              'is damaged, or was saved from a run that diverged')
         node = variables[collection]
         for p in path:
           node = node.setdefault(p, {})

@@ -128,8 +128,10 @@ def run(checkpoint: str, tree: str, workdir: str, *, num_sources: int = 48,
     raise ValueError(f'--num_sources={num_sources} (2 or more), --subsets='
                      f'{subsets} and --gallery_images={gallery_images} (1 or '
                      'more): out of range')
-  workdir = files.check_output_folder(workdir, '--workdir')
+  workdir = files.check_output_folder(workdir, '--workdir',
+                                     inputs=[tree])
   loaded = network.load(checkpoint)
+  network.require_embedding(loaded, 'embeddings')
   calibration = sources.calibration_of(loaded.directory,
                                          loaded.step)
   folders = {name: paths for name, paths in

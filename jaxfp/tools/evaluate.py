@@ -73,14 +73,23 @@ ALL_HELD_OUT = {'test_set': 0, 'test_gms': (), 'num_folds': 0,
 
 def config_for(meta: dict, config: ml_collections.ConfigDict | None = None,
                *, use_checkpoint_split: bool = True,
-               all_held_out: bool = False) -> ml_collections.ConfigDict:
-  """The config to evaluate a checkpoint with (see the module docstring)."""
+               all_held_out: bool = False,
+               directory: str = 'the checkpoint') -> ml_collections.ConfigDict:
+  """The config to evaluate a checkpoint with (see the module docstring).
+
+  A --config of another task than the checkpoint's is refused, naming both:
+  the network comes from the checkpoint, the rest of the task's fields
+  (losses, heads) from --config, and the two would not fit together."""
   saved = meta.get('config')
   if config is None and saved is None:
     raise ValueError('the checkpoint has no saved config (a converted '
                      'published checkpoint?): pass --config, e.g. '
                      '--config=configs/fen.py with the dataset overrides')
   task = meta.get('task') or (saved or {}).get('task') or 'parsing'
+  given = config.get('task', 'parsing') if config is not None else task
+  if given != task:
+    raise ValueError(f'{directory} is a {task} checkpoint, but --config is '
+                     f"of task '{given}' (config.task); pass a {task} config")
   base = config.to_dict() if config is not None else saved
   merged = _merge(base, {'task': task})
   network = {}
@@ -156,7 +165,7 @@ def prepare(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,
   directory, step, variables, meta = (read.directory, read.step,
                                       read.variables, read.meta)
   config = config_for(meta, config, use_checkpoint_split=use_checkpoint_split,
-                      all_held_out=all_held_out)
+                      all_held_out=all_held_out, directory=directory)
   train.validate(config, jax.local_device_count())
   task = tasks.create(config, evaluation_only=True)
   if hasattr(task, 'use_checkpoint_meta'):

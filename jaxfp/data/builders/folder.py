@@ -10,6 +10,8 @@ build.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import inspect
 import logging as std_logging
 import os
@@ -193,18 +195,89 @@ def prepare(make: Callable[[], FolderBuilder], manual_dir: str = '',
   rebuilt. TFDS's progress bars only at --verbosity=1 and more (the console
   shows one progress display)."""
   builder = make()
+  with _build_lock(builder.data_dir) as waited:
+    if waited:
+      builder = make()  # What the other process built while we waited.
+    return _prepare_locked(builder, make, manual_dir, **kwargs)
+
+
+@contextlib.contextmanager
+def _build_lock(data_dir: str) -> Iterator[bool]:
+  """Holds `.<config>.lock` beside the records' config folder, so that two
+  processes never build (or rebuild) one records folder at once: the second
+  waits, then finds the records built. Yields whether it waited. A cache
+  where no lock can be made (read-only) is used without one: nothing will
+  be written to it."""
+  config_dir = os.path.dirname(os.path.abspath(data_dir))
+  path = os.path.join(os.path.dirname(config_dir),
+                      f'.{os.path.basename(config_dir)}.lock')
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError:
+    yield False
+    return
+  try:
+    waited = False
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      logging.warning('Waiting for another process that is building the '
+                      'records in %s.', config_dir)
+      fcntl.flock(fd, fcntl.LOCK_EX)
+      waited = True
+    yield waited
+  finally:
+    os.close(fd)  # Releases the lock.
+
+
+def _prepare_locked(builder, make, manual_dir: str, **kwargs):
+  """`prepare` under the records' lock."""
   if _is_built(builder):
     built = read_metadata(builder).get('content')
     now = builder.current_content(manual_dir)
     if now is None or now == built:
       return builder
+    source = read_metadata(builder).get('source', '?')
+    if _read_only(builder.data_dir):
+      logging.warning('The %s records in %s were built from another state '
+                      'of %s, but that folder is read-only: they are used '
+                      'as they are.', builder.name, builder.data_dir, source)
+      return builder
     why = ('they predate records that remember their tree' if built is None
            else 'that tree has changed, or another one is asked for')
     logging.info('Rebuilding the %s records (built from %s): %s.',
-                 builder.name, read_metadata(builder).get('source', '?'), why)
-    shutil.rmtree(builder.data_dir)
+                 builder.name, source, why)
+    try:
+      shutil.rmtree(builder.data_dir)
+    except OSError as e:
+      raise OSError(f'the {builder.name} records in {builder.data_dir} '
+                    f'cannot be rebuilt: {e.strerror or e}') from e
     builder = make()  # A builder reads its records' info when created.
   if not console.verbose():
     tfds.disable_progress_bar()
-  builder.download_and_prepare(**kwargs)
+  try:
+    builder.download_and_prepare(**kwargs)
+  except OSError as e:
+    if e.errno not in _NOT_WRITABLE:
+      raise
+    # The library's message names a file in the folder, not the folder.
+    raise OSError(f'the {builder.name} records in {builder.data_dir} cannot '
+                  f'be written: {e.strerror or e}') from e
   return builder
+
+
+# A folder that cannot take the records: read-only, not ours, or full.
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC)
+
+
+def _read_only(path: str) -> bool:
+  """Whether records in `path` cannot be replaced: a read-only mount (which
+  binds root too) or a folder this user may not write."""
+  parent = os.path.dirname(os.path.abspath(path))
+  try:
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+      return True
+  except OSError:
+    return False
+  return not os.access(parent, os.W_OK | os.X_OK)

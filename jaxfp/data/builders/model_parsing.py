@@ -13,9 +13,11 @@ Ground truth: by default `ground_truth.csv` + `schema.json`, or the three
 published npy tables, in the manual directory; `ground_truth_dir` and
 `ground_truth_files` (constructor arguments or config fields) point
 elsewhere. A builder whose ground truth differs from its named config gets a
-derived config name, so its records are kept apart. The records remember the
-manual directory's content (`jaxfp.data.trees.content_key`); `folder.prepare`
-rebuilds them from another or a changed directory.
+derived config name, so its records are kept apart; so does a builder given
+its `manual_dir`: two trees never share (and rebuild under each other) one
+records folder. The records remember the manual directory's content
+(`jaxfp.data.trees.content_key`); `folder.prepare` rebuilds them when it
+changed.
 """
 
 from __future__ import annotations
@@ -53,9 +55,14 @@ class ModelParsingConfig(tfds.core.BuilderConfig):
 
 
 def _ground_truth_key(ground_truth_dir: str,
-                      files: dict[str, str] | None) -> dict:
-  return {'dir': os.path.abspath(ground_truth_dir) if ground_truth_dir else '',
-          'files': dict(sorted((files or trees.PUBLISHED_NPY_FILES).items()))}
+                      files: dict[str, str] | None,
+                      manual_dir: str | None = None) -> dict:
+  key = {'dir': os.path.abspath(ground_truth_dir) if ground_truth_dir else '',
+         'files': dict(sorted((files or trees.PUBLISHED_NPY_FILES).items()))}
+  if manual_dir:
+    # The tree itself, links resolved: another tree, other records.
+    key['tree'] = os.path.realpath(os.path.expanduser(manual_dir))
+  return key
 
 
 class ModelParsing(folder.FolderBuilder):
@@ -72,13 +79,15 @@ class ModelParsing(folder.FolderBuilder):
 
   def __init__(self, *, ground_truth_dir: str | None = None,
                ground_truth_files: dict[str, str] | None = None,
-               image_size: int | None = None, config=None, **kwargs):
+               image_size: int | None = None, config=None,
+               manual_dir: str | None = None, **kwargs):
     """As any builder, plus (all optional).
 
     Args:
       ground_truth_dir: directory of the ground truth ('' = manual dir).
       ground_truth_files: npy file names, keys net, coarse, fine.
       image_size: picks the config of that size (a custom one if none).
+      manual_dir: the tree the records are of; keys their folder.
       config: a builder config or its name (default 'size_64').
       **kwargs: passed to the TFDS builder (data_dir, version...).
     """
@@ -94,7 +103,7 @@ class ModelParsing(folder.FolderBuilder):
                               if ground_truth_files is None
                               else dict(ground_truth_files)))
       key = _ground_truth_key(wanted.ground_truth_dir,
-                              wanted.ground_truth_files)
+                              wanted.ground_truth_files, manual_dir)
       if key != _ground_truth_key(base.ground_truth_dir,
                                   base.ground_truth_files):
         digest = hashlib.sha256(
