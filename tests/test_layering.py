@@ -26,7 +26,7 @@ LAYERS = (
                   'jaxfp/cluster.py', 'jaxfp/convert_torch.py',
                   'jaxfp/benchmark.py', 'jaxfp/plot_curves.py',
                   'jaxfp/reference.py', 'jaxfp/gallery.py',
-                  'jaxfp/embeddings.py')),
+                  'jaxfp/embeddings.py', 'jaxfp/answers.py')),
     ('tools', ('jaxfp/tools', 'jaxfp/bench', 'jaxfp/pytorch')),
     ('trainer', ('jaxfp/train.py', 'jaxfp/tasks')),
     ('inference', ('jaxfp/inference',)),

@@ -21,5 +21,8 @@ DEFAULT_PRESET = 'cpu'
 def base_config(preset: str | None = None, default: str = DEFAULT_PRESET
                 ) -> ml_collections.ConfigDict:
   """configs/fen.py with `preset` ('' and 'published': the published one),
-  `default` when none is given."""
-  return fen.get_config(default if preset is None else preset)
+  `default` when none is given; without the per-image answer, which no
+  sweep table reads (--config.answer.enabled=True brings it back)."""
+  config = fen.get_config(default if preset is None else preset)
+  config.answer.enabled = False
+  return config

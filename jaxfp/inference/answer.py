@@ -4,16 +4,18 @@ inside what the parser knows, and only then the calibrated parse.
 Fitted at the end of training (`fit`, by the parsing task) and saved as
 `<workdir>/answer.npz` (`save`, `load`); `predict` applies it (`answer`).
 
-  features     `models.parsing.side_vector`: the residual's log spectrum
-               pooled 16x16, its radial profile and colour statistics (what
-               the CPU parser reads), standardised on the training images.
-  detector     P(generated): a one-hidden-layer MLP on the features, trained
-               on crops of the training photographs against the training
-               generators' images, both with CNNDetection's blur + JPEG
-               augmentation and down-and-up resizing (`augment`).
+  detector     P(generated): logistic regression on `core.image_features`
+               (the residual's log spectrum pooled 16x16, its radial
+               profile, colour statistics), standardised, fitted on crops
+               of the training photographs against the training generators'
+               images; optionally both augmented with CNNDetection's blur +
+               JPEG and down-and-up resizing (`augment`). A logistic
+               regression: on generators and photographs never seen it beat
+               a small MLP on the same data (docs/answers.md).
   in-distribution
                the Mahalanobis distance (Ledoit-Wolf covariance) of the
-               features from the training generators' clean images; its
+               parser's own side features (`models.parsing.side_vector`)
+               from the training generators' clean images; its
                p-value is the share of held-out generators' images lying at
                least as far (conformal). Below `ood_alpha` the image is
                outside what the parser has seen.
@@ -38,9 +40,9 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxfp.core import files
+from jaxfp.core import image_features
 from jaxfp.data import perturbations
 from jaxfp.inference import calibration
 from jaxfp.models import parsing as parsing_model
@@ -59,9 +61,11 @@ class Answerer:
   """Everything `answer` needs; arrays are numpy."""
   image_size: int
   pool: int
-  feature_mean: np.ndarray  # [d]
+  detector_mean: np.ndarray  # [e], of `detector_features`.
+  detector_std: np.ndarray  # [e]
+  detector: dict  # Logistic regression: 'w' [e], 'b' [].
+  feature_mean: np.ndarray  # [d], of `features` (the side features).
   feature_std: np.ndarray  # [d]
-  detector: dict  # 'w0' [d, h], 'b0' [h], 'w1' [h], 'b1' [].
   ood_mean: np.ndarray  # [d], standardised units.
   ood_precision: np.ndarray  # [d, d]
   ood_reference: np.ndarray  # Held-out GM images' distances, sorted.
@@ -110,49 +114,49 @@ def augment(images: np.ndarray, rng: np.random.Generator, prob: float,
 # ----------------------------------------------------------- detector ----
 
 
-def _logit(params, x):
-  hidden = jax.nn.relu(x @ params['w0'] + params['b0'])
-  return hidden @ params['w1'] + params['b1']
+def detector_features(images: np.ndarray) -> np.ndarray:
+  """`core.image_features` of uint8 images [N, s, s, 3]."""
+  return image_features.features(np.asarray(images, np.uint8))
 
 
 def fit_detector(x: np.ndarray, is_generated: np.ndarray, *,
-                 hidden: int = 64, steps: int = 800,
-                 learning_rate: float = 3e-3, weight_decay: float = 1e-3,
-                 seed: int = 0) -> dict:
-  """MLP weights for standardised features `x` [N, d] and 0/1 labels;
-  full-batch AdamW on the class-balanced cross-entropy."""
-  x = jnp.asarray(x, jnp.float32)
-  y = jnp.asarray(is_generated, jnp.float32)
-  positives = jnp.clip(y.mean(), 1e-3, 1 - 1e-3)
-  weight = jnp.where(y > 0, 0.5 / positives, 0.5 / (1 - positives))
-  k0, k1 = jax.random.split(jax.random.key(seed))
-  d = x.shape[1]
-  params = {'w0': jax.random.normal(k0, (d, hidden)) * np.sqrt(2.0 / d),
-            'b0': jnp.zeros(hidden),
-            'w1': jax.random.normal(k1, (hidden,)) * np.sqrt(1.0 / hidden),
-            'b1': jnp.zeros(())}
-  tx = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps),
-                   weight_decay=weight_decay)
-
-  def loss(p):
-    return jnp.mean(weight * optax.sigmoid_binary_cross_entropy(
-        _logit(p, x), y))
-
-  @jax.jit
-  def run(p):
-    def step(_, carry):
-      p, state = carry
-      grads = jax.grad(loss)(p)
-      updates, state = tx.update(grads, state, p)
-      return optax.apply_updates(p, updates), state
-    return jax.lax.fori_loop(0, steps, step, (p, tx.init(p)))[0]
-
-  return jax.tree.map(np.asarray, run(params))
+                 c: float = 1.0) -> dict:
+  """Logistic-regression weights for standardised features `x` [N, e] and
+  0/1 labels (scikit-learn, L2 penalty `c`)."""
+  # Imported here: fitting needs scikit-learn, applying does not.
+  from sklearn import linear_model  # pylint: disable=g-import-not-at-top
+  model = linear_model.LogisticRegression(C=c, max_iter=5000).fit(
+      x, is_generated)
+  return {'w': model.coef_[0].astype(np.float64),
+          'b': np.asarray(model.intercept_[0], np.float64)}
 
 
-def p_generated(answerer: Answerer, feats: np.ndarray) -> np.ndarray:
-  x = (feats - answerer.feature_mean) / answerer.feature_std
-  return np.asarray(jax.nn.sigmoid(_logit(answerer.detector, x)), np.float64)
+def probability(detector: dict, mean: np.ndarray, std: np.ndarray,
+                feats: np.ndarray) -> np.ndarray:
+  """The logistic regression's P(generated) of raw features [N, e]."""
+  z = ((np.asarray(feats, np.float64) - mean) / std) @ detector['w']
+  return 1.0 / (1.0 + np.exp(-(z + detector['b'])))
+
+
+def p_generated(answerer: Answerer, detector_feats: np.ndarray
+                ) -> np.ndarray:
+  return probability(answerer.detector, answerer.detector_mean,
+                     answerer.detector_std, detector_feats)
+
+
+def fit_on_images(generated: np.ndarray, real: np.ndarray, *,
+                  augment_prob: float = 0.0, resize_prob: float = 0.0,
+                  seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
+  """A detector fitted on uint8 images: (weights, mean, std)."""
+  rng = np.random.default_rng(seed)
+  if augment_prob or resize_prob:
+    generated = augment(generated, rng, augment_prob, resize_prob)
+    real = augment(real, rng, augment_prob, resize_prob)
+  x = np.concatenate([detector_features(generated),
+                      detector_features(real)])
+  labels = np.concatenate([np.ones(len(generated)), np.zeros(len(real))])
+  mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+  return fit_detector((x - mean) / std, labels), mean, std
 
 
 # ----------------------------------------------------- in-distribution ----
@@ -181,7 +185,7 @@ def ood_p_value(answerer: Answerer, feats: np.ndarray) -> np.ndarray:
 def fit(*, schema, generated_train: np.ndarray, real_train: np.ndarray,
         held_out_images: np.ndarray, held_out_predictions: dict,
         held_out_truth, identifiable, image_size: int, pool: int = 16,
-        augment_prob: float = 0.5, resize_prob: float = 0.3,
+        augment_prob: float = 0.0, resize_prob: float = 0.0,
         ood_alpha: float = 0.05, threshold: float = 0.5,
         coverage: float = COVERAGE, seed: int = 0) -> Answerer:
   """Fits every part of the answer.
@@ -198,17 +202,12 @@ def fit(*, schema, generated_train: np.ndarray, real_train: np.ndarray,
     held_out_truth: `metrics.Labels` of those images.
     identifiable: names of the hyperparameters parsed on held-out GMs.
   """
-  rng = np.random.default_rng(seed)
+  detector, detector_mean, detector_std = fit_on_images(
+      generated_train, real_train, augment_prob=augment_prob,
+      resize_prob=resize_prob, seed=seed)
   clean_generated = features(generated_train, pool)
-  train_x = np.concatenate([
-      features(augment(generated_train, rng, augment_prob, resize_prob),
-               pool),
-      features(augment(real_train, rng, augment_prob, resize_prob), pool)])
-  labels = np.concatenate([np.ones(len(generated_train)),
-                           np.zeros(len(real_train))])
-  mean = train_x.mean(axis=0)
-  std = train_x.std(axis=0) + 1e-6
-  detector = fit_detector((train_x - mean) / std, labels, seed=seed)
+  mean = clean_generated.mean(axis=0)
+  std = clean_generated.std(axis=0) + 1e-6
 
   # Imported here: fitting needs scikit-learn, applying does not.
   from sklearn import covariance  # pylint: disable=g-import-not-at-top
@@ -232,8 +231,9 @@ def fit(*, schema, generated_train: np.ndarray, real_train: np.ndarray,
         np.asarray(p['continuous'])[:, j], held_out_truth.continuous[:, j],
         coverage)
   return Answerer(
-      image_size=image_size, pool=pool, feature_mean=mean, feature_std=std,
-      detector=detector, ood_mean=cov.location_, ood_precision=cov.precision_,
+      image_size=image_size, pool=pool, detector_mean=detector_mean,
+      detector_std=detector_std, detector=detector, feature_mean=mean,
+      feature_std=std, ood_mean=cov.location_, ood_precision=cov.precision_,
       ood_reference=reference, ood_alpha=ood_alpha, threshold=threshold,
       temperatures=temperatures, half_widths=half_widths, coverage=coverage,
       identifiable=tuple(identifiable))
@@ -241,8 +241,8 @@ def fit(*, schema, generated_train: np.ndarray, real_train: np.ndarray,
 
 # ------------------------------------------------------------- on disk ----
 
-_ARRAYS = ('feature_mean', 'feature_std', 'ood_mean', 'ood_precision',
-           'ood_reference')
+_ARRAYS = ('detector_mean', 'detector_std', 'feature_mean', 'feature_std',
+           'ood_mean', 'ood_precision', 'ood_reference')
 
 
 def save(answerer: Answerer, workdir: str) -> str:
@@ -279,7 +279,7 @@ def load(path: str) -> Answerer:
       meta = json.loads(str(data['meta']))
       arrays = {k: np.asarray(data[k]) for k in _ARRAYS}
       detector = {k: np.asarray(data[f'detector_{k}'])
-                  for k in ('w0', 'b0', 'w1', 'b1')}
+                  for k in ('w', 'b')}
   except (OSError, KeyError, ValueError) as e:
     raise AnswerError(f'{path} cannot be read ({e}); launch the run\'s '
                       'training command again: a finished run re-evaluates '

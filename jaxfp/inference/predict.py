@@ -124,9 +124,11 @@ def answered(loaded: network.Loaded, answerer: answer_lib.Answerer | None,
              'ood_p_value': None, 'calibrated': False,
              'parse': describe(loaded, out, i), 'abstain_reason': None}
             for i in range(n)]
-  feats = answer_lib.features(unit, answerer.pool)
-  p_gen = answer_lib.p_generated(answerer, feats)
-  p_in = answer_lib.ood_p_value(answerer, feats)
+  pixels = np.clip(np.rint(np.asarray(unit) * 255.0), 0, 255)
+  p_gen = answer_lib.p_generated(
+      answerer, answer_lib.detector_features(pixels.astype(np.uint8)))
+  p_in = answer_lib.ood_p_value(answerer,
+                                answer_lib.features(unit, answerer.pool))
   probs = answer_lib.calibrated(answerer, loaded.schema, out)
   records = []
   for i in range(n):

@@ -12,8 +12,9 @@ Reports (answers.md, answers.json, reliability.png in --workdir):
                after JPEG at quality 75 and after a 2x downscale (both
                classes alike); the false-positive rate on the photographs
                at the run's threshold. Beside it the non-deep reference
-               detector (`reference.fit_detector`, no augmentation) fitted
-               on the run's own training generators and photographs.
+               (the same logistic regression on the same features, fitted
+               here on the run's training generators and photographs
+               without augmentation).
   answer       the share of photographs that get no parse, and of each
                family's images that do.
   calibration  expected calibration error (15 bins, top label) of the
@@ -26,7 +27,6 @@ Reports (answers.md, answers.json, reliability.png in --workdir):
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from absl import logging
@@ -46,7 +46,6 @@ from jaxfp.inference import predict
 from jaxfp.report import plots
 from jaxfp.report import tables
 from jaxfp.tasks import answering
-from jaxfp.tools import reference
 from jaxfp.zoo import photos as photos_lib
 
 # What sharing does to an image, as the acceptance measures it.
@@ -77,7 +76,9 @@ def perturbed(images: np.ndarray, condition) -> np.ndarray:
   if condition is None:
     return images
   name, severity = condition
-  return np.stack([perturbations.apply(name, im, severity) for im in images])
+  rng = np.random.default_rng(0)  # Neither JPEG nor resizing draws from it.
+  return np.stack([perturbations.apply(name, im, severity, rng)
+                   for im in images])
 
 
 def detection_scores(is_generated: np.ndarray, scores: np.ndarray,
@@ -225,35 +226,27 @@ def _training_data(loaded: network.Loaded, size: int):
   return generated, real, _families(gt, rows[keep])
 
 
-def study(answerer, generated, real, train_family, test_x: dict,
-          labels, family, seed: int = 0) -> list[dict]:
+def study(generated, real, train_family, test_x: dict, labels, family,
+          threshold: float, seed: int = 0) -> list[dict]:
   """Detectors fitted on the training data in several ways, scored on the
   test sets of every condition (`test_x`: condition -> features)."""
-  rng = np.random.default_rng(seed)
-  rows = []
   settings = [('no augmentation', 0.0, 0.0, None),
+              ('blur + JPEG 0.1', 0.1, 0.0, None),
               ('blur + JPEG 0.5', 0.5, 0.0, None),
-              ('blur + JPEG 0.5, resize 0.3 (the run\'s)', 0.5, 0.3, None)]
-  settings += [(f'trained on {f} only', 0.5, 0.3, f)
+              ('blur + JPEG 0.5, resize 0.3', 0.5, 0.3, None)]
+  settings += [(f'trained on {f} only', 0.0, 0.0, f)
                for f in sorted(set(train_family))]
+  rows = []
   for name, prob, resize, only in settings:
     gen = generated if only is None else generated[train_family == only]
-    x = np.concatenate([
-        answer_lib.features(answer_lib.augment(gen, rng, prob, resize)),
-        answer_lib.features(answer_lib.augment(real[:max(len(gen), 1)], rng,
-                                               prob, resize))])
-    y = np.concatenate([np.ones(len(gen)), np.zeros(min(len(gen),
-                                                        len(real)))])
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    params = answer_lib.fit_detector((x - mean) / std, y, seed=seed)
-    scored = {}
-    for condition, feats in test_x.items():
-      fitted = dataclasses.replace(answerer, detector=params,
-                                   feature_mean=mean, feature_std=std)
-      scored[condition] = detection_scores(
-          labels, answer_lib.p_generated(fitted, feats), family,
-          answerer.threshold)
-    rows.append({'detector': name, **scored})
+    fitted = answer_lib.fit_on_images(gen, real[:len(gen)],
+                                      augment_prob=prob, resize_prob=resize,
+                                      seed=seed)
+    rows.append({'detector': name, **{
+        condition: detection_scores(
+            labels, answer_lib.probability(*fitted, feats), family,
+            threshold)
+        for condition, feats in test_x.items()}})
   return rows
 
 
@@ -293,21 +286,18 @@ def run(checkpoint: str, tree: str, workdir: str, *, num_photographs: int =
             'threshold': answerer.threshold, 'ood_alpha': answerer.ood_alpha}
 
   with console.quietly('Scoring the detector and the reference'):
-    test_x, reference_x = {}, {}
-    for name, condition in CONDITIONS:
-      shown = perturbed(everything, condition)
-      test_x[name] = answer_lib.features(shown, answerer.pool)
-      reference_x[name] = reference.features(shown)
+    test_x = {name: answer_lib.detector_features(perturbed(everything, c))
+              for name, c in CONDITIONS}
     result['detection'] = {
         name: detection_scores(labels, answer_lib.p_generated(
             answerer, test_x[name]), family, answerer.threshold)
         for name in test_x}
     train_gen, train_real, train_family = _training_data(loaded, size)
-    ref = reference.fit_detector(reference.features(train_real),
-                                 reference.features(train_gen))
+    reference = answer_lib.fit_on_images(train_gen, train_real, seed=seed)
     result['reference'] = {
-        name: detection_scores(labels, ref(reference_x[name]), family, 0.5)
-        for name in reference_x}
+        name: detection_scores(labels, answer_lib.probability(
+            *reference, test_x[name]), family, 0.5)
+        for name in test_x}
 
   with console.quietly('The per-image answers'):
     raw = _outputs(loaded, everything)
@@ -330,8 +320,8 @@ def run(checkpoint: str, tree: str, workdir: str, *, num_photographs: int =
       answerer, loaded.schema, gen_raw, gt, rows, train_truth)
   if with_study:
     with console.quietly('The detection study'):
-      result['study'] = study(answerer, train_gen, train_real, train_family,
-                              test_x, labels, family, seed)
+      result['study'] = study(train_gen, train_real, train_family, test_x,
+                              labels, family, answerer.threshold, seed)
   _reliability(result['calibration'], os.path.join(workdir,
                                                    'reliability.png'))
   result['text'] = markdown(result)
@@ -372,8 +362,8 @@ def markdown(result: dict) -> str:
       f'fitted on ({", ".join(result["photographs"])}).',
       '**Detection** (the run\'s detector)\n\n' + tables.markdown(
           head, _detection_rows(result['detection'], families)),
-      '**The non-deep reference** (residual spectrum + colour statistics, '
-      'logistic regression, no augmentation; same training data)\n\n' +
+      '**The non-deep reference** (the same logistic regression on the same '
+      'features, without augmentation; same training data)\n\n' +
       tables.markdown(head, _detection_rows(result['reference'], families))]
   a = result['answer']
   parts.append(
