@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from absl import logging
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -241,6 +243,13 @@ class ParsingTask(common.GmFolderTask):
     c = self.config.get('answer')
     if (c is None or not c.enabled or not self.info.train_gms or
         not self.info.test_gms):
+      return ''
+    if jax.process_count() > 1:
+      # Process 0 alone would read a shard and load the checkpoint while the
+      # others leave: Orbax's restore waits for them. One process refits it.
+      logging.warning('The per-image answer is fitted by one process: launch '
+                      'the same command as one process on the finished run '
+                      'to fit it.')
       return ''
     with console.quietly('Fitting the per-image answer: detector, '
                          'in-distribution score, calibration'):
