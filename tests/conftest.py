@@ -19,3 +19,16 @@ jax.config.update('jax_compilation_cache_dir',
                   tempfile.mkdtemp(prefix='jaxfp-test-jax-cache-'))
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
+
+import pytest  # pylint: disable=g-import-not-at-top,g-bad-import-order
+from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top,g-bad-import-order
+
+
+@pytest.fixture(autouse=True)
+def _info_verbosity():
+  """Every test starts at absl's INFO: a command run in an earlier test
+  (flags parsed, then unparsed) leaves absl at another verbosity, and tests
+  that read progress lines from the log would see none."""
+  absl_logging.set_verbosity(absl_logging.INFO)
+  yield
