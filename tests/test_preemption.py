@@ -73,6 +73,9 @@ CTRL_C = """
 import os, signal, sys
 from jaxfp import checkpoints, main, tasks
 from jaxfp.core import console
+# A terminal delivers Ctrl-C; a background job (CI under nohup) ignores
+# SIGINT, and the handlers keep an ignored signal ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 where = sys.argv.pop(1)
 save, create = checkpoints.save, tasks.create
 
