@@ -25,6 +25,7 @@ from ml_collections import config_flags
 from jaxfp import train
 from jaxfp.core import console
 from jaxfp.core import distributed
+from jaxfp.core import preemption
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, summaries '
@@ -54,8 +55,7 @@ def main(argv):
   if jax.process_index() > 0:
     console.warnings_only()
   result = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  # Ctrl-C saved and stopped: 130, the shell's status of an interrupt.
-  return 130 if result.get('signal') == 'SIGINT' else None
+  return preemption.exit_status(result.get('signal'))
 
 
 if __name__ == '__main__':

@@ -13,6 +13,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from jaxfp.core import console
+from jaxfp.core import preemption
 from jaxfp.tools import sweep
 
 FLAGS = flags.FLAGS
@@ -40,8 +41,10 @@ def main(argv):
   if FLAGS.list:
     print(sweep.listing(FLAGS.config, path))
     return
-  print('\n' + sweep.run_file(FLAGS.config, path, FLAGS.workdir,
-                              only=FLAGS.runs), flush=True)
+  outcome = sweep.run_file(FLAGS.config, path, FLAGS.workdir,
+                           only=FLAGS.runs)
+  print('\n' + outcome.table, flush=True)
+  return preemption.exit_status(outcome.signal)
 
 
 if __name__ == '__main__':

@@ -343,8 +343,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """Trains the task of `config`, evaluates on held-out data, checkpoints.
 
   Resumes from the latest checkpoint in `workdir` if there is one. A SIGTERM
-  (preemption) or SIGINT (Ctrl-C) saves a checkpoint at the current step and
-  returns early with result['preempted'] = True and result['signal'] its
+  (preemption), SIGINT (Ctrl-C) or SIGHUP (closed terminal) saves a
+  checkpoint at the current step and returns early with result['preempted'] = True and result['signal'] its
   name; the next launch resumes from it (a signal before or after the loop
   stops at once: 'preempted' True, 'step' None).
   Returns the final evaluation: the task's score ('metrics', ...), 'loss',

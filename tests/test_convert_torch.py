@@ -8,6 +8,7 @@ PyTorch one) against a (ours) is max|a - b| / max|b| over the whole array.
 
 import functools
 import os
+import pathlib
 import pickle
 import re
 
@@ -367,6 +368,21 @@ def test_orbax_round_trip(tmp_path, task):
 
   with pytest.raises(convert_torch.ConversionError, match='already holds'):
     convert_torch.write_checkpoint(path, task, str(output))
+
+
+def test_an_output_that_is_the_torch_file_is_refused_before_work(tmp_path):
+  """An --output that names the .pth (another spelling of it, too) is one
+  line naming both, and the .pth is left as it was."""
+  fen, head = build_torch('parsing', 3, SMALL_HEADS['parsing'])
+  path = save(tmp_path, 'parsing', fen, head)
+  before = pathlib.Path(path).read_bytes()
+  link = tmp_path / 'link.pth'
+  link.symlink_to(path)
+  for output in (path, str(link)):
+    with pytest.raises(ValueError, match=re.escape(
+        f'--output {output} is also an input ({path})')):
+      convert_torch.write_checkpoint(path, 'parsing', output)
+  assert pathlib.Path(path).read_bytes() == before
 
 
 def test_load_empty_directory(tmp_path):

@@ -25,6 +25,22 @@ def test_signal_is_recorded_not_fatal_and_the_handler_restored():
   assert signal.getsignal(signal.SIGTERM) is before
 
 
+@pytest.mark.parametrize('signum', [signal.SIGINT, signal.SIGHUP])
+def test_ctrl_c_and_a_closed_terminal_stop_like_sigterm(signum):
+  """Ctrl-C and a closed terminal (ssh dropped, tmux pane killed) ask the
+  loop to save and stop, as SIGTERM does; their runs exit with the
+  shell's 128 + signal, a saved SIGTERM run with 0."""
+  before = signal.getsignal(signum)
+  with preemption.StopOnSignal() as stop:
+    os.kill(os.getpid(), signum)
+    assert stop.requested(1)
+    assert stop.reason == signal.Signals(signum).name
+  assert signal.getsignal(signum) is before
+  assert preemption.exit_status(stop.reason) == 128 + signum
+  assert preemption.exit_status('SIGTERM') is None
+  assert preemption.exit_status(None) is None
+
+
 @pytest.fixture(scope='session')
 def zoo_cache(tmp_path_factory):
   # The same directory as tests/test_multihost.py's: the zoo is built once.

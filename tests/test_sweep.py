@@ -6,6 +6,8 @@ import importlib
 import json
 import os
 import re
+import shutil
+import types
 
 import numpy as np
 import pytest
@@ -111,7 +113,7 @@ def tiny_sweep(tmp_path_factory):
   base.eval_every_steps = 100
   base.checkpoint_every_steps = 2
   workdir = str(tmp_path_factory.mktemp('sweep'))
-  text = sweep.run_sweep(base, runs, workdir, average=average)
+  text, _ = sweep.run_sweep(base, runs, workdir, average=average)
   return base, runs, workdir, text
 
 
@@ -198,7 +200,7 @@ def test_finished_runs_are_not_run_again_and_interrupted_ones_resume(
   def must_not_run(config, workdir):
     raise AssertionError(f'{workdir} ran again')
   monkeypatch.setattr(train, 'train_and_evaluate', must_not_run)
-  assert sweep.run_sweep(base, runs, workdir, average=True) == text
+  assert sweep.run_sweep(base, runs, workdir, average=True).table == text
 
   # fold_1 lost its results (stopped after its last checkpoint): only it
   # runs, from that checkpoint, so it only evaluates and gives the same row.
@@ -210,9 +212,40 @@ def test_finished_runs_are_not_run_again_and_interrupted_ones_resume(
   os.remove(os.path.join(workdir, 'fold_1', 'results.json'))
   assert 'not pooled yet: 1 of 2 runs' in sweep.write_tables(
       workdir, runs, average=True, config=base)
-  again = sweep.run_sweep(base, runs, workdir, average=True)
+  again, _ = sweep.run_sweep(base, runs, workdir, average=True)
   assert calls == ['fold_1']
   assert _strip_wall(again) == _strip_wall(text)
+
+
+def test_a_run_stopped_by_ctrl_c_stops_the_sweep_with_status_130(
+    tiny_sweep, tmp_path, monkeypatch):
+  """A Ctrl-C that saved a run stops the sweep there, tables written: the
+  runs after it are not started, and the command exits 130, not 0."""
+  from jaxfp import sweep as sweep_command  # pylint: disable=g-import-not-at-top
+  base, runs, finished_sweep, _ = tiny_sweep
+  workdir = str(tmp_path / 'sweep')
+  shutil.copytree(finished_sweep, workdir)
+  for run in ('fold_0', 'fold_1'):
+    os.remove(os.path.join(workdir, run, 'results.json'))
+  calls = []
+  def interrupted(config, run_dir):
+    del config
+    calls.append(os.path.basename(run_dir))
+    return {'preempted': True, 'step': 1, 'signal': 'SIGINT'}
+  monkeypatch.setattr(train, 'train_and_evaluate', interrupted)
+  outcome = sweep.run_sweep(base, runs, workdir, average=True)
+  assert calls == ['fold_0'] and outcome.signal == 'SIGINT'
+  assert 'No run of the 2 has finished yet' in outcome.table
+
+  class Flags(types.SimpleNamespace):
+    def __getitem__(self, name):
+      return name
+  monkeypatch.setattr(sweep_command, 'FLAGS', Flags(
+      config=base, list=False, workdir=workdir, runs=()))
+  monkeypatch.setattr(sweep_command.config_flags, 'get_config_filename',
+                      lambda flag: 'tiny.py')
+  monkeypatch.setattr(sweep, 'run_file', lambda *a, **k: outcome)
+  assert sweep_command.main(['sweep']) == 130
 
 
 def _strip_wall(text):
@@ -240,6 +273,6 @@ def test_results_that_do_not_parse_or_fit_are_not_a_finished_run(
   for stale in ('', '{"step": 1, "metrics": {"continuous_l1": 0.5}}'):
     with open(results, 'w') as f:
       f.write(stale)
-    again = sweep.run_sweep(base, runs, workdir, average=True)
+    again, _ = sweep.run_sweep(base, runs, workdir, average=True)
     assert _strip_wall(again) == _strip_wall(text)
   assert calls == ['fold_1', 'fold_1']

@@ -1,5 +1,5 @@
-"""Stop cleanly when the machine is being taken away (SIGTERM) or the user
-presses Ctrl-C (SIGINT): one path for both.
+"""Stop cleanly when the machine is being taken away (SIGTERM), the user
+presses Ctrl-C (SIGINT) or the terminal closes (SIGHUP): one path for all.
 
 Spot and preemptible VMs, SLURM (`--signal`, `scancel`) and Kubernetes send
 SIGTERM some seconds before they kill a job. The trainer enters
@@ -31,11 +31,21 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def exit_status(name: str | None) -> int | None:
+  """The exit status of a run stopped by the signal `name` after it saved:
+  None (0) for SIGTERM, since a preempted job that saved did its part and a
+  scheduler requeues it; the shell's 128 + signal number for a user's stop
+  (Ctrl-C 130, a closed terminal 129), so that `cmd && next` stops too."""
+  if not name or name == 'SIGTERM' or not hasattr(signal, name):
+    return None
+  return 128 + int(getattr(signal, name))
 
 
 class Interrupted(BaseException):
-  """SIGTERM or SIGINT outside the training loop (start-up, the final
+  """One of SIGNALS outside the training loop (start-up, the final
   evaluation); its argument is the signal's name.
 
   A BaseException, as KeyboardInterrupt is: library code that catches
@@ -63,8 +73,8 @@ def _coordinated() -> bool:
 
 
 class StopOnSignal:
-  """Context manager: turns SIGTERM and SIGINT into a request to stop at a
-  step. Where JAX's preemption service owns SIGTERM, no handler is
+  """Context manager: turns SIGNALS into a request to stop at a step.
+  Where JAX's preemption service owns SIGTERM, no handler is
   installed (a Ctrl-C there is KeyboardInterrupt: one process cannot stop
   the others at an agreed step without it).
 
@@ -130,10 +140,10 @@ class StopOnSignal:
 
 @contextlib.contextmanager
 def interrupt_on_signal(signals=SIGNALS):
-  """Turns SIGTERM and SIGINT into `Interrupted` while the block runs, so
+  """Turns SIGNALS into `Interrupted` while the block runs, so
   that a run stopped before or after its training loop (a zoo or dataset
-  build can take minutes) unwinds, releases its workdir lock and exits (0
-  after SIGTERM, 130 after SIGINT), instead of dying by the default action
+  build can take minutes) unwinds, releases its workdir lock and exits
+  (`exit_status`), instead of dying by the default action
   (status 143, or a KeyboardInterrupt traceback, the lock left behind).
 
   `StopOnSignal` takes over inside the loop and gives this handler back when

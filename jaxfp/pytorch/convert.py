@@ -40,6 +40,7 @@ import numpy as np
 
 from jaxfp import checkpoints
 from jaxfp import models
+from jaxfp.core import files
 from jaxfp.core import normalization
 from jaxfp.core import schema as schema_lib
 from jaxfp.models import fields
@@ -422,6 +423,9 @@ def write_checkpoint(path: str, task: str, output: str) -> str:
 
   Returns the CheckpointManager directory, `output/checkpoints`.
   """
+  # Checked before the work: an output that is the .pth itself would fail
+  # half-way, after the conversion.
+  files.check_not_input(output, '--output', [path])
   cnn, head = read_torch_checkpoint(path)
   module, variables = convert_state_dicts(task, cnn, head)
   meta = {'task': task, 'source': os.path.abspath(path),

@@ -44,6 +44,7 @@ import os
 import re
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from absl import logging
 import jax
@@ -193,15 +194,24 @@ def finished(run_dir: str, config: ml_collections.ConfigDict) -> bool:
   return True
 
 
+class Outcome(NamedTuple):
+  """What `run_sweep` did: the markdown table, and the signal that stopped
+  a run (None when no run was stopped)."""
+  table: str
+  signal: str | None
+
+
 def run_sweep(base: ml_collections.ConfigDict, runs: Sequence[Run],
               workdir: str, *, only: Sequence[str] = (),
-              average: bool = False) -> str:
+              average: bool = False) -> Outcome:
   """Runs every unfinished run (or those in `only`), then writes the tables.
 
-  Returns the markdown table (also in <workdir>/sweep.md). Stops early,
-  tables written, if a run is preempted (SIGTERM): launch again to resume.
+  Returns the markdown table (also in <workdir>/sweep.md) and the signal
+  that stopped a run, if one did: the sweep then stops early, tables
+  written, and the next launch resumes.
   """
   expanded = expand(base, runs)
+  stopped_by = None
   unknown = sorted(set(only) - {name for name, _, _ in expanded})
   if unknown:
     raise ValueError(f'--runs names runs the sweep does not have: {unknown}')
@@ -229,12 +239,15 @@ def run_sweep(base: ml_collections.ConfigDict, runs: Sequence[Run],
     record['num_train_steps'] = result.get('num_train_steps')
     _write_json(os.path.join(run_dir, RUN_FILE), record)
     if result.get('preempted'):
-      logging.warning('Run %s was preempted at step %s; launch the sweep '
-                      'again to resume it.', name, result.get('step'))
+      stopped_by = result.get('signal')
+      logging.warning('Run %s was stopped (%s) at step %s; launch the sweep '
+                      'again to resume it.', name, stopped_by,
+                      result.get('step'))
       break
-  return write_tables(workdir, [(n, o) for n, o, c in expanded
-                                if finished(os.path.join(workdir, n), c)],
-                      average=average, num_runs=len(expanded), config=base)
+  table = write_tables(workdir, [(n, o) for n, o, c in expanded
+                                 if finished(os.path.join(workdir, n), c)],
+                       average=average, num_runs=len(expanded), config=base)
+  return Outcome(table, stopped_by)
 
 
 def _write_json(path, payload):
@@ -547,7 +560,7 @@ def listing(base: ml_collections.ConfigDict, path: str) -> str:
 
 
 def run_file(base: ml_collections.ConfigDict, path: str, workdir: str, *,
-             only: Sequence[str] = ()) -> str:
+             only: Sequence[str] = ()) -> Outcome:
   """`run_sweep` of the runs of the sweep file `path` over `base`."""
   runs, average = load_sweep(path)
   return run_sweep(base, runs, workdir, only=only, average=average)
