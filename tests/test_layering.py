@@ -1,4 +1,4 @@
-"""The package's layers: every import goes down (README, "Layout").
+"""The package's layers: every import goes down (docs/layout.md).
 
 Reads the imports of every module under jaxfp/ and configs/ (with `ast`,
 lazy imports inside functions included), maps each module to its layer

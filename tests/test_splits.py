@@ -88,8 +88,9 @@ def test_default_holds_out_a_quarter_and_one_keeps_everything_out():
 
 def test_test_gms_as_a_comma_list_or_a_tuple(monkeypatch):
   gms = ('gm_a', 'gm_b', 'gm_c', 'gm_d')
-  # What the command line makes of each spelling (README documents the
-  # first): a comma list arrives as the one-element tuple ('gm_a,gm_c',).
+  # What the command line makes of each spelling (docs/evaluation.md
+  # documents the first two): a comma list arrives as the one-element
+  # tuple ('gm_a,gm_c',).
   for spelling in ('gm_a,gm_c', "('gm_a','gm_c')", ' gm_a , gm_c ,'):
     flag_values = flags.FlagValues()
     config_flags.DEFINE_config_file('config', None, '',
