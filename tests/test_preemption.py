@@ -30,12 +30,17 @@ def test_ctrl_c_and_a_closed_terminal_stop_like_sigterm(signum):
   """Ctrl-C and a closed terminal (ssh dropped, tmux pane killed) ask the
   loop to save and stop, as SIGTERM does; their runs exit with the
   shell's 128 + signal, a saved SIGTERM run with 0."""
-  before = signal.getsignal(signum)
-  with preemption.StopOnSignal() as stop:
-    os.kill(os.getpid(), signum)
-    assert stop.requested(1)
-    assert stop.reason == signal.Signals(signum).name
-  assert signal.getsignal(signum) is before
+  # As a terminal delivers them: a background job (CI under nohup) starts
+  # with both ignored, and ignored signals stay ignored.
+  inherited = signal.signal(signum, signal.SIG_DFL)
+  try:
+    with preemption.StopOnSignal() as stop:
+      os.kill(os.getpid(), signum)
+      assert stop.requested(1)
+      assert stop.reason == signal.Signals(signum).name
+    assert signal.getsignal(signum) is signal.SIG_DFL
+  finally:
+    signal.signal(signum, inherited)
   assert preemption.exit_status(stop.reason) == 128 + signum
   assert preemption.exit_status('SIGTERM') is None
   assert preemption.exit_status(None) is None
