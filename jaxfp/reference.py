@@ -4,6 +4,8 @@ it on its held-out GMs, as the trainer scores the network.
   python -m jaxfp.reference --config=configs/fen.py:cpu --workdir=runs/ref_cpu
   python -m jaxfp.reference --config=configs/fen.py:cpu --workdir=runs/ref_cpu \
       --compare=runs/fen_cpu
+  python -m jaxfp.reference --config=configs/fen.py:cpu --workdir=runs/ref_gm \
+      --per_generator --kernel   # can all of a GM's images tell?
 
 Writes results.md and results.json to --workdir in the trainer's form, and
 with --compare (a parser run's workdir or results.json, held out on the same
@@ -38,6 +40,11 @@ def define_flags() -> None:
   flags.DEFINE_float('logistic_c', 1.0, 'Inverse L2 penalty of the logistic '
                      'regressions (discrete columns, loss types).',
                      lower_bound=1e-12)
+  flags.DEFINE_bool('kernel', False, 'RBF kernel ridge for the continuous '
+                    'columns, its penalty and width cross-validated.')
+  flags.DEFINE_bool('per_generator', False, 'One example per GM (mean and '
+                    'std of its images\' features); each image gets its '
+                    'GM\'s prediction.')
 
 
 @console.command
@@ -48,7 +55,9 @@ def main(argv):
     raise app.UsageError('give --config and --workdir')
   result = reference.run(FLAGS.config, FLAGS.workdir, pca_dim=FLAGS.pca_dim,
                          ridge_alpha=FLAGS.ridge_alpha,
-                         logistic_c=FLAGS.logistic_c, compare=FLAGS.compare)
+                         logistic_c=FLAGS.logistic_c, kernel=FLAGS.kernel,
+                         per_generator=FLAGS.per_generator,
+                         compare=FLAGS.compare)
   print('\n' + result['text'], flush=True)
 
 

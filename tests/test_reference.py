@@ -157,6 +157,36 @@ def test_the_reference_recovers_a_planted_trace_on_unseen_gms():
   assert abs(_z('loss_auc/pixel', result)) < 3
 
 
+def test_by_generator_pools_each_gms_images_in_order():
+  feats = np.array([[1.], [3.], [10.], [5.], [20.]])
+  rows = np.array([7, 7, 2, 7, 2])
+  pooled, gm_rows, index = reference.by_generator(feats, rows)
+  assert gm_rows.tolist() == [7, 2] and index.tolist() == [0, 0, 1, 0, 1]
+  np.testing.assert_allclose(pooled, [[3, np.std([1, 3, 5])], [15, 5]])
+
+
+def test_the_per_generator_kernel_probe_parses_a_planted_strength():
+  """One example per GM (mean and std of its images' features), an RBF
+  kernel ridge: on unseen GMs the planted strength is parsed (random GT at
+  z >= 2 and below the training median's L1)."""
+  rng = np.random.default_rng(0)
+  images, rows, gt = _planted(rng, num_gms=100, per_gm=4)
+  train = rows < 60
+  pooled, gm_rows, _ = reference.by_generator(
+      reference.features(images[train]), rows[train])
+  model = reference.fit(pooled, metrics.Labels.of(gt, gm_rows), SCHEMA,
+                        pca_dim=16, kernel=True)
+  test_pooled, _, index = reference.by_generator(
+      reference.features(images[~train]), rows[~train])
+  predictions = model.predict(test_pooled)
+  each = {k: (tuple(p[index] for p in v) if isinstance(v, tuple)
+              else v[index]) for k, v in predictions.items()}
+  result = reference.score(each, gt, rows[~train], num_shuffles=30, seed=0,
+                           train_truth=gt.select(gt.gm_names[:60]))
+  assert _z('continuous_l1/strength', result) >= 2
+  assert 'strength' in result['parsed']['names']
+
+
 def test_predict_has_every_class_even_if_training_lacks_one():
   rng = np.random.default_rng(1)
   images, rows, gt = _planted(rng, num_gms=6, per_gm=4)

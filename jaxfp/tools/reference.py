@@ -11,7 +11,15 @@ spectrum pooled and its radial profile, colour statistics).
 
 Model (`Reference`): features standardised, PCA to `pca_dim` components;
 then one model per hyperparameter: ridge regression for each continuous
-column, logistic regression for each discrete column and each loss type.
+column (or, with `kernel`, an RBF kernel ridge whose penalty and width are
+chosen by 5-fold cross-validation on the fitted examples), logistic
+regression for each discrete column and each loss type.
+
+With `per_generator` every GM is one example: the mean and the standard
+deviation over its images of each feature (`by_generator`), and each of
+its images gets the GM's prediction. Whether a hyperparameter can be read
+from all of a generator's images, rather than from one, is the question
+this answers for the architecture counts (docs/parsing.md).
 `Reference.predict` returns the dict that the parsing task's evaluation
 produces, so `jaxfp.report.metrics.parsing_metrics` and `random_baseline`
 score both alike.
@@ -33,8 +41,11 @@ import os
 from absl import logging
 import ml_collections
 import numpy as np
+from sklearn import compose
 from sklearn import decomposition
+from sklearn import kernel_ridge
 from sklearn import linear_model
+from sklearn import model_selection
 from sklearn import preprocessing
 
 from jaxfp.core import console
@@ -70,19 +81,36 @@ class Reference:
 
   def __init__(self, schema: schema_lib.Schema, *, pca_dim: int = 64,
                ridge_alpha: float = 1.0, logistic_c: float = 1.0,
-               seed: int = 0):
+               kernel: bool = False, seed: int = 0):
     if pca_dim < 1:
       raise ValueError(f'pca_dim is {pca_dim}; must be at least 1')
     self.schema = schema
     self.pca_dim = pca_dim
     self.ridge_alpha = ridge_alpha
     self.logistic_c = logistic_c
+    self.kernel = kernel
     self.seed = seed
 
   def settings(self) -> dict:
     return {'pca_dim': self.pca_dim, 'ridge_alpha': self.ridge_alpha,
-            'logistic_c': self.logistic_c, 'seed': self.seed, 'pool': POOL,
-            'sigma': SIGMA}
+            'logistic_c': self.logistic_c, 'kernel': self.kernel,
+            'seed': self.seed, 'pool': POOL, 'sigma': SIGMA}
+
+  def _regressor(self, z, y):
+    if not self.kernel:
+      return linear_model.Ridge(self.ridge_alpha).fit(z, y)
+    # The RBF width in units of the embedding's dimension: 1 / d is
+    # scikit-learn's 'scale' for standardised inputs.
+    grid = {'alpha': [0.03, 0.1, 0.3, 1.0],
+            'gamma': [g / z.shape[1] for g in (0.1, 0.3, 1.0, 3.0)]}
+    folds = model_selection.KFold(5, shuffle=True, random_state=self.seed)
+    search = model_selection.GridSearchCV(
+        kernel_ridge.KernelRidge(kernel='rbf'), grid, cv=folds,
+        scoring='neg_mean_absolute_error')
+    # Kernel ridge has no intercept: far from every fitted example it
+    # predicts 0, so it fits the targets' deviations from their mean.
+    return compose.TransformedTargetRegressor(
+        search, transformer=preprocessing.StandardScaler()).fit(z, y)
 
   def _embed(self, feats):
     return self._pca.transform(self._scaler.transform(feats))
@@ -101,9 +129,8 @@ class Reference:
     for j in range(len(self.schema.continuous)):
       y = labels.continuous[:, j]
       ok = ~np.isnan(y)
-      self._continuous.append(
-          linear_model.Ridge(self.ridge_alpha).fit(z[ok], y[ok])
-          if ok.any() else None)
+      self._continuous.append(self._regressor(z[ok], y[ok])
+                              if ok.any() else None)
     self._discrete = [self._classifier(z, labels.discrete[:, j])
                       for j in range(len(self.schema.discrete))]
     self._coarse = [self._classifier(z, labels.coarse[:, j])
@@ -159,6 +186,28 @@ def _columns(columns: list[np.ndarray], n: int) -> np.ndarray:
   return np.stack(columns, axis=1) if columns else np.zeros((n, 0))
 
 
+def by_generator(feats: np.ndarray, rows: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Per-image features [N, d] and ground-truth rows [N] as one example per
+  GM: ([G, 2d] mean and std over its images, its row [G], the example of
+  each image [N]), GMs in order of first appearance."""
+  gms, first, index = np.unique(rows, return_index=True, return_inverse=True)
+  order = np.argsort(first)  # Keep the images' order of GMs.
+  rank = np.empty_like(order)
+  rank[order] = np.arange(len(order))
+  index = rank[index.reshape(-1)]
+  pooled = np.stack([np.concatenate([feats[index == g].mean(axis=0),
+                                     feats[index == g].std(axis=0)])
+                     for g in range(len(gms))])
+  return pooled, gms[order], index
+
+
+def _each_image(predictions: dict, index: np.ndarray) -> dict:
+  """Per-GM predictions given to each of its images."""
+  return {k: (tuple(p[index] for p in v) if isinstance(v, tuple)
+              else v[index]) for k, v in predictions.items()}
+
+
 def fit(feats: np.ndarray, labels: metrics_lib.Labels,
         schema: schema_lib.Schema, **kwargs) -> Reference:
   """A `Reference` fitted on features [N, d] and the images' labels."""
@@ -197,6 +246,7 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
         pca_dim: int = 64, ridge_alpha: float = 1.0, logistic_c: float = 1.0,
+        kernel: bool = False, per_generator: bool = False,
         compare: str | None = None) -> dict:
   """Fits the reference on the config's training GMs, scores it on its
   held-out GMs, writes results.md / results.json (and comparison.md with
@@ -222,21 +272,31 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
                                                     'closed_set')
     train_feats = features(train_images)
     test_feats = features(test_images)
+    if per_generator:
+      train_feats, train_rows, _ = by_generator(train_feats, train_rows)
+
+  def predict(feats, rows):
+    if not per_generator:
+      return model.predict(feats)
+    pooled, _, index = by_generator(feats, rows)
+    return _each_image(model.predict(pooled), index)
+
   with console.quietly('Fitting the reference'):
     model = fit(train_feats, metrics_lib.Labels.of(gt, train_rows),
                 gt.schema, pca_dim=pca_dim, ridge_alpha=ridge_alpha,
-                logistic_c=logistic_c, seed=config.seed)
+                logistic_c=logistic_c, kernel=kernel, seed=config.seed)
   train_truth = gt.select(info.train_gms)
-  result = score(model.predict(test_feats), gt, test_rows,
+  result = score(predict(test_feats, test_rows), gt, test_rows,
                  num_shuffles=config.num_baseline_shuffles, seed=config.seed,
                  train_truth=train_truth)
   # The closed set, as the parser's: held-back images of the fitted GMs.
   result['closed_set'] = None
   if len(closed_rows):
     result['closed_set'] = score(
-        model.predict(features(closed_images)), gt, closed_rows,
+        predict(features(closed_images), closed_rows), gt, closed_rows,
         num_shuffles=config.num_baseline_shuffles, seed=config.seed,
         train_truth=train_truth)
+  result['per_generator'] = per_generator
   result['text'] = _report(result, workdir, config, info, model)
   if parser_results is not None:
     text = comparison(parser_results, result)
@@ -249,10 +309,13 @@ def _report(result: dict, workdir: str, config: ml_collections.ConfigDict,
             info: splits.DataInfo, model: Reference) -> str:
   """results.md and results.json, in the parsing task's form."""
   shuffles = config.num_baseline_shuffles
+  regression = 'RBF kernel ridge' if model.kernel else 'ridge'
+  examples = ('one example per GM: the mean and std of its images\' '
+              'features, ' if result['per_generator'] else '')
   header = (
       f'Parsing metrics of the non-deep reference (residual spectra and '
-      f'colour statistics, PCA to {model.pca_dim}, ridge and logistic '
-      f'regressions) fitted on {len(info.train_gms)} GMs '
+      f'colour statistics, {examples}PCA to {model.pca_dim}, {regression} '
+      f'and logistic regressions) fitted on {len(info.train_gms)} GMs '
       f'({info.num_train_images} images): held out, {result["num_gms"]} GMs '
       f'never seen in fitting ({result["num_images"]} images).')
   closed = result['closed_set']
@@ -266,7 +329,9 @@ def _report(result: dict, workdir: str, config: ml_collections.ConfigDict,
   shown = results_lib.report(splits_shown, info.ground_truth.schema,
                              shuffles, full=False)
   payload = {
-      'model': 'reference', 'reference': model.settings(),
+      'model': 'reference',
+      'reference': {**model.settings(),
+                    'per_generator': result['per_generator']},
       'test_gms': list(info.test_gms), 'train_gms': list(info.train_gms),
       'num_train_images': info.num_train_images,
       'num_baseline_shuffles': shuffles,
