@@ -14,7 +14,6 @@ npz:
 from __future__ import annotations
 
 import argparse
-import functools
 
 from flax import jax_utils
 import jax
@@ -22,7 +21,7 @@ import numpy as np
 import optax
 
 from configs import fen as fen_config
-from jaxfp import train
+from jaxfp import steps
 from jaxfp.core import distributed
 from jaxfp.core import schema as schema_lib
 from jaxfp.data import splits
@@ -49,7 +48,7 @@ def problem():
       ground_truth=gt, train_gms=gt.gm_names, test_gms=(),
       num_train_images=0, num_test_images=0, skipped_files=())
   task = parsing_task.ParsingTask(config, info=info)
-  state = train.create_train_state(
+  state = steps.create_train_state(
       jax.random.key(1), config, task.model, IMAGE_SIZE,
       optax.constant_schedule(1.0))
   # Plain SGD: an update is the (averaged) gradient itself, so a wrong
@@ -76,12 +75,10 @@ def problem():
 def run_steps(task, state, batches, devices=None):
   """train_step pmapped over `devices` (default: every device of every
   process); returns this process's copy of the state and the losses."""
-  collection = train.metrics_collection(task.train_metric_names)
-  step = jax.pmap(
-      functools.partial(train.train_step, task=task,
-                        learning_rate_fn=optax.constant_schedule(1.0),
-                        collection=collection),
-      axis_name=train.AXIS, devices=devices)
+  collection = steps.metrics_collection(task.train_metric_names)
+  step = steps.pmapped(steps.train_step, devices=devices, task=task,
+                       learning_rate_fn=optax.constant_schedule(1.0),
+                       collection=collection)
   local = [d for d in (devices or jax.devices())
            if d.process_index == jax.process_index()]
   per_process = GLOBAL_BATCH // jax.process_count()

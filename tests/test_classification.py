@@ -13,6 +13,7 @@ from sklearn import metrics as sk_metrics
 
 from configs import attribution as attribution_config
 from configs import detection as detection_config
+from jaxfp import steps
 from jaxfp import train
 from jaxfp.core import schema
 from jaxfp.data import classes as class_pipeline
@@ -61,7 +62,7 @@ def test_cross_entropy_is_the_global_masked_mean_across_devices():
   expected = float(np.sum(per_image * mask) / mask.sum())
   fn = jax.pmap(functools.partial(classification.cross_entropy,
                                   published_sigmoid_ce=False),
-                axis_name=train.AXIS)
+                axis_name=steps.AXIS)
   per_device = fn(logits.reshape(4, 2, 3), labels.reshape(4, 2),
                   mask.reshape(4, 2))
   # The trainer averages device gradients (pmean), so the device losses

@@ -28,16 +28,17 @@ LAYERS = (
                   'jaxfp/reference.py', 'jaxfp/gallery.py',
                   'jaxfp/embeddings.py', 'jaxfp/answers.py')),
     ('tools', ('jaxfp/tools', 'jaxfp/bench', 'jaxfp/pytorch')),
-    ('trainer', ('jaxfp/train.py', 'jaxfp/tasks')),
+    ('trainer', ('jaxfp/train.py', 'jaxfp/steps.py', 'jaxfp/tasks')),
     ('inference', ('jaxfp/inference',)),
     ('services', ('jaxfp/data', 'jaxfp/report', 'jaxfp/checkpoints.py')),
     ('models', ('jaxfp/models', 'jaxfp/losses', 'jaxfp/zoo')),
     ('core', ('jaxfp/core', 'jaxfp/__init__.py')),
 )
 # Imports across units of one layer that the layout allows: the trainer
-# runs the tasks; the benchmark's PyTorch column, imported only when torch
+# runs the tasks with its step library; the benchmark's PyTorch column, imported only when torch
 # is installed (so only inside a function).
 SAME_LAYER = {('jaxfp/train.py', 'jaxfp/tasks'): 'any',
+              ('jaxfp/train.py', 'jaxfp/steps.py'): 'any',
               ('jaxfp/bench', 'jaxfp/pytorch'): 'lazy'}
 # Who may import what lives outside the layers.
 TORCH_USERS = ('jaxfp/pytorch',)

@@ -1,6 +1,5 @@
 """Train step across devices, and the whole trainer: resume after a crash."""
 
-import functools
 import json
 import logging
 import math
@@ -20,6 +19,7 @@ import pytest
 
 from configs import fen as fen_config
 from jaxfp import checkpoints
+from jaxfp import steps
 from jaxfp import train
 from jaxfp.core import schema as schema_lib
 from jaxfp.data import parsing as input_pipeline
@@ -63,13 +63,11 @@ def _task(config, gt):
 
 
 def _run_steps(num_devices, task, state, batches):
-  collection = train.metrics_collection(task.train_metric_names)
-  step = jax.pmap(
-      functools.partial(
-          train.train_step, task=task,
-          learning_rate_fn=optax.constant_schedule(1.0),
-          collection=collection),
-      axis_name=train.AXIS, devices=jax.devices()[:num_devices])
+  collection = steps.metrics_collection(task.train_metric_names)
+  step = steps.pmapped(steps.train_step, devices=jax.devices()[:num_devices],
+                       task=task,
+                       learning_rate_fn=optax.constant_schedule(1.0),
+                       collection=collection)
   state = jax_utils.replicate(state, devices=jax.devices()[:num_devices])
   keys = jax_utils.replicate(jax.random.key(0),
                              devices=jax.devices()[:num_devices])
@@ -88,7 +86,7 @@ def test_four_devices_match_one_device_on_the_same_global_batch():
   rng = np.random.default_rng(0)
   gt = schema_lib.random_ground_truth(schema, 5, rng)
   task = _task(config, gt)
-  state = train.create_train_state(
+  state = steps.create_train_state(
       jax.random.key(1), config, task.model, 64, optax.constant_schedule(1.0))
   # Plain SGD with step 1: updated parameters differ exactly by the gradient
   # difference (Adam's first step is sign(g), which hides magnitudes).
@@ -131,7 +129,7 @@ def test_step_changes_the_parameters():
   rng = np.random.default_rng(1)
   gt = schema_lib.random_ground_truth(schema, 5, rng)
   task = _task(config, gt)
-  state = train.create_train_state(
+  state = steps.create_train_state(
       jax.random.key(1), config, task.model, 64, optax.constant_schedule(1e-3))
   after, _ = _run_steps(4, task, state, [_batch(rng, gt, GLOBAL_BATCH)])
   changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), state.params,
@@ -286,7 +284,7 @@ def test_a_state_that_went_non_finite_is_never_checkpointed(
     tiny_config, tmp_path, monkeypatch):
   """The parameters turn NaN at step 3, whose loss (computed before the
   update) is still finite: the save of step 3 is refused."""
-  monkeypatch.setattr(train, 'create_learning_rate_fn', lambda config: (
+  monkeypatch.setattr(steps, 'create_learning_rate_fn', lambda config: (
       lambda count: jnp.where(count >= 2, jnp.nan, 1e-3)))
   config = tiny_config.copy_and_resolve_references()
   config.num_train_steps = 4

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from jaxfp import tasks
+from jaxfp import steps
 from jaxfp import train
 from jaxfp.bench import flops
 from jaxfp.bench import timing
@@ -91,32 +92,31 @@ def task_workloads(config: ml_collections.ConfigDict, device,
   """The workloads of `names` among `<task>_train` and `<task>_infer` of
   `config` (at its batch size and dtype).
 
-  `<task>_train` is jaxfp.train.train_step pmapped on `device` with the
+  `<task>_train` is jaxfp.steps.train_step pmapped on `device` with the
   state donated, as the trainer runs it; `<task>_infer` the forward pass in
   inference mode, jitted.
   """
   task_name = config.task
   task, batch = _task_and_batch(config, config.batch_size)
   size = config.data.image_size
-  lr_fn = train.create_learning_rate_fn(config)
+  lr_fn = steps.create_learning_rate_fn(config)
   init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
-  state = train.create_train_state(init_key, config, task.model, size, lr_fn)
+  state = steps.create_train_state(init_key, config, task.model, size, lr_fn)
   description = _describe(config)
   torch_spec = dict(config=config, batch=batch, task=task)
   out = {}
   if f'{task_name}_train' in names:
     devices = [device]
-    collection = train.metrics_collection(task.train_metric_names)
-    p_train_step = jax.pmap(
-        functools.partial(train.train_step, task=task,
-                          learning_rate_fn=lr_fn, collection=collection),
-        axis_name=train.AXIS, donate_argnums=(0,), devices=devices)
+    collection = steps.metrics_collection(task.train_metric_names)
+    p_train_step = steps.pmapped(steps.train_step, devices=devices,
+                                 task=task, learning_rate_fn=lr_fn,
+                                 collection=collection)
     # Replicated from host copies (flax's replicate stacks jax.Arrays with
     # an eager jnp.stack, one compilation per leaf shape), on a mesh named
     # like the pmap axis, so that step 1's inputs are sharded as every
     # later step's (the outputs of step 1) are.
     replicate = functools.partial(jax_utils.replicate, devices=devices,
-                                  axis_name=train.AXIS)
+                                  axis_name=steps.AXIS)
     r_state = replicate(jax.device_get(state))
     # One device: replicating the batch is sharding it.
     r_batch = replicate(batch)

@@ -42,6 +42,7 @@ import numpy as np
 import optax
 
 from jaxfp import checkpoints
+from jaxfp import steps
 from jaxfp import tasks
 from jaxfp import train
 from jaxfp.core import files
@@ -138,7 +139,7 @@ def check_variables(model, image_size: int, variables: dict) -> None:
 class Prepared(NamedTuple):
   """A checkpoint ready to evaluate: task, replicated state, compiled step."""
   task: object
-  state: train.TrainState
+  state: steps.TrainState
   p_eval_step: object
   collection: object
   config: ml_collections.ConfigDict
@@ -150,7 +151,7 @@ def prepare(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,
             step: int | None = None,
             use_checkpoint_split: bool = True,
             all_held_out: bool = False) -> Prepared:
-  """Reads a checkpoint and builds what `train.evaluate` needs.
+  """Reads a checkpoint and builds what `steps.evaluate` needs.
 
   Args:
     checkpoint: a run directory, its `checkpoints` folder, or one step's.
@@ -175,14 +176,13 @@ def prepare(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,
   _check_split(meta, task)
   _check_schema(meta, task)
   check_variables(task.model, config.data.image_size, variables)
-  state = train.TrainState.create(
+  state = steps.TrainState.create(
       apply_fn=task.model.apply, params=variables['params'],
       batch_stats=variables['batch_stats'], tx=optax.set_to_zero())
   state = jax_utils.replicate(state.replace(step=step))
-  collection = train.metrics_collection(task.eval_metric_names)
-  p_eval_step = jax.pmap(
-      functools.partial(train.eval_step, task=task, collection=collection),
-      axis_name=train.AXIS)
+  collection = steps.metrics_collection(task.eval_metric_names)
+  p_eval_step = steps.pmapped(steps.eval_step, task=task,
+                              collection=collection)
   return Prepared(task, state, p_eval_step, collection, config, step,
                   directory)
 
@@ -196,7 +196,7 @@ def evaluate_checkpoint(checkpoint: str, *, workdir: str | None = None,
 
   Arguments as `prepare`; `workdir` is where the report goes, by default
   the run directory (the parent of `checkpoints`). Returns the task's result
-  (as `train.evaluate`), plus 'step', 'config', 'text'.
+  (as `steps.evaluate`), plus 'step', 'config', 'text'.
   """
   directory, _ = checkpoints.find(checkpoint, step)  # Fails fast if absent.
   if workdir is None:  # The run directory, parent of `checkpoints`.
@@ -206,7 +206,7 @@ def evaluate_checkpoint(checkpoint: str, *, workdir: str | None = None,
   p = prepare(checkpoint, config=config, step=step,
               use_checkpoint_split=use_checkpoint_split,
               all_held_out=all_held_out)
-  result = train.evaluate_splits(p.p_eval_step, p.state, p.task, p.config,
+  result = steps.evaluate_splits(p.p_eval_step, p.state, p.task, p.config,
                                  p.collection)
   result['text'] = ''
   if jax.process_index() == 0:

@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-from jaxfp import train
+from jaxfp import steps
 from jaxfp.core import console
 from jaxfp.core import files
 from jaxfp.data import perturbations
@@ -42,7 +42,7 @@ def run(checkpoint: str, *, names=perturbations.NAMES, severities=None,
   severities = severities or perturbations.SEVERITIES
 
   def score(perturb):
-    result = train.evaluate(prepared.p_eval_step, prepared.state,
+    result = steps.evaluate(prepared.p_eval_step, prepared.state,
                             prepared.task, prepared.config,
                             prepared.collection, perturb=perturb)
     return {k: result[k] for k in ('metrics', 'baseline_mean', 'baseline_std')
