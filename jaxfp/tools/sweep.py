@@ -97,17 +97,15 @@ def apply_overrides(base: ml_collections.ConfigDict, overrides: dict,
                     name: str = '') -> ml_collections.ConfigDict:
   """A copy of `base` with each 'dotted.field' set; unknown fields raise."""
   config = base.copy_and_resolve_references()
+  config.lock()  # An unlocked copy would add an unknown field silently.
   for key, value in overrides.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for part in parents:
-      if isinstance(node, ml_collections.ConfigDict):
-        node = node.get(part)
-    if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-      raise ValueError(f'run {name!r} overrides config.{key}, which the base '
-                       'config does not have')
-    with node.unlocked():
-      node[leaf] = value
+    try:
+      config.update_from_flattened_dict({key: value})
+    except KeyError:
+      raise ValueError(f'run {name!r} overrides config.{key}, which the '
+                       'base config does not have') from None
+  if not base.is_locked:
+    config.unlock()
   return config
 
 
