@@ -55,12 +55,12 @@ def real_crops(image_size: int, num: int, seed: int,
 
 
 def fit(config: ml_collections.ConfigDict, info: splits.DataInfo,
-        result: dict) -> answer_lib.Answerer:
-  """The run's answer, fitted as the module docstring says."""
+        result: dict, held_out: np.ndarray) -> answer_lib.Answerer:
+  """The run's answer, fitted as the module docstring says; `held_out`:
+  the held-out GMs' images (`common.read_images(..., 'test')`)."""
   c = config.answer
   size = config.data.image_size
   generated, _ = common.read_images(config.data, info, 'train')
-  held_out, _ = common.read_images(config.data, info, 'test')
   real = real_crops(size, c.num_real or len(generated), config.seed)
   gt = info.ground_truth
   return answer_lib.fit(
@@ -75,14 +75,15 @@ def fit(config: ml_collections.ConfigDict, info: splits.DataInfo,
 
 
 def write_examples(config: ml_collections.ConfigDict, info: splits.DataInfo,
-                   workdir: str, photographs: int = 2) -> str:
+                   workdir: str, held_out: tuple[np.ndarray, np.ndarray],
+                   photographs: int = 2) -> str:
   """A few held-out images as PNGs in <workdir>/answer_examples: one of a
   held-out GM of each family (of the first three held-out GMs where the
   table has no family), and crops of the test photographs, never fitted on.
-  Returns the folder."""
+  `held_out`: (images, rows) of the held-out GMs. Returns the folder."""
   folder = os.path.join(workdir, EXAMPLES_DIR)
   os.makedirs(folder, exist_ok=True)
-  images, rows = common.read_images(config.data, info, 'test')
+  images, rows = held_out
   gt = info.ground_truth
   names = gt.schema.discrete_names
   column = names.index('family') if 'family' in names else None

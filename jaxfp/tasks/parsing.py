@@ -253,9 +253,12 @@ class ParsingTask(common.GmFolderTask):
       return ''
     with console.quietly('Fitting the per-image answer: detector, '
                          'in-distribution score, calibration'):
-      answerer = answering.fit(self.config, self.info, result)
+      # Read once: the answer is fitted on them, and a few are shown.
+      held_out = common.read_images(self.config.data, self.info, 'test')
+      answerer = answering.fit(self.config, self.info, result, held_out[0])
       answer_lib.save(answerer, workdir)
-      folder = answering.write_examples(self.config, self.info, workdir)
+      folder = answering.write_examples(self.config, self.info, workdir,
+                                        held_out)
     records, _ = predict.predict(network.load(workdir), [folder],
                                  progress=False, answerer=answerer)
     shown = len(answerer.identifiable)
