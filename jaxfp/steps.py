@@ -164,7 +164,7 @@ def evaluate_splits(p_eval_step, state, task, config, collection):
   of the task's other splits (parsing: the closed set), whose results go
   under their names (without pictures)."""
   result = evaluate(p_eval_step, state, task, config, collection)
-  for split in getattr(task, 'eval_splits', tuple)():
+  for split in task.eval_splits():
     extra = evaluate(p_eval_step, state, task, config, collection,
                      split=split)
     extra.pop('examples')

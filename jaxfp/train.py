@@ -290,7 +290,7 @@ def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
   progress = console.Progress(num_steps, initial=start_step,
                               enabled=is_chief)
   projection = _Projection(
-      start_step, num_steps, getattr(task, 'cpu_presets', ()),
+      start_step, num_steps, task.cpu_presets,
       enabled=is_chief and jax.default_backend() == 'cpu')
   pending = []
   stopped_at = None

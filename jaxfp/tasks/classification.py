@@ -90,7 +90,7 @@ def multiclass_metrics(labels: np.ndarray, probabilities: np.ndarray,
   return out, matrix
 
 
-class ClassificationTask(common.Iterators):
+class ClassificationTask(common.Task):
   """Detection or attribution, by config.task."""
 
   id_keys = ('label',)

@@ -88,10 +88,45 @@ def read_images(data_config: ml_collections.ConfigDict,
   return np.concatenate(images), np.concatenate(rows)
 
 
-class Iterators:
-  """`train_iterator` and `eval_iterator` of a task: those of its data
-  module (`data()`, imported when data is read) on its config and info;
-  `finish`, what a task does after its final report."""
+class Task:
+  """What every task provides; the trainer, `jaxfp.evaluate` and the
+  benchmark call nothing else.
+
+  Each task defines:
+    headline              (metric, 'lower' | 'higher') pairs: the few
+                          figures an evaluation line and a robustness table
+                          show
+    model                 a Flax module built with axis_name=AXIS
+    train_metric_names    names of the per-step scalars `loss` returns
+    eval_metric_names     names of the per-batch scalars `eval_outputs`
+                          returns
+    id_keys               batch keys kept per image for `score`
+    example_key           batch key whose distinct values get one picture
+    data()                its data module (imported when data is read)
+    loss(outputs, batch)          -> (total, terms)        inside pmap
+    eval_outputs(outputs, batch)  -> (predictions, terms)  inside pmap
+    score(predictions, ids)       -> result dict with 'metrics'   host
+    report(result, workdir, step) -> text; writes results.{md,json}
+    scalars(result)               -> dict of summary scalars
+    meta()                        -> JSON-able facts saved with checkpoints
+
+  and may override the defaults below (iterators, other evaluation splits,
+  the checkpoint's meta, CPU presets, work after the final report). A task
+  class takes (config, info=None, *, evaluation_only=False); with
+  evaluation_only its data may hold out everything (`jaxfp.evaluate`).
+  """
+
+  # The config presets sized for a CPU, named by the trainer's projection.
+  cpu_presets: tuple[str, ...] = ()
+
+  def eval_splits(self) -> tuple[str, ...]:
+    """Other splits the final evaluation also scores (their names are
+    `eval_iterator`'s `split`)."""
+    return ()
+
+  def use_checkpoint_meta(self, meta: dict) -> None:
+    """What `jaxfp.evaluate` hands over from the checkpoint's meta."""
+    del meta
 
   def finish(self, result: dict, workdir: str, step: int) -> str:
     """Work after training and the final report (process 0 only); returns
@@ -135,7 +170,7 @@ def write_results(workdir: str, step: int, header: str, table: str,
   return f'{header}\n\n{table if shown is None else shown}'
 
 
-class GmFolderTask(Iterators):
+class GmFolderTask(Task):
   """A task on a dataset of GM folders (the zoo, the published images): its
   examples are keyed by GM, its data module is `gm_folder_data`."""
 

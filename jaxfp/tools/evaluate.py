@@ -169,8 +169,7 @@ def prepare(checkpoint: str, *, config: ml_collections.ConfigDict | None = None,
                       all_held_out=all_held_out, directory=directory)
   train.validate(config, jax.local_device_count())
   task = tasks.create(config, evaluation_only=True)
-  if hasattr(task, 'use_checkpoint_meta'):
-    task.use_checkpoint_meta(meta)
+  task.use_checkpoint_meta(meta)
   logging.info('Evaluating step %d of %s: %s', step, directory,
                task.describe())
   _check_split(meta, task)
