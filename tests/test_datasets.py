@@ -23,7 +23,7 @@ from configs import zoo as zoo_config_lib
 import jaxfp.data.builders  # pylint: disable=unused-import
 from jaxfp.core import schema
 from jaxfp.data import images
-from jaxfp.data import parsing
+from jaxfp.data import gm_folders
 from jaxfp.data import trees
 from jaxfp.data.builders import folder
 from jaxfp.data.builders import model_parsing
@@ -429,13 +429,13 @@ def test_records_follow_the_tree_they_were_built_from(tmp_path):
   write_tree(tmp_path / 'a', gms=('gm_a', 'gm_b', 'gm_c'), bad_files=False)
   write_tree(tmp_path / 'b', gms=('gm_x', 'gm_y', 'gm_z'), bad_files=False)
   c = _parsing_config(tmp_path, tmp_path / 'a')
-  assert parsing.load_info(c).ground_truth.gm_names == ('gm_a', 'gm_b',
+  assert gm_folders.load_info(c).ground_truth.gm_names == ('gm_a', 'gm_b',
                                                         'gm_c')
   c.manual_dir = str(tmp_path / 'b')  # Another tree: rebuilt from it.
-  info = parsing.load_info(c)
+  info = gm_folders.load_info(c)
   assert info.ground_truth.gm_names == ('gm_x', 'gm_y', 'gm_z')
   assert set(info.train_gms + info.test_gms) == {'gm_x', 'gm_y', 'gm_z'}
-  again = parsing.load_info(c)  # Unchanged: the same records.
+  again = gm_folders.load_info(c)  # Unchanged: the same records.
   assert (again.train_gms, again.test_gms) == (info.train_gms, info.test_gms)
 
 
@@ -443,18 +443,18 @@ def test_a_gm_folder_added_with_no_ground_truth_row_is_named(tmp_path):
   """Issue 14, case 1: a GM folder added after the build is not ignored."""
   write_tree(tmp_path / 'b', gms=('gm_x', 'gm_y', 'gm_z'), bad_files=False)
   c = _parsing_config(tmp_path, tmp_path / 'b')
-  assert parsing.load_info(c).ground_truth.gm_names == ('gm_x', 'gm_y',
+  assert gm_folders.load_info(c).ground_truth.gm_names == ('gm_x', 'gm_y',
                                                         'gm_z')
   os.makedirs(tmp_path / 'b' / 'images' / 'gm_new')
   (tmp_path / 'b' / 'images' / 'gm_new' / '0.png').write_bytes(_png(9))
   with pytest.raises(ValueError, match='gm_new has no row in the ground '
                      'truth'):
-    parsing.load_info(c)
+    gm_folders.load_info(c)
 
 
 def _held_out_count(c, info) -> int:
   """Held-out images the evaluation of `info` reads, as a run counts them."""
-  return int(sum(batch['mask'].sum() for batch in parsing.eval_iterator(
+  return int(sum(batch['mask'].sum() for batch in gm_folders.eval_iterator(
       c, info, global_batch_size=4, local_device_count=1)))
 
 
@@ -468,9 +468,9 @@ def test_two_trees_never_share_one_records_folder(tmp_path):
              bad_files=False)
   a = _parsing_config(tmp_path, tmp_path / 'a')
   b = _parsing_config(tmp_path, tmp_path / 'b')
-  info_a = parsing.load_info(a)
+  info_a = gm_folders.load_info(a)
   assert _held_out_count(a, info_a) == 4
-  info_b = parsing.load_info(b)  # The second trainer starts.
+  info_b = gm_folders.load_info(b)  # The second trainer starts.
   assert _held_out_count(b, info_b) == 2
   assert _held_out_count(a, info_a) == 4  # The first one reads on.
   builds = sorted(p.name for p in (tmp_path / 'cache' / 'tfds' /
@@ -482,11 +482,11 @@ def test_two_trees_never_share_one_records_folder(tmp_path):
 PREPARE = """
 import sys
 from configs import data as data_config
-from jaxfp.data import parsing
+from jaxfp.data import gm_folders
 c = data_config.parsing()
 c.name, c.manual_dir, c.cache_dir = 'model_parsing', sys.argv[1], sys.argv[2]
 c.image_size, c.num_test_gms = 16, 1
-print('test GMs', list(parsing.load_info(c).test_gms))
+print('test GMs', list(gm_folders.load_info(c).test_gms))
 """
 
 
@@ -512,7 +512,7 @@ def test_two_processes_on_one_tree_build_its_records_once(tmp_path,
                       child.output(), [child], 300, 'the second to wait')
     return read(*args, **kwargs)
   monkeypatch.setattr(trees, 'read_ground_truth', start_the_second_mid_build)
-  info = parsing.load_info(c)
+  info = gm_folders.load_info(c)
   built = sorted((tmp_path / 'cache' / 'tfds' / 'model_parsing').glob(
       'size_*/*/dataset_info.json'))
   assert len(built) == 1
@@ -528,7 +528,7 @@ def test_a_manual_dir_that_is_a_file_is_named_as_such(tmp_path):
   c = _parsing_config(tmp_path, tmp_path / 'a_file')
   with pytest.raises(NotADirectoryError, match=f"manual_dir '{tmp_path}/"
                      "a_file' is a file, not a folder"):
-    parsing.load_info(c)
+    gm_folders.load_info(c)
 
 
 # Lists the images under a folder (inference) and scans a dataset tree, as

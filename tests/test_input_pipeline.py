@@ -16,7 +16,7 @@ import pytest
 from configs import data as data_config
 from jaxfp.core import normalization
 from jaxfp.core import schema
-from jaxfp.data import parsing as input_pipeline
+from jaxfp.data import gm_folders as input_pipeline
 from jaxfp.data.builders import zoo as zoo_dataset
 
 GMS = ('gm_a', 'gm_b', 'gm_c', 'gm_d')

@@ -218,7 +218,7 @@ def _plant(root: pathlib.Path, module: str, line: str) -> None:
      'checkpoint I/O belongs in jaxfp/checkpoints.py'),
     ('configs/common.py', 'from jaxfp.data import augment',
      'configs import only ml_collections'),
-    ('jaxfp/data/parsing.py', 'from configs import data',
+    ('jaxfp/data/gm_folders.py', 'from configs import data',
      'only commands read configs'),
 ])
 def test_the_checker_reports_a_planted_import(copy, module, line, expected):

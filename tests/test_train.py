@@ -22,7 +22,7 @@ from jaxfp import checkpoints
 from jaxfp import steps
 from jaxfp import train
 from jaxfp.core import schema as schema_lib
-from jaxfp.data import parsing as input_pipeline
+from jaxfp.data import gm_folders as input_pipeline
 from jaxfp.data import splits
 from jaxfp.tasks import parsing as parsing_task
 import subprocs

@@ -18,11 +18,11 @@ from jaxfp.zoo import host_init
 from jaxfp.zoo import photos as photos_lib
 from jaxfp.zoo import probe as probe_lib
 from jaxfp.zoo import supernet
-from jaxfp.zoo import train as train_lib
+from jaxfp.zoo import programs as programs_lib
 
 import zoo_cases
 
-_FAST = train_lib.compiler_options(0)
+_FAST = programs_lib.compiler_options(0)
 
 
 def _forward_cases():
@@ -146,7 +146,7 @@ def test_shared_build_matches_building_alone():
   assert {specs[i].architecture.program for i in chosen} == set(
       supernet.PROGRAMS)
   photos = photos_lib.load_photos(config.image_size)
-  programs = {k: train_lib.shared(k, build_lib.sizes(config),
+  programs = {k: programs_lib.shared(k, build_lib.sizes(config),
                                   config.learning_rate, _FAST)
               for k in supernet.PROGRAMS}
   for i in chosen:
@@ -168,11 +168,11 @@ def test_shared_build_matches_building_alone():
 
 def test_trace_probe():
   def entry(family, term_on, early, late):
-    labels = {t: 0 for t in train_lib.METRICS}
+    labels = {t: 0 for t in programs_lib.METRICS}
     labels.update({term_on: 1, 'family': family})
     return {'labels': labels, 'training': {
-        'early': {t: early for t in train_lib.METRICS},
-        'late': {t: late for t in train_lib.METRICS}}}
+        'early': {t: early for t in programs_lib.METRICS},
+        'late': {t: late for t in programs_lib.METRICS}}}
   entries = {'a': entry('vae', 'pixel_l1', 1.0, 0.5),
              'b': entry('vae', 'gradient', 1.0, 0.25),
              'c': entry('gan', 'spectral', 2.0, 0.0)}

@@ -53,12 +53,12 @@ def input_pipeline_row(opts: options.Options,
   The records are built once from a synthetic tree in the published layout
   (not timed). jaxfp's train iterator caches decoded images after its first
   pass, so it is timed twice: the first pass (decode-bound) and the steady
-  state. The PyTorch side (`torch_peer`, `jaxfp.pytorch.peer`, when given)
-  decodes every PNG every time, as published.
+  state. The PyTorch side (`torch_peer`, `jaxfp.pytorch.bench_column`,
+  when given) decodes every PNG every time, as published.
   """
   # tf.data only for this row: the model rows run without TensorFlow.
   with console.native_output_hushed():
-    from jaxfp.data import parsing  # pylint: disable=g-import-not-at-top
+    from jaxfp.data import gm_folders  # pylint: disable=g-import-not-at-top
   batch = opts.parsing_batch
   with tempfile.TemporaryDirectory(prefix='jaxfp-bench-data-') as tmp:
     manual = os.path.join(tmp, 'manual')
@@ -71,13 +71,13 @@ def input_pipeline_row(opts: options.Options,
     c.image_size = PARSING_SIZE
     c.test_gms = ('gm_000',)
     start = time.perf_counter()
-    info = parsing.load_info(c)
+    info = gm_folders.load_info(c)
     build_s = time.perf_counter() - start
     per_pass = info.num_train_images // batch
     if per_pass < 1:
       raise ValueError(f'{info.num_train_images} training images give no '
                        f'batch of {batch}; raise --data_images_per_gm')
-    it = parsing.train_iterator(c, info, global_batch_size=batch,
+    it = gm_folders.train_iterator(c, info, global_batch_size=batch,
                                 local_device_count=1, seed=0)
     start = time.perf_counter()
     for _ in range(per_pass):

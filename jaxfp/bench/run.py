@@ -99,18 +99,18 @@ def _environment(device, opts: options.Options, peak, peak_source,
 
 
 def _torch_peer(opts: options.Options):
-  """`jaxfp.pytorch.peer` when the PyTorch column is wanted and torch is
-  installed; imported here only, so jaxfp's rows need no torch."""
+  """`jaxfp.pytorch.bench_column` when the PyTorch column is wanted and
+  torch is installed; imported here only, so jaxfp's rows need no torch."""
   if opts.torch == 'off':
     return None
   try:
-    from jaxfp.pytorch import peer  # pylint: disable=g-import-not-at-top
+    from jaxfp.pytorch import bench_column  # pylint: disable=g-import-not-at-top
   except ImportError:
     if opts.torch == 'on':
       raise ImportError('--torch=on but torch is not installed') from None
     print('torch is not installed: the PyTorch column is skipped.')
     return None
-  return peer
+  return bench_column
 
 
 def _config(opts: options.Options, task: str):

@@ -6,7 +6,7 @@ GMs that share an architecture (every continuous and discrete column of the
 ground truth equal) always fall on the same side of a random split or fold:
 otherwise a "held-out" GM's architecture would be seen in training. A
 fraction of each training GM's images, the closed set, is held back from
-training (`jaxfp.data.parsing`) so that memorisation shows beside the
+training (`jaxfp.data.gm_folders`) so that memorisation shows beside the
 held-out figures. Classifiers hold out files, by a hash of their path
 (`jaxfp.data.classes`).
 """
@@ -35,7 +35,7 @@ class DataInfo:
   # Images of training GMs held back from training (the closed set).
   num_closed_images: int = 0
   closed_gms: tuple[str, ...] = ()  # Training GMs with closed-set images.
-  closed_set_fraction: float = 0.0  # That chose them (jaxfp.data.parsing).
+  closed_set_fraction: float = 0.0  # That chose them (jaxfp.data.gm_folders).
 
 
 @dataclasses.dataclass(frozen=True)

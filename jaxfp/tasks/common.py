@@ -47,12 +47,12 @@ def fingerprint_terms(outputs: dict, config: ml_collections.ConfigDict):
 
 
 def gm_folder_data():
-  """The tf.data side of datasets of GM folders (`jaxfp.data.parsing`),
+  """The tf.data side of datasets of GM folders (`jaxfp.data.gm_folders`),
   imported when data is read: the model, losses and scores of a task need
   no TensorFlow. The parsing and source tasks read the same data."""
   with console.native_output_hushed():
-    from jaxfp.data import parsing  # pylint: disable=g-import-not-at-top
-  return parsing
+    from jaxfp.data import gm_folders  # pylint: disable=g-import-not-at-top
+  return gm_folders
 
 
 def read_images(data_config: ml_collections.ConfigDict,

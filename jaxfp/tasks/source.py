@@ -11,7 +11,7 @@ probability (`jaxfp.inference.sources.calibrate`), saved beside the
 checkpoints as `source_calibration.json`, which `jaxfp.cluster`,
 `jaxfp.gallery` and `predict --gallery` read.
 
-Data: the model-parsing pipeline (`jaxfp.data.parsing`); labels come from
+Data: the model-parsing pipeline (`jaxfp.data.gm_folders`); labels come from
 each image's GM row.
 """
 

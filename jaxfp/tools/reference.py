@@ -25,7 +25,7 @@ produces, so `jaxfp.report.metrics.parsing_metrics` and `random_baseline`
 score both alike.
 
 On a dataset (`run`): the training and held-out GMs are those the trainer's
-config selects (`jaxfp.data.parsing.load_info`): it is fitted on the images
+config selects (`jaxfp.data.gm_folders.load_info`): it is fitted on the images
 the trainer trains on and scored, as the trainer is, on the held-out GMs and
 on the closed set (`eval_iterator`: every image once, in record order, not
 augmented); results.md / results.json go to the workdir in the trainer's

@@ -37,8 +37,8 @@ from jaxfp.zoo import photos as photos_lib
 from jaxfp.zoo import probe as probe_lib
 from jaxfp.zoo import recipe as recipe_lib
 from jaxfp.zoo import supernet
-from jaxfp.zoo import tasks as tasks_lib
-from jaxfp.zoo import train as train_lib
+from jaxfp.zoo import targets as targets_lib
+from jaxfp.zoo import programs as programs_lib
 
 ZOO_JSON = 'zoo.json'
 IMAGES_DIR = 'images'
@@ -58,7 +58,7 @@ class GMSpec:
   name: str
   architecture: arch_lib.Architecture
   recipe: recipe_lib.Recipe
-  task: tasks_lib.Task
+  task: targets_lib.Task
 
 
 def gm_names(n: int) -> list[str]:
@@ -79,13 +79,13 @@ def sample_specs(config: ml_collections.ConfigDict) -> list[GMSpec]:
   families = arch_lib.deal_families(rng, tuple(config.families), n)
   archs = arch_lib.sample_architectures(rng, families)
   recipes = recipe_lib.sample_recipes(rng, families)
-  tasks = tasks_lib.sample_tasks(rng, archs)
+  tasks = targets_lib.sample_tasks(rng, archs)
   return [GMSpec(name, a, r, t)
           for name, a, r, t in zip(gm_names(n), archs, recipes, tasks)]
 
 
-def sizes(config: ml_collections.ConfigDict) -> train_lib.Sizes:
-  return train_lib.Sizes(
+def sizes(config: ml_collections.ConfigDict) -> programs_lib.Sizes:
+  return programs_lib.Sizes(
       batch=config.train_batch_size, crop=config_lib.crop_size(config),
       image=config.image_size,
       generation_batch=min(config.generation_batch_size,
@@ -107,15 +107,15 @@ def _data(config, spec: GMSpec, photos: photos_lib.Photos,
     generation = rng.standard_normal(
         (n,) + arch_lib.input_shape(spec.architecture, size), np.float32)
   else:
-    inputs = tasks_lib.degrade(spec.task, targets, rng)
+    inputs = targets_lib.degrade(spec.task, targets, rng)
     held_out = photos_lib.random_crops(rng, photos.held_out, n, size)
-    generation = tasks_lib.degrade(spec.task, held_out, rng)
+    generation = targets_lib.degrade(spec.task, held_out, rng)
   split = lambda a: a.reshape((steps, batch) + a.shape[1:])
   return split(inputs), split(targets), generation
 
 
 def train_gm(config, index: int, spec: GMSpec, photos: photos_lib.Photos,
-             program: train_lib.Program | None = None):
+             program: programs_lib.Program | None = None):
   """Trains one GM and generates its images.
 
   With `program` (a `train.shared` program of the GM's kind) this is the
@@ -134,7 +134,7 @@ def train_gm(config, index: int, spec: GMSpec, photos: photos_lib.Photos,
                        f'differ from those its layout implies {planned}')
   variables = host_init.init_variables(shapes, rng)
   if program is None:
-    program = train_lib.alone(arch, shapes, sizes(config),
+    program = programs_lib.alone(arch, shapes, sizes(config),
                               config.learning_rate)
     params, stats = variables['params'], variables.get('batch_stats', {})
   else:
@@ -142,7 +142,7 @@ def train_gm(config, index: int, spec: GMSpec, photos: photos_lib.Photos,
   carry = program.init(params, stats, rng)
   inputs, targets, generation = _data(config, spec, photos, rng)
   sw = supernet.switches(arch)
-  rc = train_lib.recipe_arrays(spec.recipe, arch.family)
+  rc = programs_lib.recipe_arrays(spec.recipe, arch.family)
   carry, history = program.fit(carry, sw, rc, inputs, targets)
   images = program.generate(carry, sw, generation)
   return images, counts, history
@@ -211,8 +211,8 @@ def build(config: ml_collections.ConfigDict, directory: str) -> None:
   n = len(specs)
   per_program = collections.Counter(s.architecture.program for s in specs)
   programs = {
-      k: train_lib.shared(k, sizes(config), config.learning_rate,
-                          train_lib.compiler_options(m * config.train_steps))
+      k: programs_lib.shared(k, sizes(config), config.learning_rate,
+                          programs_lib.compiler_options(m * config.train_steps))
       for k, m in sorted(per_program.items())}
   logging.info('zoo: building %d generators (%s) x %d images of %dx%d, %d '
                'steps of %d crops of %dx%d, into %s', n,

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from jaxfp.zoo import train as train_lib
+from jaxfp.zoo import programs as programs_lib
 
 
 def trace_probe(entries: dict) -> dict:
@@ -30,7 +30,7 @@ def trace_probe(entries: dict) -> dict:
   for family in families:
     gms = [e for e in entries.values() if e['labels']['family'] == family]
     terms = {}
-    for term in train_lib.METRICS:
+    for term in programs_lib.METRICS:
       groups = {'on': [], 'off': []}
       for e in gms:
         early = e['training']['early'][term]
