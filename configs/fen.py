@@ -67,11 +67,9 @@ def get_config(preset: str = '') -> ml_collections.ConfigDict:
   if preset == 'cpu':
     common.cpu_preset(config, num_train_steps=1500, warmup_steps=50,
                       eval_every_steps=500, checkpoint_every_steps=250)
-    # What generalises to unseen generators in a CPU budget (docs/parsing.md):
-    # the PN reads the image's residual spectrum and colour statistics, no
-    # conv trunk; the FEN is off because with this input it cannot change
-    # the parse (the FEN-on run scored the same, at 5x the time), and the
-    # PN reading the FEN's fingerprint spectrum instead scored lower. L1,
+    # What generalises to unseen generators in a CPU budget: the PN reads
+    # the residual spectrum and colour statistics, no conv trunk and no FEN
+    # (which did not change the parse at this scale; docs/parsing.md). L1,
     # the reported metric, for the continuous heads.
     config.model.use_fen = False
     config.model.pn_channels = ()
@@ -81,8 +79,7 @@ def get_config(preset: str = '') -> ml_collections.ConfigDict:
     config.batch_size = 32
   elif preset == 'cpu_fen':
     # The published architecture at CPU scale: FEN-5 width 16 and a conv PN
-    # of 16-64 channels reading the fingerprint (the CPU preset before the
-    # side features; docs/parsing.md). What the FEN ablations vary.
+    # of 16-64 channels reading the fingerprint. What the FEN ablations vary.
     common.cpu_preset(config, num_train_steps=1500, warmup_steps=50,
                       eval_every_steps=500, checkpoint_every_steps=250)
     config.model.pn_channels = (16, 32, 64, 64, 64)

@@ -308,8 +308,7 @@ def save(m: ocp.CheckpointManager, state, step: int, meta: dict) -> None:
   values is refused (CheckpointError).
   """
   # Each leaf's first local shard, copied as is: indexing (x[0]) would
-  # compile and run a small program per leaf, which took minutes in a
-  # multi-process run.
+  # compile and run a small program per leaf.
   host_state = jax.tree.map(
       lambda x: np.asarray(x)[0],
       jax.device_get(jax.tree.map(lambda x: x.addressable_data(0), state)))

@@ -98,9 +98,9 @@ def create_train_state(key, config, model, image_size, learning_rate_fn):
         apply_fn=model.apply, params=variables['params'],
         batch_stats=variables.get('batch_stats', {}),
         tx=optimizer(config, learning_rate_fn))
-  # One program (run eagerly, optax's init compiles one per parameter shape),
-  # unoptimised: it runs once, and XLA CPU's optimising compile of the
-  # random initialisers took ~10x longer (41-52 s for the test model).
+  # One program, since eager optax init compiles one per parameter shape;
+  # unoptimised, since it runs once and optimising the initialisers costs
+  # far more compile time than it saves (docs/performance.md).
   return jax.jit(create, compiler_options={
       'xla_backend_optimization_level': 0})(key)
 
