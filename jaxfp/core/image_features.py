@@ -17,6 +17,7 @@ Features of one image (uint8 RGB, any square size s divisible by `pool`;
 from __future__ import annotations
 
 import numpy as np
+from scipy import fft
 from scipy import ndimage
 
 POOL = 16
@@ -42,9 +43,11 @@ def residual_log_spectrum(images: np.ndarray, sigma: float = SIGMA
   blurred = ndimage.gaussian_filter(x, sigma=(0, sigma, sigma, 0),
                                     mode='reflect')
   residual = x - blurred
-  spectrum = np.abs(np.fft.fftshift(np.fft.fft2(residual, axes=(1, 2)),
-                                    axes=(1, 2)))
-  return np.log1p(spectrum.mean(axis=-1)), residual
+  # Channels first, so the transform runs over the contiguous last axes:
+  # over axes (1, 2) of NHWC it ran ~20x slower.
+  planes = np.ascontiguousarray(np.moveaxis(residual, -1, 1), np.float64)
+  magnitude = np.abs(fft.fft2(planes, workers=-1)).mean(axis=1)
+  return np.log1p(np.fft.fftshift(magnitude, axes=(1, 2))), residual
 
 
 def rings(size: int) -> np.ndarray:
@@ -86,11 +89,14 @@ def colour_statistics(images: np.ndarray, residual: np.ndarray) -> np.ndarray:
   parts += list(np.percentile(flat, QUANTILES, axis=1))
   # Clipping at the ends of the range is a trace of the last nonlinearity.
   parts += [(raw == 0).mean(axis=1), (raw == 255).mean(axis=1)]
-  edges = np.linspace(0, 1, HIST_BINS + 1)[1:-1]
-  bins = np.digitize(flat, edges)  # [N, pixels, 3] in 0..HIST_BINS-1
-  hist = np.stack([(bins == b).mean(axis=1) for b in range(HIST_BINS)],
-                  axis=1)  # [N, HIST_BINS, 3]
-  parts.append(hist.reshape(len(x), -1))
+  # Bin b holds [b, b + 1) / HIST_BINS, the last one 1.0 too.
+  bins = np.minimum((flat * HIST_BINS).astype(np.int64), HIST_BINS - 1)
+  n, pixels, channels = flat.shape
+  slot = (bins + HIST_BINS * np.arange(channels) +
+          HIST_BINS * channels * np.arange(n)[:, None, None])
+  counts = np.bincount(slot.ravel(), minlength=n * channels * HIST_BINS)
+  hist = counts.reshape(n, channels, HIST_BINS).transpose(0, 2, 1) / pixels
+  parts.append(hist.reshape(n, -1))  # [N, HIST_BINS * 3], bin-major.
   parts.append(residual.reshape(flat.shape).std(axis=1))
   return np.concatenate(parts, axis=1)
 
