@@ -178,9 +178,7 @@ def test_the_per_generator_kernel_probe_parses_a_planted_strength():
                         pca_dim=16, kernel=True)
   test_pooled, _, index = reference.by_generator(
       reference.features(images[~train]), rows[~train])
-  predictions = model.predict(test_pooled)
-  each = {k: (tuple(p[index] for p in v) if isinstance(v, tuple)
-              else v[index]) for k, v in predictions.items()}
+  each = reference.each_image(model.predict(test_pooled), index)
   result = reference.score(each, gt, rows[~train], num_shuffles=30, seed=0,
                            train_truth=gt.select(gt.gm_names[:60]))
   assert _z('continuous_l1/strength', result) >= 2

@@ -202,7 +202,7 @@ def by_generator(feats: np.ndarray, rows: np.ndarray
   return pooled, gms[order], index
 
 
-def _each_image(predictions: dict, index: np.ndarray) -> dict:
+def each_image(predictions: dict, index: np.ndarray) -> dict:
   """Per-GM predictions given to each of its images."""
   return {k: (tuple(p[index] for p in v) if isinstance(v, tuple)
               else v[index]) for k, v in predictions.items()}
@@ -279,7 +279,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     if not per_generator:
       return model.predict(feats)
     pooled, _, index = by_generator(feats, rows)
-    return _each_image(model.predict(pooled), index)
+    return each_image(model.predict(pooled), index)
 
   with console.quietly('Fitting the reference'):
     model = fit(train_feats, metrics_lib.Labels.of(gt, train_rows),
