@@ -172,9 +172,10 @@ def evaluate_splits(p_eval_step, state, task, config, collection):
   return result
 
 
-def pmapped(step, *, devices=None, **bound):
+def pmapped(step, *, donate_state: bool = False, devices=None, **bound):
   """`step` (`train_step` or `eval_step`) with its keyword arguments bound,
-  pmapped over `AXIS`; a train step donates the state it replaces."""
-  donate = (0,) if step is train_step else ()
+  pmapped over `AXIS`; `donate_state`: the state argument's buffers go to the
+  output (a train step, whose returned state replaces it)."""
   return jax.pmap(functools.partial(step, **bound), axis_name=AXIS,
-                  donate_argnums=donate, devices=devices)
+                  donate_argnums=(0,) if donate_state else (),
+                  devices=devices)

@@ -274,7 +274,7 @@ def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
 
   train_collection = steps.metrics_collection(task.train_metric_names)
   eval_collection = steps.metrics_collection(task.eval_metric_names)
-  p_train_step = steps.pmapped(steps.train_step, task=task,
+  p_train_step = steps.pmapped(steps.train_step, donate_state=True, task=task,
                                learning_rate_fn=learning_rate_fn,
                                collection=train_collection)
   p_eval_step = steps.pmapped(steps.eval_step, task=task,

@@ -76,7 +76,8 @@ def run_steps(task, state, batches, devices=None):
   """train_step pmapped over `devices` (default: every device of every
   process); returns this process's copy of the state and the losses."""
   collection = steps.metrics_collection(task.train_metric_names)
-  step = steps.pmapped(steps.train_step, devices=devices, task=task,
+  step = steps.pmapped(steps.train_step, donate_state=True,
+                       devices=devices, task=task,
                        learning_rate_fn=optax.constant_schedule(1.0),
                        collection=collection)
   local = [d for d in (devices or jax.devices())

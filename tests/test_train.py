@@ -64,7 +64,8 @@ def _task(config, gt):
 
 def _run_steps(num_devices, task, state, batches):
   collection = steps.metrics_collection(task.train_metric_names)
-  step = steps.pmapped(steps.train_step, devices=jax.devices()[:num_devices],
+  step = steps.pmapped(steps.train_step, donate_state=True,
+                       devices=jax.devices()[:num_devices],
                        task=task,
                        learning_rate_fn=optax.constant_schedule(1.0),
                        collection=collection)

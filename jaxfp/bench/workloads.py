@@ -108,7 +108,8 @@ def task_workloads(config: ml_collections.ConfigDict, device,
   if f'{task_name}_train' in names:
     devices = [device]
     collection = steps.metrics_collection(task.train_metric_names)
-    p_train_step = steps.pmapped(steps.train_step, devices=devices,
+    p_train_step = steps.pmapped(steps.train_step, donate_state=True,
+                                 devices=devices,
                                  task=task, learning_rate_fn=lr_fn,
                                  collection=collection)
     # Replicated from host copies (flax's replicate stacks jax.Arrays with
