@@ -35,7 +35,7 @@ def get_config(preset: str = '') -> ml_collections.ConfigDict:
   config.data = data.parsing()
   config.model.pn_channels = (32, 64, 128, 256, 512)
   config.model.pn_hidden = (512, 256, 64)
-  # The PN's side features (jaxfp.models.parsing.SideFeatures), off as
+  # The PN's side features (jaxfp.models.parsing_network.SideFeatures), off as
   # published: the log spectrum of '' (none), 'fingerprint' or 'residual'
   # (the image minus its blur), pooled to spectrum_pool^2; colour statistics.
   config.model.spectrum = ''

@@ -39,7 +39,7 @@ def get_config(preset: str = '') -> ml_collections.ConfigDict:
   m.use_fen = False
   m.fen_depth = 5
   m.fen_width = 16
-  # Inputs (jaxfp.models.parsing.SideFeatures): the log spectrum of
+  # Inputs (jaxfp.models.parsing_network.SideFeatures): the log spectrum of
   # '' (none), 'residual' (image minus its blur) or 'fingerprint' (needs
   # use_fen), pooled to spectrum_pool^2, plus its radial profile; and the
   # image's colour statistics.

@@ -12,7 +12,7 @@ from jaxfp.core import schema as schema_lib
 from jaxfp.core import spectrum as spectrum_lib
 from jaxfp.losses import parsing as parsing_losses
 from jaxfp.models import fields
-from jaxfp.models import parsing
+from jaxfp.models import parsing_network
 
 
 def test_continuous_losses_by_hand():
@@ -67,13 +67,13 @@ def test_radial_profile_of_a_constant_and_a_ring():
 
 def test_colour_statistics_by_hand():
   unit = jnp.zeros((1, 2, 2, 3)).at[0, 0, 0].set(1.0)
-  stats = np.asarray(parsing.colour_statistics(unit))[0]
-  assert stats.shape == (3 * (4 + parsing.HIST_BINS),)
+  stats = np.asarray(parsing_network.colour_statistics(unit))[0]
+  assert stats.shape == (3 * (4 + parsing_network.HIST_BINS),)
   np.testing.assert_allclose(stats[:3], 0.25)  # Mean.
   np.testing.assert_allclose(stats[3:6], np.sqrt(0.25 * 0.75), rtol=1e-6)
   np.testing.assert_allclose(stats[6:9], 0.75)  # Fraction at 0.
   np.testing.assert_allclose(stats[9:12], 0.25)  # Fraction at 255.
-  hist = stats[12:].reshape(3, parsing.HIST_BINS)  # Per channel.
+  hist = stats[12:].reshape(3, parsing_network.HIST_BINS)  # Per channel.
   np.testing.assert_allclose(hist[:, 0], 0.75)
   np.testing.assert_allclose(hist[:, -1], 0.25)
   np.testing.assert_allclose(hist.sum(axis=1), 1.0)

@@ -14,7 +14,7 @@ Fitted at the end of training (`fit`, by the parsing task) and saved as
                a small MLP on the same data (docs/answers.md).
   in-distribution
                the Mahalanobis distance (Ledoit-Wolf covariance) of the
-               parser's own side features (`models.parsing.side_vector`)
+               parser's own side features (`models.parsing_network.side_vector`)
                from the training generators' clean images; its
                p-value is the share of held-out generators' images lying at
                least as far (conformal). Below `ood_alpha` the image is
@@ -45,7 +45,7 @@ from jaxfp.core import files
 from jaxfp.core import image_features
 from jaxfp.data import perturbations
 from jaxfp.inference import calibration
-from jaxfp.models import parsing as parsing_model
+from jaxfp.models import parsing_network as parsing_model
 
 FILENAME = 'answer.npz'
 # Coverage of the continuous intervals.

@@ -12,10 +12,10 @@ from jaxfp.core import schema as schema_lib
 from jaxfp.core import spectrum as spectrum_lib
 from jaxfp.models import heads
 from jaxfp.models.fen import FingerprintEstimator
-from jaxfp.models import parsing
+from jaxfp.models import parsing_network
 from jaxfp.models.heads import AttributionHead
 from jaxfp.models.heads import DetectionHead
-from jaxfp.models.parsing import ParsingNetwork
+from jaxfp.models.parsing_network import ParsingNetwork
 
 # The classifier heads, by the name of the task that introduced each; a
 # FingerprintClassifier's `task` picks one.
@@ -27,25 +27,25 @@ class FingerprintParser(nn.Module):
 
   With `use_fen=False` (the "no FEN" ablation) the PN reads the image itself,
   which is then also what is returned as the fingerprint. `spectrum` and
-  `colour_stats` add the PN's side features (parsing.SideFeatures).
+  `colour_stats` add the PN's side features (parsing_network.SideFeatures).
   """
   schema: schema_lib.Schema
   fen_depth: int = 17
   fen_width: int = 64
   use_fen: bool = True
   dropout_rate: float = 0.5
-  pn_channels: tuple[int, ...] = parsing.CHANNELS
+  pn_channels: tuple[int, ...] = parsing_network.CHANNELS
   dtype: Any = jnp.float32
   axis_name: str | None = None
-  pn_hidden: tuple[int, ...] = parsing.HIDDEN
+  pn_hidden: tuple[int, ...] = parsing_network.HIDDEN
   spectrum: str = ''
   spectrum_pool: int = 16
   colour_stats: bool = False
 
   @nn.compact
   def __call__(self, images, *, train: bool):
-    fingerprint, side = parsing.fingerprint_and_side(self, images,
-                                                     train=train)
+    fingerprint, side = parsing_network.fingerprint_and_side(self, images,
+                                                             train=train)
     outputs = ParsingNetwork(self.schema, self.dropout_rate, self.pn_channels,
                              dtype=self.dtype, hidden=self.pn_hidden,
                              name='pn')(fingerprint, train=train, side=side)

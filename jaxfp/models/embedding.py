@@ -1,11 +1,11 @@
 """Source embedding: image -> unit vector, close for images of one generator.
 
 `SourceEmbedder` reads fixed summaries of the image (the PN's
-`parsing.SideFeatures`: the log spectrum of the high-pass residual or of the
-fingerprint, colour statistics; and `trace_statistics`: what the residual's
-pixels do that a channel-averaged spectrum does not show), optionally a
-FEN's fingerprint through the same summaries, and maps them through an MLP
-to an L2-normalised embedding.
+`parsing_network.SideFeatures`: the log spectrum of the high-pass residual or
+of the fingerprint, colour statistics; and `trace_statistics`: what the
+residual's pixels do that a channel-averaged spectrum does not show),
+optionally a FEN's fingerprint through the same summaries, and maps them
+through an MLP to an L2-normalised embedding.
 With `num_sources > 0` it also holds one unit "proxy" vector per training
 source and returns the cosine of each image's embedding with each proxy:
 what a margin softmax (`jaxfp.losses.embedding`) trains on. The proxies are
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxfp.core import normalization
-from jaxfp.models import parsing
+from jaxfp.models import parsing_network
 
 HIDDEN = (512, 512)
 EMBED_DIM = 128
@@ -118,7 +118,8 @@ class SourceEmbedder(nn.Module):
   def __call__(self, images, *, train: bool):
     if self.spectrum == 'fingerprint' and not self.use_fen:
       raise ValueError("model.spectrum='fingerprint' needs model.use_fen")
-    fingerprint, x = parsing.fingerprint_and_side(self, images, train=train)
+    fingerprint, x = parsing_network.fingerprint_and_side(self, images,
+                                                            train=train)
     parts = [] if x is None else [x]
     if self.trace_stats:
       # Fixed functions of the input, like the side features.

@@ -16,7 +16,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxfp.models.parsing import max_pool_2x2
+from jaxfp.models.parsing_network import max_pool_2x2
 
 DETECTION_CHANNELS = (32, 64, 128, 256, 512)
 ATTRIBUTION_CHANNELS = (32, 64)
@@ -44,8 +44,8 @@ class ConvClassifier(nn.Module):
       raise ValueError(f'{type(self).__name__} needs at least one conv block')
     x = x.astype(self.dtype)
     for i, (features, k) in enumerate(zip(self.channels, self.kernel_sizes())):
-      # Explicit pad + VALID conv: see the note in parsing.py (XLA CPU runs
-      # the padded-conv form much slower).
+      # Explicit pad + VALID conv: see the note in parsing_network.py (XLA CPU
+      # runs the padded-conv form much slower).
       x = jnp.pad(x, ((0, 0), (PADDING, PADDING), (PADDING, PADDING), (0, 0)))
       x = nn.Conv(features, (k, k), padding='VALID', dtype=self.dtype,
                   name=f'conv_{i}')(x)

@@ -44,7 +44,7 @@ from jaxfp.core import files
 from jaxfp.core import normalization
 from jaxfp.core import schema as schema_lib
 from jaxfp.models import fields
-from jaxfp.models import parsing
+from jaxfp.models import parsing_network
 
 # The published networks, by the task each serves: their input size.
 IMAGE_SIZE = {'parsing': 64, 'detection': 128, 'attribution': 128}
@@ -183,7 +183,7 @@ def _head_entries(task: str, num_blocks: int,
     yield 'fc1', (scope, 'fc_0'), 'dense'
     yield 'fc2', (scope, 'fc_1'), 'dense'
     return
-  for i in range(len(parsing.HIDDEN)):
+  for i in range(len(parsing_network.HIDDEN)):
     yield f'fc{i + 1}', (scope, f'fc_{i}'), 'dense'
   heads = (('continuous',) + schema.discrete_names, schema.coarse,
            schema.fine)
