@@ -21,6 +21,7 @@ import time
 
 from absl import logging
 from flax import jax_utils
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -33,7 +34,6 @@ from jaxfp.core import console
 from jaxfp.core import distributed
 from jaxfp.core import files
 from jaxfp.core import lock
-from jaxfp.core import nested
 from jaxfp.core import preemption
 from jaxfp.report import summaries
 from jaxfp.tasks import common
@@ -265,7 +265,7 @@ def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
   # Only now, once the data and the workdir's checkpoint are accepted: a
   # refused run leaves no empty events file behind.
   writer = summaries.writer(workdir, chief=is_chief)
-  writer.write_hparams(nested.flatten(config.to_dict()))
+  writer.write_hparams(traverse_util.flatten_dict(config.to_dict(), sep='.'))
   start_step = int(state.step)
   # Host copies placed on a mesh named AXIS: flax's default mesh name differs
   # from that of the pmapped step's outputs, which recompiled step 2.

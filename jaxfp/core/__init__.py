@@ -5,5 +5,5 @@ low-frequency window), normalization (the published input scaling),
 published (the published sigmoid outputs of the parsing heads), distributed
 (multi-host start-up, the pmap axis), preemption (SIGTERM), console
 (verbosity, progress, errors), files (whole-file writes, output checks),
-lock (one trainer per workdir), nested (dotted flattening of nested dicts).
+lock (one trainer per workdir).
 """

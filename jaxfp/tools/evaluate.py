@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 from absl import logging
 from flax import jax_utils
+from flax import traverse_util
 import jax
 import ml_collections
 import numpy as np
@@ -46,7 +47,6 @@ from jaxfp import steps
 from jaxfp import tasks
 from jaxfp import train
 from jaxfp.core import files
-from jaxfp.core import nested
 from jaxfp.models import fields
 
 # config.model fields a checkpoint's 'model' meta (jaxfp.convert_torch) sets;
@@ -101,8 +101,8 @@ def config_for(meta: dict, config: ml_collections.ConfigDict | None = None,
   if 'model' in meta:
     network = _merge(network, {'model': {
         k: v for k, v in meta['model'].items() if k in MODEL_FIELDS}})
-  for key, value in nested.flatten(network).items():
-    old = nested.flatten(merged).get(key)
+  for key, value in traverse_util.flatten_dict(network, sep='.').items():
+    old = traverse_util.flatten_dict(merged, sep='.').get(key)
     if old is not None and _normal(old) != _normal(value):
       logging.warning('config.%s=%r replaced by the checkpoint\'s %r', key,
                       old, value)

@@ -47,13 +47,13 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from absl import logging
+from flax import traverse_util
 import jax
 import ml_collections
 import numpy as np
 
 from jaxfp import train
 from jaxfp.core import files
-from jaxfp.core import nested
 from jaxfp.report import metrics as metrics_lib
 from jaxfp.report import results as results_lib
 from jaxfp.report import tables
@@ -119,7 +119,8 @@ def expand(base: ml_collections.ConfigDict, runs: Sequence[Run]
 
 def _flat_config(config: ml_collections.ConfigDict) -> dict:
   # Through JSON, as run.json saves it: tuples become lists, keys sorted.
-  return nested.flatten(json.loads(config.to_json_best_effort(sort_keys=True)))
+  return traverse_util.flatten_dict(
+      json.loads(config.to_json_best_effort(sort_keys=True)), sep='.')
 
 
 def _check_same_config(run_dir: str, name: str,
