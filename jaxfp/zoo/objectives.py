@@ -56,15 +56,6 @@ def total_variation(out, target):
   return jnp.mean(jnp.abs(dy)) + jnp.mean(jnp.abs(dx))
 
 
-RECONSTRUCTION = {
-    'pixel_l1': pixel_l1,
-    'pixel_mse': pixel_mse,
-    'gradient': gradient,
-    'spectral': spectral,
-    'total_variation': total_variation,
-}
-
-
 def _softplus(x):
   return jnp.logaddexp(x, 0.0)
 
