@@ -55,6 +55,10 @@ def get_config(preset: str = '') -> ml_collections.ConfigDict:
   config.answer = ml_collections.ConfigDict()
   config.answer.enabled = True
   config.answer.num_real = 0  # Photograph crops; 0 = as many as generated.
+  # A folder of camera photographs joined to the detector's real class (read
+  # offline; '' = only the photographs scikit-image ships). Photographs are
+  # what its false positives lack (docs/answers.md).
+  config.answer.photo_dir = ''
   # CNNDetection's blur + JPEG, each with this probability, and resizing
   # down by 1-2.5x and back up: off, as measured best on unseen generators
   # and photographs (docs/answers.md).

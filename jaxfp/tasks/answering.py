@@ -6,7 +6,8 @@ Fitted on process 0 after the final evaluation, from
   - the training generators' images (generated, and the in-distribution
     score's training set),
   - as many random crops of the training photographs (real: every
-    photograph scikit-image ships, `zoo.photos.PHOTO_SETS['train']`),
+    photograph scikit-image ships, `zoo.photos.PHOTO_SETS['train']`, and
+    those under `config.answer.photo_dir` when it names a folder),
   - the held-out generators' images and the parser's outputs on them
     (temperatures, conformal intervals, the in-distribution reference),
   - the held-out evaluation's parsed count (which hyperparameters are
@@ -18,10 +19,13 @@ from __future__ import annotations
 
 import os
 
+from absl import logging
 import ml_collections
 import numpy as np
 from PIL import Image
 
+from jaxfp.core import console
+from jaxfp.data import images as images_lib
 from jaxfp.data import splits
 from jaxfp.inference import answer as answer_lib
 from jaxfp.report import metrics as metrics_lib
@@ -43,12 +47,51 @@ def identifiable(result: dict) -> list[str]:
 PHOTO_SCALES = (4, 8)
 
 
+def photo_files(directory: str) -> list[str]:
+  """The image files under `config.answer.photo_dir`; a missing or empty
+  folder is a ValueError naming it (raised before training, not after)."""
+  if not os.path.isdir(directory):
+    raise ValueError(f'config.answer.photo_dir={directory!r} is not a folder')
+  found = images_lib.files_under(directory)
+  if not found:
+    raise ValueError(f'config.answer.photo_dir={directory!r} holds no image '
+                     f'({", ".join(images_lib.IMAGE_EXTENSIONS)})')
+  return found
+
+
+def user_photographs(directory: str, image_size: int) -> list[np.ndarray]:
+  """The photographs under `directory` at every `PHOTO_SCALES`, float32 in
+  [0, 1]; each unreadable file is named in a warning and left out."""
+  from jaxfp.zoo import photos  # pylint: disable=g-import-not-at-top
+  pool, skipped = [], []
+  for path in photo_files(directory):
+    try:
+      pool += [photos.rescaled(path, scale * image_size)
+               for scale in PHOTO_SCALES]
+    except Exception as e:  # pylint: disable=broad-except
+      # PIL raises many types for a bad file; each means "leave it out".
+      skipped.append(path)
+      logging.warning('config.answer.photo_dir: left out %s (%s: %s)',
+                      images_lib.one_line(path), type(e).__name__, e)
+  if not pool:
+    raise ValueError(f'config.answer.photo_dir={directory!r}: none of its '
+                     f'{len(skipped)} image files can be read')
+  if skipped:
+    logging.warning('config.answer.photo_dir: %s left out, %d read',
+                    console.count(len(skipped), 'unreadable file'),
+                    len(pool) // len(PHOTO_SCALES))
+  return pool
+
+
 def real_crops(image_size: int, num: int, seed: int,
-               which: str = 'train') -> np.ndarray:
-  """uint8 random crops [num, s, s, 3] of a photo set (`PHOTO_SCALES`)."""
+               which: str = 'train', photo_dir: str = '') -> np.ndarray:
+  """uint8 random crops [num, s, s, 3] of a photo set (`PHOTO_SCALES`),
+  and of the photographs under `photo_dir` when one is given."""
   from jaxfp.zoo import photos  # pylint: disable=g-import-not-at-top
   pool = [image for scale in PHOTO_SCALES
           for image in photos.load_set(which, image_size, scale).values()]
+  if photo_dir:
+    pool += user_photographs(photo_dir, image_size)
   crops = photos.random_crops(np.random.default_rng(seed), pool, num,
                               image_size)
   return np.clip(np.rint(crops * 255.0), 0, 255).astype(np.uint8)
@@ -61,7 +104,8 @@ def fit(config: ml_collections.ConfigDict, info: splits.DataInfo,
   c = config.answer
   size = config.data.image_size
   generated, _ = common.read_images(config.data, info, 'train')
-  real = real_crops(size, c.num_real or len(generated), config.seed)
+  real = real_crops(size, c.num_real or len(generated), config.seed,
+                    photo_dir=c.get('photo_dir', ''))
   gt = info.ground_truth
   return answer_lib.fit(
       schema=gt.schema, generated_train=generated, real_train=real,

@@ -66,6 +66,9 @@ class ParsingTask(common.GmFolderTask):
                evaluation_only: bool = False):
     """`evaluation_only`: accept a split that holds out every GM."""
     self.config = config
+    answer = config.get('answer')
+    if answer is not None and answer.enabled and answer.get('photo_dir'):
+      answering.photo_files(answer.photo_dir)  # Named now, not after training.
     self.info = self._split(config, info, evaluation_only)
     gt = self.info.ground_truth
     self.schema = gt.schema

@@ -65,7 +65,7 @@ def photo_path(name: str) -> str:
   return os.path.join(os.path.dirname(module.__file__), inside)
 
 
-def _rescaled(path: str, short: int) -> np.ndarray:
+def rescaled(path: str, short: int) -> np.ndarray:
   """A photograph as float32 [H, W, 3] in [0, 1], its shorter side `short`."""
   with Image.open(path) as im:
     im = im.convert('RGB')
@@ -84,7 +84,7 @@ def load_set(which: str, image_size: int, scale: int = 4
   for name in PHOTO_SETS[which]:
     path = photo_path(name)
     if os.path.isfile(path):
-      out[name] = _rescaled(path, scale * image_size)
+      out[name] = rescaled(path, scale * image_size)
   if not out:
     raise FileNotFoundError(f'none of the {which} photographs '
                             f'{list(PHOTO_SETS[which])} is installed')
@@ -115,7 +115,7 @@ def load_photos(image_size: int) -> Photos:
   held_rows = (3 * image_size) // 2
   train, held_out = [], []
   for name in names:
-    pixels = _rescaled(os.path.join(directory, name), short)
+    pixels = rescaled(os.path.join(directory, name), short)
     train.append(pixels[:-held_rows])
     held_out.append(pixels[-held_rows:])
   return Photos(tuple(names), tuple(train), tuple(held_out))
