@@ -329,13 +329,15 @@ def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
           break
         if step % config.eval_every_steps == 0 and not last:
           _check_finite(pending)
-          result = steps.evaluate(p_eval_step, state, task, config,
-                                  eval_collection)
+          with progress.paused():
+            result = steps.evaluate(p_eval_step, state, task, config,
+                                    eval_collection)
           progress.note(eval_line(task, step, result))
           _write_eval(writer, task, step, result)
         if step % config.checkpoint_every_steps == 0 or last:
           _check_finite(pending)
-          checkpoints.save(manager, state, step, meta)
+          with progress.paused():
+            checkpoints.save(manager, state, step, meta)
     finally:
       # A crash mid-run still finishes the checkpoint being written, so the
       # next launch resumes from it.

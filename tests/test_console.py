@@ -42,6 +42,25 @@ def test_a_line_seconds_after_another_keeps_the_longer_windows_rate(
   assert '3.33 steps/s' in lines[0] and '3.33 steps/s' in lines[1]
 
 
+def test_time_spent_paused_is_left_out_of_the_rate(caplog, monkeypatch):
+  """An evaluation of 600 s, then 14 steps in 70 s: 0.2 steps/s, not
+  14 / 670 (the ETA of hours that a run minutes from its end showed)."""
+  now = [0.0]
+  monkeypatch.setattr(console.time, 'monotonic', lambda: now[0])
+  monkeypatch.setattr(console.sys.stderr, 'isatty', lambda: False)
+  caplog.set_level(logging.INFO)
+  with console.Progress(240, what='train', every_s=60) as progress:
+    now[0] = 100.0
+    progress.update(60)  # A timed line, the rate over 100 s.
+    with progress.paused():
+      now[0] = 700.0
+    now[0] = 770.0
+    progress.update(74)
+  lines = [r.getMessage() for r in caplog.records]
+  assert lines[-1].startswith('train: 74/240 steps (31%), 0.2 steps/s, '
+                              'ETA 13m50s'), lines
+
+
 def test_a_user_error_is_one_line_and_status_two(capsys):
   @console.command
   def main(argv):
