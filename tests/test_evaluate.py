@@ -20,22 +20,11 @@ from jaxfp.tasks import parsing as parsing_task
 from jaxfp.tools import evaluate
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-  """A 2-step run of configs/fen.py:test, checkpointed at steps 1 and 2."""
-  config = fen_config.get_config('test')
-  # Same cache path as tests/test_sweep.py: the test zoo is built once.
-  config.data.cache_dir = str(tmp_path_factory.getbasetemp() /
-                              'jaxfp-shared-test-cache')
-  config.num_train_steps = 2
-  config.checkpoint_every_steps = 1
-  config.eval_every_steps = 100
-  # Several closed-set images among the 4 x 6 of the training GMs.
-  config.data.closed_set_fraction = 0.3
-  workdir = str(tmp_path_factory.mktemp('run'))
-  result = train.train_and_evaluate(config, workdir)
-  with open(os.path.join(workdir, 'results.json')) as f:
-    results = json.load(f)
+@pytest.fixture()
+def trained(parsing_run):
+  """A 2-step run of configs/fen.py:test, checkpointed at steps 1 and 2,
+  with a closed set (tests/conftest.py: shared with tests/test_answer.py)."""
+  config, workdir, result, results, _ = parsing_run
   return config, workdir, result, results
 
 
