@@ -7,13 +7,11 @@ imports they share are paid once: the processes are forked from one that
 made them (tests/forked_commands.py).
 """
 
-import json
 import subprocess
 import sys
 import threading
 
 from jaxfp.core import console
-import forked_commands
 import subprocs
 
 
@@ -89,29 +87,16 @@ def _cases(tmp_path):
 
 def test_user_errors_are_one_line_and_status_two(tmp_path):
   cases = _cases(tmp_path)
-  logs = tmp_path / 'logs'
-  logs.mkdir()
-  spec = {'cases': {name: (args[0], args[1:], str(logs / f'{i}.log'))
-                    for i, (name, (args, _)) in enumerate(cases.items())},
-          'out': str(tmp_path / 'codes.json')}
-  (tmp_path / 'spec.json').write_text(json.dumps(spec))
-  # BLAS in one thread: the server forks only while it has one thread.
-  env = dict(subprocs.child_env(), OPENBLAS_NUM_THREADS='1')
-  env[forked_commands.ADDED_ENV] = 'OPENBLAS_NUM_THREADS'
-  server = subprocs.Child(
-      [sys.executable, subprocs.REPO / 'tests' / 'forked_commands.py',
-       tmp_path / 'spec.json'], env, tmp_path / 'server.log')
-  subprocs.wait_all([server], 300)
-  codes = json.loads((tmp_path / 'codes.json').read_text())
-  assert set(codes) == set(cases), server.tail()
+  results = subprocs.run_forked(
+      {name: (args[0], args[1:]) for name, (args, _) in cases.items()},
+      tmp_path / 'commands', subprocs.child_env(), 300)
   failures = []
-  for name, (_, _, log) in spec['cases'].items():
-    output = open(log, encoding='utf-8', errors='replace').read()
+  for name, (code, output) in results.items():
     expected = cases[name][1]
     lines = output.strip().splitlines()
-    if (codes[name] != 2 or 'Traceback' in output or not lines or
+    if (code != 2 or 'Traceback' in output or not lines or
         not lines[-1].startswith('error: ') or expected not in lines[-1]):
-      failures.append(f'{name}: exit {codes[name]}, expected '
+      failures.append(f'{name}: exit {code}, expected '
                       f'"{expected}", got:\n{output[-1500:]}')
   assert not failures, '\n\n'.join(failures)
 
