@@ -32,3 +32,37 @@ def _info_verbosity():
   that read progress lines from the log would see none."""
   absl_logging.set_verbosity(absl_logging.INFO)
   yield
+
+
+@pytest.fixture(scope='session')
+def parsing_run(tmp_path_factory):
+  """A 2-step run of configs/fen.py:test, checkpointed at steps 1 and 2, for
+  the tests that only read a finished parsing run (tests/test_evaluate.py,
+  tests/test_answer.py); a test that changes a run copies it first.
+
+  Returns (config, workdir, the trainer's result, results.json, what the
+  trainer printed).
+  """
+  import contextlib  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top,redefined-outer-name,reimported
+  from configs import fen as fen_config  # pylint: disable=g-import-not-at-top
+  from jaxfp import train  # pylint: disable=g-import-not-at-top
+  config = fen_config.get_config('test')
+  # The test zoo, built once in the session (tests/test_sweep.py,
+  # tests/test_train.py, the subprocess tests use the same cache).
+  config.data.cache_dir = str(tmp_path_factory.getbasetemp() /
+                              'jaxfp-shared-test-cache')
+  config.num_train_steps = 2
+  config.checkpoint_every_steps = 1
+  config.eval_every_steps = 100
+  # Several closed-set images among the 4 x 6 of the training GMs.
+  config.data.closed_set_fraction = 0.3
+  workdir = str(tmp_path_factory.mktemp('parsing_run'))
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    result = train.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  return config, workdir, result, results, printed.getvalue()

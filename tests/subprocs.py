@@ -6,11 +6,13 @@ a failure or timeout kills every child and shows the end of each log.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import jax
@@ -139,3 +141,29 @@ def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
   if not root.is_dir():
     return []
   return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit())
+
+
+def run_forked(cases: dict, folder: pathlib.Path, env: dict[str, str],
+               timeout_s: float) -> dict[str, tuple[int, str]]:
+  """Runs each case, name: [module, args], as `python -m module args` in a
+  process of its own, side by side, forked from one process that made the
+  modules' imports once (tests/forked_commands.py). Returns each case's
+  exit status and its stdout and stderr together."""
+  logs = folder / 'logs'
+  logs.mkdir(parents=True)
+  spec = {'cases': {name: (module, [str(a) for a in args],
+                           str(logs / f'{i}.log'))
+                    for i, (name, (module, args)) in enumerate(cases.items())},
+          'out': str(folder / 'codes.json')}
+  (folder / 'spec.json').write_text(json.dumps(spec))
+  # BLAS in one thread: the server forks only while it has one thread; the
+  # commands get the environment as given.
+  env = dict(env, OPENBLAS_NUM_THREADS='1',
+             _FORKED_COMMANDS_ADDED_ENV='OPENBLAS_NUM_THREADS')
+  server = Child([sys.executable, REPO / 'tests' / 'forked_commands.py',
+                  folder / 'spec.json'], env, folder / 'server.log')
+  wait_all([server], timeout_s)
+  codes = json.loads((folder / 'codes.json').read_text())
+  assert set(codes) == set(cases), server.tail()
+  return {name: (codes[name], pathlib.Path(log).read_text(errors='replace'))
+          for name, (_, _, log) in spec['cases'].items()}

@@ -266,19 +266,13 @@ def test_predict_output_carries_the_answer_and_abstains_on_photographs(
 # ------------------------------------------------ at the end of training ----
 
 
-def test_a_parsing_run_fits_its_answer_and_shows_it(tmp_path_factory,
-                                                    capsys):
+def test_a_parsing_run_fits_its_answer_and_shows_it(parsing_run):
   import os  # pylint: disable=g-import-not-at-top
-  from configs import fen as fen_config  # pylint: disable=g-import-not-at-top
-  from jaxfp import train  # pylint: disable=g-import-not-at-top
-  config = fen_config.get_config('test')
-  # Same cache path as tests/test_evaluate.py: the test zoo is built once.
-  config.data.cache_dir = str(tmp_path_factory.getbasetemp() /
-                              'jaxfp-shared-test-cache')
-  config.num_train_steps = 2
-  workdir = tmp_path_factory.mktemp('run')
-  train.train_and_evaluate(config, str(workdir))
-  printed = capsys.readouterr().out
+  import pathlib  # pylint: disable=g-import-not-at-top
+  # A 2-step run of configs/fen.py:test (tests/conftest.py), shared with
+  # tests/test_evaluate.py; `printed` is what its trainer printed.
+  _, workdir, _, _, printed = parsing_run
+  workdir = pathlib.Path(workdir)
   assert (workdir / answer_lib.FILENAME).is_file()
   examples = sorted(os.listdir(workdir / 'answer_examples'))
   assert sum(n.startswith('photograph_') for n in examples) == 2

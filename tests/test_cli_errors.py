@@ -2,7 +2,9 @@
 
 `error: ...` naming the file, field or value, exit status 2, no traceback
 (README, "Exit statuses"). Each case runs the real command in a process of
-its own; they run side by side, and each fails before any real work.
+its own; they run side by side, and each fails before any real work. The
+imports they share are paid once: the processes are forked from one that
+made them (tests/forked_commands.py).
 """
 
 import subprocess
@@ -85,18 +87,16 @@ def _cases(tmp_path):
 
 def test_user_errors_are_one_line_and_status_two(tmp_path):
   cases = _cases(tmp_path)
-  children = {name: subprocess.Popen(
-      [sys.executable, '-m', *args], env=subprocs.child_env(),
-      cwd=subprocs.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-      text=True) for name, (args, _) in cases.items()}
+  results = subprocs.run_forked(
+      {name: (args[0], args[1:]) for name, (args, _) in cases.items()},
+      tmp_path / 'commands', subprocs.child_env(), 300)
   failures = []
-  for name, child in children.items():
-    output, _ = child.communicate(timeout=300)
+  for name, (code, output) in results.items():
     expected = cases[name][1]
     lines = output.strip().splitlines()
-    if (child.returncode != 2 or 'Traceback' in output or not lines or
+    if (code != 2 or 'Traceback' in output or not lines or
         not lines[-1].startswith('error: ') or expected not in lines[-1]):
-      failures.append(f'{name}: exit {child.returncode}, expected '
+      failures.append(f'{name}: exit {code}, expected '
                       f'"{expected}", got:\n{output[-1500:]}')
   assert not failures, '\n\n'.join(failures)
 

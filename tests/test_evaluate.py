@@ -20,22 +20,11 @@ from jaxfp.tasks import parsing as parsing_task
 from jaxfp.tools import evaluate
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-  """A 2-step run of configs/fen.py:test, checkpointed at steps 1 and 2."""
-  config = fen_config.get_config('test')
-  # Same cache path as tests/test_sweep.py: the test zoo is built once.
-  config.data.cache_dir = str(tmp_path_factory.getbasetemp() /
-                              'jaxfp-shared-test-cache')
-  config.num_train_steps = 2
-  config.checkpoint_every_steps = 1
-  config.eval_every_steps = 100
-  # Several closed-set images among the 4 x 6 of the training GMs.
-  config.data.closed_set_fraction = 0.3
-  workdir = str(tmp_path_factory.mktemp('run'))
-  result = train.train_and_evaluate(config, workdir)
-  with open(os.path.join(workdir, 'results.json')) as f:
-    results = json.load(f)
+@pytest.fixture()
+def trained(parsing_run):
+  """A 2-step run of configs/fen.py:test, checkpointed at steps 1 and 2,
+  with a closed set (tests/conftest.py: shared with tests/test_answer.py)."""
+  config, workdir, result, results, _ = parsing_run
   return config, workdir, result, results
 
 
@@ -262,13 +251,11 @@ def test_a_checkpoint_of_another_task_than_the_config_is_named(tmp_path):
   """Issue 22, case 4: a source-embedding checkpoint evaluated with a
   parsing --config, and the reverse, is one `error:` line naming both
   tasks (exit 2), not a traceback."""
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
   from configs import source as source_config  # pylint: disable=g-import-not-at-top
   import subprocs  # pylint: disable=g-import-not-at-top
   state = {'step': 0, 'params': {'dense': {'kernel': np.zeros((2, 2))}},
            'batch_stats': {}}
-  children = {}
+  cases = {}
   env = dict(subprocs.child_env(), JAXFP_CACHE=str(tmp_path / 'cache'))
   for task, saved, other in (
       ('source', source_config.get_config('test'), 'configs/fen.py:test'),
@@ -276,15 +263,14 @@ def test_a_checkpoint_of_another_task_than_the_config_is_named(tmp_path):
     run = tmp_path / task
     checkpoints.write(str(run), state, {
         'task': task, 'config': json.loads(saved.to_json_best_effort())})
-    children[task] = subprocess.Popen(
-        [sys.executable, '-m', 'jaxfp.evaluate', f'--checkpoint={run}',
-         f'--config={other}', f'--workdir={tmp_path / ("eval_" + task)}'],
-        env=env, cwd=subprocs.REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
-  for task, child in children.items():
-    output, _ = child.communicate(timeout=600)
+    cases[task] = ('jaxfp.evaluate', [
+        f'--checkpoint={run}', f'--config={other}',
+        f'--workdir={tmp_path / ("eval_" + task)}'])
+  # Each in a process of its own, side by side (tests/forked_commands.py).
+  results = subprocs.run_forked(cases, tmp_path / 'commands', env, 600)
+  for task, (code, output) in results.items():
     other = 'parsing' if task == 'source' else 'source'
-    assert child.returncode == 2, output[-3000:]
+    assert code == 2, output[-3000:]
     assert 'Traceback' not in output
     assert output.strip().splitlines()[-1].startswith(
         f'error: {tmp_path / task}'), output[-1000:]

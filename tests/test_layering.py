@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import gc
+import hashlib
 import pathlib
 import re
 import shutil
@@ -112,15 +113,32 @@ def _imports(path: pathlib.Path, root: pathlib.Path):
         yield (full if _module_path(full, root) else module), node.lineno, lazy
 
 
+_IMPORTS = {}
+
+
+def _imports_once(path: pathlib.Path, root: pathlib.Path,
+                  files: tuple[str, ...]):
+  """_imports(path, root), read once per content of the file: a check reads
+  every file twice (its rules, then its cycles), and a planted-import test
+  checks its tree before and after changing one file. Keyed by the tree,
+  its files (where imports resolve) and the file's bytes."""
+  key = (str(root), files, path.relative_to(root).as_posix(),
+         hashlib.sha256(path.read_bytes()).hexdigest())
+  if key not in _IMPORTS:
+    _IMPORTS[key] = tuple(_imports(path, root))
+  return _IMPORTS[key]
+
+
 def check(root: pathlib.Path) -> list[str]:
   """Every import under root/jaxfp and root/configs that breaks a rule."""
   unit_layer = _unit_layers()
   problems = []
   files = sorted(p for folder in ('jaxfp', 'configs')
                  for p in (root / folder).rglob('*.py'))
+  names = tuple(p.relative_to(root).as_posix() for p in files)
   for path in files:
     source = path.relative_to(root).as_posix()
-    for name, line, lazy in _imports(path, root):
+    for name, line, lazy in _imports_once(path, root, names):
       where = f'{source}:{line} imports {name}'
       top = name.split('.')[0]
       if source.startswith('configs/'):
@@ -157,16 +175,16 @@ def check(root: pathlib.Path) -> list[str]:
         dst_layer = LAYERS[unit_layer[dst_unit]][0]
         problems.append(f'{where}: {dst_unit} ({dst_layer}) is not below '
                         f'{src_unit} ({src_layer})')
-  return problems + _cycles(root, files)
+  return problems + _cycles(root, files, names)
 
 
-def _cycles(root: pathlib.Path, files) -> list[str]:
+def _cycles(root: pathlib.Path, files, names) -> list[str]:
   """Import cycles between modules of jaxfp (lazy imports included)."""
   graph = {}
   for path in files:
     source = path.relative_to(root).as_posix()
     if source.startswith('jaxfp/'):
-      graph[source] = {t for name, _, _ in _imports(path, root)
+      graph[source] = {t for name, _, _ in _imports_once(path, root, names)
                        if name.split('.')[0] == 'jaxfp'
                        and (t := _module_path(name, root)) and t != source}
   problems, state = [], {}

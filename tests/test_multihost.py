@@ -121,8 +121,9 @@ def test_two_processes_of_two_devices_match_one_process_of_four(tmp_path):
 
 @pytest.fixture(scope='session')
 def zoo_cache(tmp_path_factory):
-  # One built zoo for every test file that launches the trainer.
-  return tmp_path_factory.getbasetemp() / 'jaxfp-trainer-cache'
+  # The test zoo of configs/fen.py:test, shared with the in-process tests
+  # (tests/test_evaluate.py): the zoo is built once in the session.
+  return tmp_path_factory.getbasetemp() / 'jaxfp-shared-test-cache'
 
 
 def trainer_args(workdir, cache, num_train_steps):

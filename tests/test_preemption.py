@@ -48,8 +48,9 @@ def test_ctrl_c_and_a_closed_terminal_stop_like_sigterm(signum):
 
 @pytest.fixture(scope='session')
 def zoo_cache(tmp_path_factory):
-  # The same directory as tests/test_multihost.py's: the zoo is built once.
-  return tmp_path_factory.getbasetemp() / 'jaxfp-trainer-cache'
+  # The test zoo of configs/fen.py:test, shared with the in-process tests
+  # (tests/test_evaluate.py): the zoo is built once in the session.
+  return tmp_path_factory.getbasetemp() / 'jaxfp-shared-test-cache'
 
 
 def test_sigterm_saves_the_step_exits_zero_and_the_next_launch_resumes(

@@ -141,7 +141,9 @@ def test_step_changes_the_parameters():
 @pytest.fixture(scope='module')
 def tiny_config(tmp_path_factory):
   config = fen_config.get_config('test')
-  config.data.cache_dir = str(tmp_path_factory.mktemp('cache'))
+  # Same cache path as tests/test_evaluate.py: the test zoo is built once.
+  config.data.cache_dir = str(tmp_path_factory.getbasetemp() /
+                              'jaxfp-shared-test-cache')
   config.num_train_steps = 8
   config.checkpoint_every_steps = 2
   config.eval_every_steps = 100
