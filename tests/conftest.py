@@ -35,7 +35,14 @@ def _info_verbosity():
 
 
 @pytest.fixture(scope='session')
-def parsing_run(tmp_path_factory):
+def zoo_cache(tmp_path_factory):
+  """The cache of the test zoo (configs/fen.py:test), shared by every test
+  in the session and by the subprocesses they start: built once."""
+  return tmp_path_factory.getbasetemp() / 'jaxfp-shared-test-cache'
+
+
+@pytest.fixture(scope='session')
+def parsing_run(tmp_path_factory, zoo_cache):
   """A 2-step run of configs/fen.py:test, checkpointed at steps 1 and 2, for
   the tests that only read a finished parsing run (tests/test_evaluate.py,
   tests/test_answer.py); a test that changes a run copies it first.
@@ -50,10 +57,7 @@ def parsing_run(tmp_path_factory):
   from configs import fen as fen_config  # pylint: disable=g-import-not-at-top
   from jaxfp import train  # pylint: disable=g-import-not-at-top
   config = fen_config.get_config('test')
-  # The test zoo, built once in the session (tests/test_sweep.py,
-  # tests/test_train.py, the subprocess tests use the same cache).
-  config.data.cache_dir = str(tmp_path_factory.getbasetemp() /
-                              'jaxfp-shared-test-cache')
+  config.data.cache_dir = str(zoo_cache)
   config.num_train_steps = 2
   config.checkpoint_every_steps = 1
   config.eval_every_steps = 100

@@ -119,13 +119,6 @@ def test_two_processes_of_two_devices_match_one_process_of_four(tmp_path):
         f'({worst:.2e} of its update scale; largest update {largest:.2e})')
 
 
-@pytest.fixture(scope='session')
-def zoo_cache(tmp_path_factory):
-  # The test zoo of configs/fen.py:test, shared with the in-process tests
-  # (tests/test_evaluate.py): the zoo is built once in the session.
-  return tmp_path_factory.getbasetemp() / 'jaxfp-shared-test-cache'
-
-
 def trainer_args(workdir, cache, num_train_steps):
   return [sys.executable, '-m', 'jaxfp.main', '--config=configs/fen.py:test',
           f'--workdir={workdir}', f'--config.data.cache_dir={cache}',

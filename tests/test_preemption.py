@@ -46,13 +46,6 @@ def test_ctrl_c_and_a_closed_terminal_stop_like_sigterm(signum):
   assert preemption.exit_status(None) is None
 
 
-@pytest.fixture(scope='session')
-def zoo_cache(tmp_path_factory):
-  # The test zoo of configs/fen.py:test, shared with the in-process tests
-  # (tests/test_evaluate.py): the zoo is built once in the session.
-  return tmp_path_factory.getbasetemp() / 'jaxfp-shared-test-cache'
-
-
 def test_sigterm_saves_the_step_exits_zero_and_the_next_launch_resumes(
     tmp_path, zoo_cache):
   workdir = tmp_path / 'run'

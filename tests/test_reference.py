@@ -258,11 +258,10 @@ def _run_command(args):
 
 
 def test_the_command_writes_the_trainers_results_on_the_test_preset(
-    tmp_path_factory, tmp_path, capsys, monkeypatch):
-  # Same cache path as tests/test_evaluate.py: the test zoo is built once.
+    zoo_cache, tmp_path, capsys, monkeypatch):
   # Through the environment: --config.<field> overrides need the program's
   # own flag parsing, which a test calling main does not run.
-  cache = str(tmp_path_factory.getbasetemp() / 'jaxfp-shared-test-cache')
+  cache = str(zoo_cache)
   monkeypatch.setenv('JAXFP_CACHE', cache)
   config = fen_config.get_config('test')
   workdir = tmp_path / 'ref'

@@ -157,12 +157,10 @@ def test_the_open_set_score_ranks_unknown_sources_above_known_ones(
 
 
 @pytest.fixture(scope='module')
-def run(tmp_path_factory):
+def run(tmp_path_factory, zoo_cache):
   """A 4-step run of configs/source.py:test and its zoo's image tree."""
   config = source_config.get_config('test')
-  # The test zoo of configs/fen.py:test, shared with other test files.
-  config.data.cache_dir = str(tmp_path_factory.getbasetemp() /
-                              'jaxfp-shared-test-cache')
+  config.data.cache_dir = str(zoo_cache)
   workdir = str(tmp_path_factory.mktemp('source_run'))
   train.train_and_evaluate(config, workdir)
   tree = os.path.join(trees.built_zoo_tree(

@@ -101,9 +101,8 @@ def get_sweep(arg=None):
 
 
 @pytest.fixture(scope='module')
-def tiny_sweep(tmp_path_factory):
-  # Same cache path as tests/test_evaluate.py: the test zoo is built once.
-  cache = tmp_path_factory.getbasetemp() / 'jaxfp-shared-test-cache'
+def tiny_sweep(tmp_path_factory, zoo_cache):
+  cache = zoo_cache
   sweep_file = tmp_path_factory.mktemp('sweep_file') / 'tiny.py'
   sweep_file.write_text(TINY_SWEEP)
   runs, average = sweep.load_sweep(str(sweep_file))

@@ -139,11 +139,9 @@ def test_step_changes_the_parameters():
 
 
 @pytest.fixture(scope='module')
-def tiny_config(tmp_path_factory):
+def tiny_config(zoo_cache):
   config = fen_config.get_config('test')
-  # Same cache path as tests/test_evaluate.py: the test zoo is built once.
-  config.data.cache_dir = str(tmp_path_factory.getbasetemp() /
-                              'jaxfp-shared-test-cache')
+  config.data.cache_dir = str(zoo_cache)
   config.num_train_steps = 8
   config.checkpoint_every_steps = 2
   config.eval_every_steps = 100
@@ -303,10 +301,10 @@ def test_a_state_that_went_non_finite_is_never_checkpointed(
 
 
 def test_a_second_trainer_refuses_to_start_naming_the_lock(tmp_path,
-                                                           tmp_path_factory):
+                                                           zoo_cache):
   """Issue 14, case 5: two trainers on one workdir."""
   workdir = tmp_path / 'run'
-  cache = tmp_path_factory.getbasetemp() / 'jaxfp-shared-test-cache'
+  cache = zoo_cache
   args = [sys.executable, '-m', 'jaxfp.main', '--config=configs/fen.py:test',
           f'--workdir={workdir}', f'--config.data.cache_dir={cache}',
           '--config.num_train_steps=100000']
@@ -332,13 +330,12 @@ def test_a_second_trainer_refuses_to_start_naming_the_lock(tmp_path,
 
 
 def test_sigterm_during_start_up_unwinds_and_releases_the_lock(
-    tmp_path, tmp_path_factory, monkeypatch):
+    tmp_path, zoo_cache, monkeypatch):
   """A SIGTERM before the training loop (a zoo or dataset build can take
   minutes) stops the run with nothing to save: exit 0 from main, the
   workdir's lock released, the SIGTERM handler given back."""
   config = fen_config.get_config('test')
-  config.data.cache_dir = str(tmp_path_factory.getbasetemp() /
-                              'jaxfp-shared-test-cache')
+  config.data.cache_dir = str(zoo_cache)
   workdir = tmp_path / 'run'
 
   def create(config):
