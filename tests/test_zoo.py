@@ -235,9 +235,10 @@ def test_counts_match_built_network(arch):
   assert counts['layers_per_block'] == arch.layers_per_block
   # The same totals, from the layout documented in generator.py.
   widths = (arch.stem_filters,) + arch.block_filters
-  projections = sum(arch.skip_connection and a != b
-                    for a, b in zip(widths, widths[1:]))
-  upsamplings = arch_lib.NOISE_UPSAMPLINGS if arch.noise_input else 1
+  # A noise-to-image block reads its stage's upsampling, at its own width.
+  projections = 0 if arch.noise_input else sum(
+      arch.skip_connection and a != b for a, b in zip(widths, widths[1:]))
+  upsamplings = arch.num_blocks if arch.noise_input else 1
   assert counts['num_conv_layers'] == (
       2 + upsamplings + (arch.downsampling == 'stride_conv')
       + arch.num_blocks * arch.layers_per_block + projections)

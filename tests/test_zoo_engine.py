@@ -30,8 +30,8 @@ def _forward_cases():
   families = ('image_to_image',) * 3 + ('gan', 'gan', 'vae', 'vae')
   downs = ('none', 'stride_conv', 'avg_pool') + ('none',) * 4
   shapes = [(12, (8,), 1), (8, (8, 16), 2), (24, (16, 12, 8), 3),
-            (32, (8, 8, 16, 32), 1), (16, (24, 24), 2), (8, (32,), 3),
-            (12, (12, 8, 24), 2)]
+            (32, (8, 8, 16, 32), 1), (16, (24, 24), 2), (8, (32, 16, 8), 3),
+            (12, (12, 24), 2)]
   cases = []
   for i, (family, down, (stem, filters, layers)) in enumerate(
       zip(families, downs, shapes)):

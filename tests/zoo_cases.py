@@ -16,10 +16,13 @@ def covering_architectures() -> list[arch_lib.Architecture]:
   }
   shapes = [(12, (8,), 1), (8, (8, 16), 2), (24, (16, 12, 8), 3),
             (32, (8, 8, 16, 32), 1)]
+  # Noise-to-image nets have a block per upsampling stage: at least two.
+  noise_shapes = [(12, (8, 12), 1)] + shapes[1:]
   downs = ('none', 'stride_conv', 'avg_pool', 'stride_conv')
   archs = []
   for f, family in enumerate(arch_lib.FAMILIES):
-    for i, (stem, filters, layers) in enumerate(shapes):
+    for i, (stem, filters, layers) in enumerate(
+        noise_shapes if family in arch_lib.NOISE_FAMILIES else shapes):
       choice = {k: v[(i + f) % len(v)] for k, v in variants.items()}
       archs.append(arch_lib.Architecture(
           stem_filters=stem, block_filters=filters, layers_per_block=layers,

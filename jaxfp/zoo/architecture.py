@@ -37,10 +37,12 @@ DOWNSAMPLINGS = {
 FILTER_CHOICES = (8, 12, 16, 24, 32)
 MAX_BLOCKS = 4
 MAX_LAYERS_PER_BLOCK = 3
-# A noise-to-image net starts from a latent map at 1/8 of the image size,
-# upsampled three times (the last upsampling is the one every net has).
+# A noise-to-image net has one block per x2 upsampling stage, as a DCGAN or
+# StyleGAN adds a block per doubling: its latent map is at 1/2**num_blocks of
+# the image size (1/4, 1/8 or 1/16), so depth follows resolution and leaves
+# its trace at fixed frequencies of the image's spectrum.
 LATENT_CHANNELS = 16
-NOISE_UPSAMPLINGS = 3
+NOISE_BLOCKS = (2, 3, 4)
 
 # The architecture columns of `schema.ZOO` that no two sampled GMs may share
 # all of (the family is left out: a GAN and a VAE with the same decoder would
@@ -97,6 +99,10 @@ class Architecture:
     if self.noise_input and self.downsampling != 'none':
       raise ValueError(f'a {self.family} generator starts from a latent map '
                        'and cannot downsample; downsampling must be none')
+    if self.noise_input and self.num_blocks not in NOISE_BLOCKS:
+      raise ValueError(f'a {self.family} generator has one block per '
+                       f'upsampling stage: {self.num_blocks} blocks, expected '
+                       f'one of {list(NOISE_BLOCKS)}')
 
   @property
   def num_blocks(self) -> int:
@@ -111,10 +117,15 @@ class Architecture:
     return self.family in NOISE_FAMILIES
 
   @property
+  def upsamplings(self) -> int:
+    """x2 upsampling stages: one per block from a latent map, else one."""
+    return self.num_blocks if self.noise_input else 1
+
+  @property
   def program(self) -> str:
     """Which shared program trains it: its input differs from the others'."""
     if self.noise_input:
-      return 'latent'
+      return latent_program(self.num_blocks)
     return 'full_input' if self.downsamples else 'half_input'
 
   def labels(self) -> dict[str, str]:
@@ -139,10 +150,16 @@ class Architecture:
     return cls(**{**d, 'block_filters': tuple(d['block_filters'])})
 
 
+def latent_program(stages: int) -> str:
+  """The program of noise-to-image nets of `stages` blocks, named by their
+  latent map's scale: latent_4 reads maps at 1/4 of the image size."""
+  return f'latent_{2 ** stages}'
+
+
 def input_shape(arch: Architecture, image_size: int) -> tuple[int, int, int]:
   """[H, W, C] of what the generator reads to make image_size images."""
   if arch.noise_input:
-    side = image_size // 2 ** NOISE_UPSAMPLINGS
+    side = image_size // 2 ** arch.num_blocks
     return (side, side, LATENT_CHANNELS)
   side = image_size if arch.downsamples else image_size // 2
   return (side, side, 3)
@@ -186,10 +203,11 @@ def planned_counts(arch: Architecture) -> dict[str, int]:
   if arch.downsampling == 'stride_conv':
     conv(width, width, bias=normed_bias)
     norm(width)
-  if arch.noise_input:
-    for _ in range(NOISE_UPSAMPLINGS - 1):
-      upsample(width, width)
   for filters in arch.block_filters:
+    if arch.noise_input:
+      # Each stage upsamples to its block's width, so its block keeps it.
+      upsample(width, filters)
+      width = filters
     c = width
     for _ in range(arch.layers_per_block):
       conv(c, filters, bias=normed_bias)
@@ -202,8 +220,9 @@ def planned_counts(arch: Architecture) -> dict[str, int]:
     if arch.skip_connection and width != filters:
       conv(width, filters, k=1)
     width = filters
-  upsample(width, arch.block_filters[-1])
-  conv(arch.block_filters[-1], 3)
+  if not arch.noise_input:
+    upsample(width, width)
+  conv(width, 3)
   counts = {
       'num_conv_layers': len(convs),
       'num_fc_layers': fcs,
@@ -254,7 +273,8 @@ def sample_architectures(rng: np.random.Generator,
 
   Image-to-image nets downsample two times in three (stride conv, average
   pool or none); noise-to-image nets never do, so over a zoo of all three
-  families about 2 in 9 GMs downsample.
+  families about 2 in 9 GMs downsample. Image-to-image nets have 1 to 4
+  blocks, noise-to-image nets 2 to 4 (one per upsampling stage).
   """
   n = len(families)
   norms = deal(rng, NORMALIZATIONS, n)
@@ -269,7 +289,12 @@ def sample_architectures(rng: np.random.Generator,
     downs[i] = d
   skips = deal(rng, (False, True), n)
   attentions = deal(rng, (False, True), n)
-  blocks = deal(rng, range(1, MAX_BLOCKS + 1), n)
+  blocks = [0] * n
+  noise = [i for i, f in enumerate(families) if f in NOISE_FAMILIES]
+  for group, options in ((image_to_image, range(1, MAX_BLOCKS + 1)),
+                         (noise, NOISE_BLOCKS)):
+    for i, b in zip(group, deal(rng, options, len(group))):
+      blocks[i] = b
   layers = deal(rng, range(1, MAX_LAYERS_PER_BLOCK + 1), n)
   archs, seen = [], set()
   for i in range(n):

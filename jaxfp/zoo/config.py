@@ -9,11 +9,13 @@ import numbers
 
 import ml_collections
 
+from jaxfp.zoo import architecture as arch_lib
+
 # Bumped whenever the generated zoo would change for the same config, so that
 # caches built by older code are not reused.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
-FAMILIES = ('image_to_image', 'gan', 'vae')
+FAMILIES = arch_lib.FAMILIES
 
 
 def _is_int(value) -> bool:
@@ -44,9 +46,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
       or not set(families) <= set(FAMILIES)):
     raise ValueError(f'zoo config families={families!r} must be distinct '
                      f'names among {list(FAMILIES)}')
-  # Image-to-image nets upsample once by 2; noise-to-image nets three times
-  # from a latent map at 1/8 of the size.
-  factor = 8 if set(families) - {'image_to_image'} else 2
+  # Image-to-image nets upsample once by 2; noise-to-image nets up to four
+  # times from a latent map at 1/16 of the size.
+  factor = 2 ** max(arch_lib.NOISE_BLOCKS) if set(families) - {
+      'image_to_image'} else 2
   for field in ('image_size', 'train_crop_size'):
     if config[field] % factor:
       raise ValueError(f'zoo config {field}={config[field]} must be '

@@ -19,15 +19,18 @@ With downsampling the input has the output's size; without, half of it (the
 generator super-resolves). Either way there is exactly one upsampling.
 
 Noise-to-image `NoiseGenerator` (GAN generators, VAE decoders): a latent map
-of `architecture.LATENT_CHANNELS` channels at 1/8 of the image size,
+of `architecture.LATENT_CHANNELS` channels at 1/2**num_blocks of the image
+size, and one block per x2 stage, as real GAN generators add a block per
+doubling of resolution:
 
   stem conv 3x3 -> nonlinearity
-  2 x (upsampling x2 to the stem's width -> norm -> nonlinearity)
-  blocks, final upsampling and output conv as above.
+  per block: upsampling x2 to the block's width -> norm -> nonlinearity,
+             then the block as above
+  output conv 3x3 to RGB -> last nonlinearity
 
 The latent is a map rather than a vector so that the network, like the
 image-to-image ones, is convolutional throughout: trained on small crops, it
-makes images of any size that is a multiple of 8.
+makes images of any size that is a multiple of 16.
 """
 
 from __future__ import annotations
@@ -187,16 +190,20 @@ class Upsample(nn.Module):
     return _ACTIVATIONS[self.activation](x)
 
 
-def _body(a: arch_lib.Architecture, x, train: bool):
-  """Blocks, the final upsampling and the output: shared by both layouts."""
-  for i, filters in enumerate(a.block_filters):
-    x = Block(filters, a.layers_per_block, a.normalization,
-              a.block_nonlinearity, a.skip_connection, a.channel_attention,
-              name=f'block_{i}')(x, train)
-  x = Upsample(a.upsampling, a.block_filters[-1], a.normalization,
-               a.block_nonlinearity, name='upsample')(x, train)
-  x = nn.Conv(3, (3, 3), name='to_rgb')(x)
-  return _LAST[a.last_nonlinearity](x)
+def _block(a: arch_lib.Architecture, i: int, x, train: bool):
+  return Block(a.block_filters[i], a.layers_per_block, a.normalization,
+               a.block_nonlinearity, a.skip_connection, a.channel_attention,
+               name=f'block_{i}')(x, train)
+
+
+def _upsample(a: arch_lib.Architecture, filters: int, name: str, x,
+              train: bool):
+  return Upsample(a.upsampling, filters, a.normalization,
+                  a.block_nonlinearity, name=name)(x, train)
+
+
+def _to_rgb(a: arch_lib.Architecture, x):
+  return _LAST[a.last_nonlinearity](nn.Conv(3, (3, 3), name='to_rgb')(x))
 
 
 class Generator(nn.Module):
@@ -214,7 +221,9 @@ class Generator(nn.Module):
       x = act(_apply_norm(a.normalization, train, 'down_norm', x))
     elif a.downsampling == 'avg_pool':
       x = AvgPool(name='down_pool')(x)
-    return _body(a, x, train)
+    for i in range(a.num_blocks):
+      x = _block(a, i, x, train)
+    return _to_rgb(a, _upsample(a, a.block_filters[-1], 'upsample', x, train))
 
 
 class NoiseGenerator(nn.Module):
@@ -226,10 +235,9 @@ class NoiseGenerator(nn.Module):
     a = self.arch
     act = _ACTIVATIONS[a.block_nonlinearity]
     x = act(nn.Conv(a.stem_filters, (3, 3), name='stem')(z))
-    for i in range(arch_lib.NOISE_UPSAMPLINGS - 1):
-      x = Upsample(a.upsampling, a.stem_filters, a.normalization,
-                   a.block_nonlinearity, name=f'up_{i}')(x, train)
-    return _body(a, x, train)
+    for i, filters in enumerate(a.block_filters):
+      x = _block(a, i, _upsample(a, filters, f'up_{i}', x, train), train)
+    return _to_rgb(a, x)
 
 
 def build(arch: arch_lib.Architecture) -> nn.Module:

@@ -90,14 +90,16 @@ class Discriminator(nn.Module):
 class Encoder(nn.Module):
   """A VAE encoder: images in [-1, 1] -> (mean, log variance) latent maps.
 
-  Three stride-2 convs reach the 1/8 scale of a `generator.NoiseGenerator`'s
-  latent map. Not part of a GM's ground truth: generation uses the decoder.
+  One stride-2 conv per upsampling stage of the decoder reaches the scale of
+  a `generator.NoiseGenerator`'s latent map. Not part of a GM's ground truth:
+  generation uses the decoder.
   """
   latent_channels: int
+  stages: int
 
   @nn.compact
   def __call__(self, x):
-    for features in (16, 32, 32):
+    for features in (16, 32, 32, 32)[:self.stages]:
       x = nn.leaky_relu(nn.Conv(features, (4, 4), strides=(2, 2))(x), 0.2)
     stats = nn.Conv(2 * self.latent_channels, (1, 1))(x)
     mean, log_var = jnp.split(stats, 2, axis=-1)

@@ -126,12 +126,13 @@ class Program:
     if kind not in supernet.PROGRAMS:
       raise ValueError(f'unknown program {kind!r}')
     self.kind = kind
-    self.latent = kind == 'latent'
+    self.latent = supernet.latent_stages(kind)  # 0: image-to-image.
     self.network = network
     self.sizes = sizes
     self.compiler_options = compiler_options
     self.disc = objectives.Discriminator()
-    self.encoder = objectives.Encoder(arch_lib.LATENT_CHANNELS)
+    self.encoder = objectives.Encoder(arch_lib.LATENT_CHANNELS,
+                                      max(self.latent, 1))
     self.g_tx = optax.chain(optax.clip_by_global_norm(1.0),
                             optax.adam(learning_rate, eps=1e-6))
     self.d_tx = optax.adam(learning_rate, b1=0.5, eps=1e-6)
@@ -158,7 +159,7 @@ class Program:
   def input_shape(self, side: int) -> tuple[int, int, int]:
     """[H, W, C] the program's generators read to make side x side images."""
     if self.latent:
-      s = side // 2 ** arch_lib.NOISE_UPSAMPLINGS
+      s = side // 2 ** self.latent
       return (s, s, arch_lib.LATENT_CHANNELS)
     return (side, side, 3) if self.kind == 'full_input' else (
         side // 2, side // 2, 3)

@@ -7,12 +7,15 @@ generator's architecture in as arrays (`switches`):
   program      input                     what cannot be a switch
   half_input   RGB at half the size      the input's size
   full_input   RGB at the output's size  (downsampling: stride conv | pool)
-  latent       latent map at 1/8         two more upsamplings in front
+  latent_4     latent map at 1/4         2 stages of upsampling + block
+  latent_8     latent map at 1/8         3 such stages
+  latent_16    latent map at 1/16        4 such stages
 
 Everything else is chosen at run time:
-  - depth: the program scans over [block, layer]-stacked slots (their code
-    compiled once, not 12 times), each block and layer inside a `lax.cond`,
-    so unused ones do not run;
+  - depth: the image-to-image programs scan over [block, layer]-stacked
+    slots (their code compiled once, not 12 times), each block and layer
+    inside a `lax.cond`, so unused ones do not run; the latent programs
+    unroll their stages (each at its own resolution) and scan the layers;
   - widths: every tensor has `WIDTH` channels, those beyond a layer's width
     held at exactly 0 by channel masks (their weights start at 0 and get
     zero gradients, so they stay 0); on CPU a conv over 8 channels is not
@@ -44,7 +47,8 @@ import numpy as np
 from jaxfp.zoo import architecture as arch_lib
 from jaxfp.zoo import generator as generator_lib
 
-PROGRAMS = ('half_input', 'full_input', 'latent')
+PROGRAMS = ('half_input', 'full_input') + tuple(
+    arch_lib.latent_program(s) for s in arch_lib.NOISE_BLOCKS)
 WIDTH = max(arch_lib.FILTER_CHOICES)
 SQUEEZE = arch_lib.squeeze_width(WIDTH)
 _UP_VARIANTS = tuple(arch_lib.UPSAMPLINGS)
@@ -71,9 +75,17 @@ def _up_slot() -> dict:
           'norm': _norm_slot()}
 
 
+def latent_stages(program: str) -> int:
+  """Upsampling stages of a latent program; 0 for image-to-image ones."""
+  for stages in arch_lib.NOISE_BLOCKS:
+    if program == arch_lib.latent_program(stages):
+      return stages
+  return 0
+
+
 def _up_names(program: str) -> list[str]:
-  extra = arch_lib.NOISE_UPSAMPLINGS - 1 if program == 'latent' else 0
-  return [f'up_{i}' for i in range(extra)] + ['upsample']
+  stages = latent_stages(program)
+  return [f'up_{i}' for i in range(stages)] if stages else ['upsample']
 
 
 def param_shapes(program: str) -> dict:
@@ -81,7 +93,7 @@ def param_shapes(program: str) -> dict:
   if program not in PROGRAMS:
     raise ValueError(f'unknown program {program!r}; expected one of '
                      f'{list(PROGRAMS)}')
-  cin = arch_lib.LATENT_CHANNELS if program == 'latent' else 3
+  cin = arch_lib.LATENT_CHANNELS if latent_stages(program) else 3
   shapes = {'stem': _conv_slot(cin, WIDTH), 'to_rgb': _conv_slot(WIDTH, 3)}
   if program == 'full_input':
     shapes['down_conv'] = _conv_slot(WIDTH, WIDTH)
@@ -144,7 +156,9 @@ def switches(arch: arch_lib.Architecture) -> dict:
   """
   blocks = arch_lib.MAX_BLOCKS
   widths = list(arch.block_filters) + [0] * (blocks - arch.num_blocks)
-  inputs = [arch.stem_filters] + list(arch.block_filters)[:-1]
+  # A noise-to-image block reads its stage's upsampling, at its own width.
+  inputs = widths if arch.noise_input else (
+      [arch.stem_filters] + list(arch.block_filters)[:-1])
   inputs += [0] * (blocks - len(inputs))
   return {
       'norm': np.int32(arch_lib.NORMALIZATIONS.index(arch.normalization)),
@@ -426,6 +440,25 @@ def _blocks(sw, params, stats, h, train: bool):
                                 jnp.arange(arch_lib.MAX_BLOCKS)))
 
 
+def _stages(sw, params, stats, h, stages: int, train: bool):
+  """Upsampling then block, per stage: unrolled, as each has its own size."""
+  block_stats = stats['blocks']
+  for i in range(stages):
+    name = f'up_{i}'
+    mask = sw['block_mask'][i]
+    h, up_stats = _upsample(sw, params[name], stats[name]['norm'], h, mask,
+                            sw['block_width'][i], train)
+    stats[name] = {'norm': up_stats}
+    at = functools.partial(jax.tree.map, lambda a: a[i])
+    per_block = (mask, sw['block_width'][i], sw['squeeze_mask'][i],
+                 sw['project'][i])
+    h, new = _block(sw, at(params['blocks']), at(block_stats), h, per_block,
+                    train)
+    block_stats = jax.tree.map(lambda a, b: a.at[i].set(b), block_stats, new)
+  stats['blocks'] = block_stats
+  return h, stats
+
+
 def apply(program: str, params, stats, sw, x, train: bool):
   """(images, stats): the generator described by `sw` applied to `x`."""
   act = functools.partial(_select, sw['act'], _ACTIVATIONS)
@@ -445,15 +478,15 @@ def apply(program: str, params, stats, sw, x, train: bool):
       return nn.avg_pool(h, (2, 2), strides=(2, 2)), stats['down_norm']
 
     h, stats['down_norm'] = jax.lax.cond(sw['down'] == 0, strided, pooled, h)
-  if program == 'latent':
-    for name in _up_names(program)[:-1]:
-      h, up_stats = _upsample(sw, params[name], stats[name]['norm'], h,
-                              stem_mask, stem_width, train)
-      stats[name] = {'norm': up_stats}
-  h, stats['blocks'] = _blocks(sw, params['blocks'], stats['blocks'], h,
-                               train)
-  h, up_stats = _upsample(sw, params['upsample'], stats['upsample']['norm'],
-                          h, sw['up_mask'], jnp.sum(sw['up_mask']), train)
-  stats['upsample'] = {'norm': up_stats}
+  stages = latent_stages(program)
+  if stages:
+    h, stats = _stages(sw, params, stats, h, stages, train)
+  else:
+    h, stats['blocks'] = _blocks(sw, params['blocks'], stats['blocks'], h,
+                                 train)
+    h, up_stats = _upsample(sw, params['upsample'],
+                            stats['upsample']['norm'], h, sw['up_mask'],
+                            jnp.sum(sw['up_mask']), train)
+    stats['upsample'] = {'norm': up_stats}
   out = _conv(h, params['to_rgb'])
   return _select(sw['last'], _LAST, out), stats
