@@ -12,7 +12,7 @@ def get_config() -> ml_collections.ConfigDict:
   """60 steps of 4 crops of 16x16 per generator.
 
   A step costs ~9 ms of CPU at 16x16 crops (~25 ms at 32x32); each generator
-  also costs ~0.4 CPU-s of generation, counting and writing, and the three
+  also costs ~0.4 CPU-s of generation, counting and writing, and the five
   shared programs ~15 CPU-s of compile each (docs/zoo.md).
   """
   config = ml_collections.ConfigDict()
