@@ -117,11 +117,6 @@ class Architecture:
     return self.family in NOISE_FAMILIES
 
   @property
-  def upsamplings(self) -> int:
-    """x2 upsampling stages: one per block from a latent map, else one."""
-    return self.num_blocks if self.noise_input else 1
-
-  @property
   def program(self) -> str:
     """Which shared program trains it: its input differs from the others'."""
     if self.noise_input:
