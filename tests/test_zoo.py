@@ -28,7 +28,7 @@ import zoo_cases
 
 def tiny_config(seed=1):
   config = zoo_config.get_config()
-  config.num_generators = 4  # Every family, every program.
+  config.num_generators = 4  # Every family.
   config.images_per_generator = 3
   config.image_size = 32
   config.train_steps = 2
