@@ -66,8 +66,8 @@ def user_photographs(directory: str, image_size: int) -> list[np.ndarray]:
   pool, skipped = [], []
   for path in photo_files(directory):
     try:
-      pool += [photos.rescaled(path, scale * image_size)
-               for scale in PHOTO_SCALES]
+      pool += photos.rescalings(
+          path, [scale * image_size for scale in PHOTO_SCALES])
     except Exception as e:  # pylint: disable=broad-except
       # PIL raises many types for a bad file; each means "leave it out".
       skipped.append(path)

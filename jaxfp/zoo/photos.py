@@ -67,13 +67,21 @@ def photo_path(name: str) -> str:
 
 def rescaled(path: str, short: int) -> np.ndarray:
   """A photograph as float32 [H, W, 3] in [0, 1], its shorter side `short`."""
+  return rescalings(path, (short,))[0]
+
+
+def rescalings(path: str, shorts) -> list[np.ndarray]:
+  """`rescaled` at each of `shorts`, the file decoded once."""
   with Image.open(path) as im:
     im = im.convert('RGB')
+  out = []
+  for short in shorts:
     scale = short / min(im.size)
     size = (max(short, round(im.size[0] * scale)),
             max(short, round(im.size[1] * scale)))
-    return np.asarray(im.resize(size, Image.Resampling.LANCZOS),
-                      dtype=np.float32) / 255.0
+    out.append(np.asarray(im.resize(size, Image.Resampling.LANCZOS),
+                          dtype=np.float32) / 255.0)
+  return out
 
 
 def load_set(which: str, image_size: int, scale: int = 4
