@@ -9,6 +9,7 @@ import pytest
 
 from configs import fen as fen_config
 from jaxfp import reference as reference_command
+from jaxfp.core import image_features
 from jaxfp.core import schema as schema_lib
 from jaxfp.report import metrics
 from jaxfp.tasks import common as tasks_common
@@ -39,7 +40,7 @@ def test_a_sinusoid_residual_peaks_at_its_frequency():
   size, cycles, amplitude = 64, 20, 0.3
   image = (0.5 + amplitude * _wave(size, cycles))[None, :, :, None]
   image = np.repeat(image, 3, axis=-1).astype(np.float32)
-  spectrum, residual = reference.residual_log_spectrum(image)
+  spectrum, residual = image_features.residual_log_spectrum(image)
   assert spectrum.shape == (1, size, size)
   assert residual.shape == image.shape
   centre = size // 2
@@ -58,14 +59,14 @@ def test_a_sinusoid_residual_peaks_at_its_frequency():
   for peak in peaks:
     rest[peak] = 0
   assert rest.max() < 1e-3  # Nothing else, the mean included.
-  profile = reference.radial_profile(spectrum)
+  profile = image_features.radial_profile(spectrum)
   assert profile.shape == (1, size // 2)
   assert np.argmax(profile[0]) == cycles
-  ring = reference.rings(size) == cycles
+  ring = image_features.rings(size) == cycles
   assert profile[0, cycles] == pytest.approx(2 * expected / ring.sum(),
                                              rel=1e-3)
-  pooled = reference.avg_pool(spectrum, reference.POOL)
-  k = size // reference.POOL
+  pooled = image_features.avg_pool(spectrum, image_features.POOL)
+  k = size // image_features.POOL
   cell = np.unravel_index(np.argmax(pooled[0]), pooled[0].shape)
   assert cell in [(y // k, x // k) for y, x in peaks]
 
@@ -73,18 +74,18 @@ def test_a_sinusoid_residual_peaks_at_its_frequency():
 def test_a_flat_image_has_no_residual_and_exact_statistics():
   image = np.full((2, 32, 32, 3), 51, np.uint8)  # 51 / 255 = 0.2
   image[1] = 255
-  spectrum, residual = reference.residual_log_spectrum(image)
+  spectrum, residual = image_features.residual_log_spectrum(image)
   np.testing.assert_allclose(residual, 0, atol=1e-6)
   np.testing.assert_allclose(spectrum, 0, atol=1e-5)
-  stats = reference.colour_statistics(image, residual)
-  assert stats.shape == (2, 3 * (10 + reference.HIST_BINS))
+  stats = image_features.colour_statistics(image, residual)
+  assert stats.shape == (2, 3 * (10 + image_features.HIST_BINS))
   np.testing.assert_allclose(stats[0, 0:3], 0.2, atol=1e-5)  # Mean.
   np.testing.assert_allclose(stats[0, 3:6], 0, atol=1e-6)  # Std.
   np.testing.assert_allclose(stats[0, 6:21], 0.2, atol=1e-5)  # Quantiles.
   np.testing.assert_array_equal(stats[:, 21:24], 0)  # No pixel at 0.
   np.testing.assert_array_equal(stats[:, 24:27], [[0] * 3, [1] * 3])  # 255.
-  hist = stats[:, 27:27 + 3 * reference.HIST_BINS].reshape(
-      2, reference.HIST_BINS, 3)
+  hist = stats[:, 27:27 + 3 * image_features.HIST_BINS].reshape(
+      2, image_features.HIST_BINS, 3)
   assert hist[0, 3].tolist() == [1, 1, 1]  # 0.2 is in bin [0.1875, 0.25).
   assert hist[1, -1].tolist() == [1, 1, 1]
   np.testing.assert_allclose(hist.sum(axis=1), 1)
@@ -93,15 +94,16 @@ def test_a_flat_image_has_no_residual_and_exact_statistics():
 def test_features_shape_and_finite():
   images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3),
                                               dtype=np.uint8)
-  f = reference.features(images, chunk=2)  # Chunks join in order.
-  assert f.shape == (5, reference.num_features(32)) and np.isfinite(f).all()
+  f = image_features.features(images, chunk=2)  # Chunks join in order.
+  assert f.shape == (5, image_features.num_features(32))
+  assert np.isfinite(f).all()
   # 16x16 pooled spectrum + 16 rings + 3 x (10 + 16) colour statistics.
-  assert f.shape[1] == 16 * 16 + 16 + 3 * (10 + reference.HIST_BINS)
-  np.testing.assert_allclose(f, reference.features(images), rtol=1e-6)
+  assert f.shape[1] == 16 * 16 + 16 + 3 * (10 + image_features.HIST_BINS)
+  np.testing.assert_allclose(f, image_features.features(images), rtol=1e-6)
   with pytest.raises(ValueError, match='not divisible'):
-    reference.features(images[:, :24, :24])
+    image_features.features(images[:, :24, :24])
   with pytest.raises(ValueError, match=r'\[N, s, s, 3\]'):
-    reference.features(images[..., 0])
+    image_features.features(images[..., 0])
 
 
 def _planted(rng, num_gms, per_gm, size=32):
@@ -142,7 +144,7 @@ def test_the_reference_recovers_a_planted_trace_on_unseen_gms():
   rng = np.random.default_rng(0)
   images, rows, gt = _planted(rng, num_gms=30, per_gm=8)
   train = rows < 20
-  feats = reference.features(images)
+  feats = image_features.features(images)
   model = reference.fit(feats[train], metrics.Labels.of(gt, rows[train]),
                         SCHEMA)
   preds = model.predict(feats[~train])
@@ -173,11 +175,11 @@ def test_the_per_generator_kernel_probe_parses_a_planted_strength():
   images, rows, gt = _planted(rng, num_gms=100, per_gm=4)
   train = rows < 60
   pooled, gm_rows, _ = reference.by_generator(
-      reference.features(images[train]), rows[train])
+      image_features.features(images[train]), rows[train])
   model = reference.fit(pooled, metrics.Labels.of(gt, gm_rows), SCHEMA,
                         pca_dim=16, kernel=True)
   test_pooled, _, index = reference.by_generator(
-      reference.features(images[~train]), rows[~train])
+      image_features.features(images[~train]), rows[~train])
   each = reference.each_image(model.predict(test_pooled), index)
   result = reference.score(each, gt, rows[~train], num_shuffles=30, seed=0,
                            train_truth=gt.select(gt.gm_names[:60]))
@@ -193,7 +195,7 @@ def test_predict_has_every_class_even_if_training_lacks_one():
       discrete=np.array([[0], [1], [0], [1], [0], [1]], np.int32),
       coarse=np.ones((6, 1), np.int32), fine=gt.fine,
       continuous_range=gt.continuous_range)
-  feats = reference.features(images)
+  feats = image_features.features(images)
   preds = reference.fit(feats, metrics.Labels.of(gt, rows), SCHEMA,
                         pca_dim=8).predict(feats)
   assert preds['discrete'][0].shape == (len(rows), 3)

@@ -58,19 +58,6 @@ from jaxfp.report import results as results_lib
 from jaxfp.report import tables
 from jaxfp.tasks import common
 
-# The features live in jaxfp.core.image_features (the detector reads them
-# too); their names stay here for the reference's callers.
-POOL = image_features.POOL
-HIST_BINS = image_features.HIST_BINS
-QUANTILES = image_features.QUANTILES
-SIGMA = image_features.SIGMA
-residual_log_spectrum = image_features.residual_log_spectrum
-rings = image_features.rings
-radial_profile = image_features.radial_profile
-avg_pool = image_features.avg_pool
-colour_statistics = image_features.colour_statistics
-num_features = image_features.num_features
-features = image_features.features
 
 
 # -------------------------------------------------------------------- model
@@ -94,7 +81,8 @@ class Reference:
   def settings(self) -> dict:
     return {'pca_dim': self.pca_dim, 'ridge_alpha': self.ridge_alpha,
             'logistic_c': self.logistic_c, 'kernel': self.kernel,
-            'seed': self.seed, 'pool': POOL, 'sigma': SIGMA}
+            'seed': self.seed, 'pool': image_features.POOL,
+            'sigma': image_features.SIGMA}
 
   def _regressor(self, z, y):
     if not self.kernel:
@@ -239,9 +227,9 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'config.task is {task!r}: the reference parses '
                      'generators (a model-parsing config such as '
                      'configs/fen.py)')
-  if config.data.image_size % POOL:
+  if config.data.image_size % image_features.POOL:
     raise ValueError(f'config.data.image_size is {config.data.image_size}; '
-                     f'the reference needs a multiple of {POOL}')
+                     f'the reference needs a multiple of {image_features.POOL}')
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
@@ -270,8 +258,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     test_images, test_rows = common.read_images(config.data, info, 'test')
     closed_images, closed_rows = common.read_images(config.data, info,
                                                     'closed_set')
-    train_feats = features(train_images)
-    test_feats = features(test_images)
+    train_feats = image_features.features(train_images)
+    test_feats = image_features.features(test_images)
     if per_generator:
       train_feats, train_rows, _ = by_generator(train_feats, train_rows)
 
@@ -293,7 +281,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   result['closed_set'] = None
   if len(closed_rows):
     result['closed_set'] = score(
-        predict(features(closed_images), closed_rows), gt, closed_rows,
+        predict(image_features.features(closed_images), closed_rows),
+        gt, closed_rows,
         num_shuffles=config.num_baseline_shuffles, seed=config.seed,
         train_truth=train_truth)
   result['per_generator'] = per_generator
