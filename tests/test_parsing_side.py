@@ -54,6 +54,39 @@ def test_periodic_trace_peaks_where_its_frequency_is():
       (8, 16), (24, 16))
 
 
+def test_lattice_energy_of_a_checkerboard_and_of_white_noise():
+  # A checkerboard repeats every 2 pixels: all its power sits at the
+  # Nyquist frequency, on the lattice of every even period.
+  yy, xx = np.mgrid[:32, :32]
+  board = np.broadcast_to(((yy + xx) % 2)[None, ..., None], (1, 32, 32, 3))
+  share = np.asarray(spectrum_lib.lattice_energy(
+      jnp.asarray(board, jnp.float32), (2, 4, 16), 1.0))[0]
+  np.testing.assert_allclose(share, 1.0, rtol=1e-5)
+  # White noise: each lattice gets its count of frequencies, p^2 of 32^2,
+  # weighted by the high-pass gain (blur of sigma 0 keeps them all equal).
+  noise = np.random.default_rng(0).normal(size=(64, 32, 32, 3))
+  share = np.asarray(spectrum_lib.lattice_energy(
+      jnp.asarray(noise, jnp.float32), (2, 4, 8), 0.0)).mean(axis=0)
+  np.testing.assert_allclose(share, [4 / 1024, 16 / 1024, 64 / 1024],
+                             rtol=0.1)
+
+
+def test_stage_statistics_count_upsampling_stages():
+  # Nearest-neighbour upsampling x2 (pixel repetition) nulls the power on
+  # the lattice of period 2; a second stage before it, that of period 4
+  # too: the periods each stage empties give the number of stages.
+  rng = np.random.default_rng(1)
+  for stages in (1, 2, 3):
+    x = rng.random((4, 64 >> stages, 64 >> stages, 3))
+    x = x.repeat(2 ** stages, axis=1).repeat(2 ** stages, axis=2)
+    energy, lattice = parsing_network.stage_statistics(
+        jnp.asarray(x, jnp.float32), 16)
+    assert energy.shape == (4, 5) and lattice.shape == (4, 16 * 16)
+    share = np.exp(np.asarray(energy))
+    assert share[:, :stages].max() < 1e-6, stages
+    assert share[:, stages].min() > 1e-3, stages
+
+
 def test_radial_profile_of_a_constant_and_a_ring():
   constant = jnp.full((1, 16, 16), 3.0)
   np.testing.assert_allclose(spectrum_lib.radial_profile(constant), 3.0,
@@ -83,6 +116,8 @@ def test_colour_statistics_by_hand():
     dict(spectrum='residual', colour_stats=True),
     dict(spectrum='fingerprint', pn_hidden=(8,)),
     dict(spectrum='residual', colour_stats=True, pn_channels=(),
+         use_fen=False, pn_hidden=(16,)),
+    dict(spectrum='residual', stage_stats=True, pn_channels=(),
          use_fen=False, pn_hidden=(16,)),
 ])
 def test_parser_with_side_features(options):

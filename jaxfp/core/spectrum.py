@@ -115,11 +115,8 @@ def log_channel_spectrum(x: jax.Array, highpass_sigma: float = 0.0
   x = jnp.asarray(x).astype(jnp.float32)
   magnitude = jnp.mean(jnp.abs(jnp.fft.fft2(x, axes=(1, 2))), axis=-1)
   if highpass_sigma > 0:
-    fy = np.fft.fftfreq(x.shape[1])[:, None]
-    fx = np.fft.fftfreq(x.shape[2])[None, :]
-    keep = 1.0 - np.exp(-2 * np.pi ** 2 * highpass_sigma ** 2 *
-                        (fx ** 2 + fy ** 2))
-    magnitude = magnitude * jnp.asarray(keep, jnp.float32)
+    magnitude = magnitude * jnp.asarray(
+        highpass_gain(x.shape[1], x.shape[2], highpass_sigma), jnp.float32)
   return jnp.log1p(jnp.fft.fftshift(magnitude, axes=(1, 2)))
 
 
@@ -136,3 +133,37 @@ def radial_profile(spectrum: jax.Array) -> jax.Array:
   weights = np.eye(size // 2, dtype=np.float32)[ring.ravel()]
   weights /= weights.sum(axis=0, keepdims=True)
   return spectrum.reshape(spectrum.shape[0], -1) @ jnp.asarray(weights)
+
+
+def highpass_gain(height: int, width: int, sigma: float) -> np.ndarray:
+  """1 - exp(-2 pi^2 sigma^2 |f|^2) on the unshifted fft2 grid [H, W]: the
+  gain of "x minus its Gaussian blur of `sigma` pixels" (circular edges)."""
+  fy = np.fft.fftfreq(height)[:, None]
+  fx = np.fft.fftfreq(width)[None, :]
+  return 1.0 - np.exp(-2 * np.pi ** 2 * sigma ** 2 * (fx ** 2 + fy ** 2))
+
+
+def lattice_energy(x: jax.Array, periods: tuple[int, ...],
+                   highpass_sigma: float) -> jax.Array:
+  """The share of the high-pass residual's power (of x itself when
+  highpass_sigma is 0) that repeats with each period, [N, H, W, c] ->
+  [N, len(periods)], float32.
+
+  A signal with period p in both axes has its power on the frequencies that
+  are multiples of H / p: upsampling x2 leaves such a trace at p = 2, a
+  second stage before it at p = 4, and so on, so the shares say how many
+  stages an image went through. White noise puts p^2 / (H W) there.
+  Every period must divide H and W.
+  """
+  x = jnp.asarray(x).astype(jnp.float32)
+  _, h, w, _ = x.shape
+  for p in periods:
+    if h % p or w % p:
+      raise ValueError(f'period {p} does not divide the image size {h}x{w}')
+  power = jnp.sum(jnp.abs(jnp.fft.fft2(x, axes=(1, 2))) ** 2, axis=-1)
+  if highpass_sigma > 0:
+    power = power * jnp.asarray(highpass_gain(h, w, highpass_sigma) ** 2,
+                                jnp.float32)
+  total = power.sum(axis=(1, 2)) + 1e-12
+  return jnp.stack([power[:, ::h // p, ::w // p].sum(axis=(1, 2)) / total
+                    for p in periods], axis=-1)

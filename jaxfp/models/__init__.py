@@ -27,7 +27,7 @@ class FingerprintParser(nn.Module):
 
   With `use_fen=False` (the "no FEN" ablation) the PN reads the image itself,
   which is then also what is returned as the fingerprint. `spectrum` and
-  `colour_stats` add the PN's side features (parsing_network.SideFeatures).
+  `colour_stats` and `stage_stats` add the PN's side features (parsing_network.SideFeatures).
   """
   schema: schema_lib.Schema
   fen_depth: int = 17
@@ -41,6 +41,7 @@ class FingerprintParser(nn.Module):
   spectrum: str = ''
   spectrum_pool: int = 16
   colour_stats: bool = False
+  stage_stats: bool = False
 
   @nn.compact
   def __call__(self, images, *, train: bool):

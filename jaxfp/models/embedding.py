@@ -104,6 +104,7 @@ class SourceEmbedder(nn.Module):
   spectrum: str = 'residual'
   spectrum_pool: int = 16
   colour_stats: bool = True
+  stage_stats: bool = False
   # Off unless asked (configs/source.py asks): a checkpoint whose fields
   # predate it builds the network it was trained as.
   trace_stats: bool = False

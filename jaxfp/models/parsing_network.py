@@ -16,7 +16,11 @@ the flattened conv features before the dropout and the hidden layers:
     frequency band keeps its position (periodic upsampling traces are peaks
     at fixed frequencies), and its radial profile;
   * colour statistics of the image: per channel mean, std, the fractions of
-    pixels at either end of the range, and a histogram.
+    pixels at either end of the range, and a histogram;
+  * stage statistics (`stage_stats`): the share of the residual's power that
+    repeats with periods 2, 4, ..., 32 pixels, and its log spectrum sampled
+    on the lattice of period `pool` rather than pooled: each x2 upsampling
+    stage leaves its trace there, so they speak to a generator's depth.
 With `channels=()` the PN has no conv trunk and reads the side features only
 (docs/parsing.md measures both).
 """
@@ -39,6 +43,7 @@ HIST_BINS = 16
 # The residual's blur, in pixels: the reference parser's choice
 # (jaxfp.tools.reference), so both read the same band.
 HIGHPASS_SIGMA = 1.0
+STAGE_PERIODS = (2, 4, 8, 16, 32)
 
 
 def max_pool_2x2(x):
@@ -80,8 +85,25 @@ def colour_statistics(unit):
   return jnp.concatenate(parts, axis=-1)
 
 
+def stage_statistics(unit, pool: int):
+  """The stage statistics of images in [0, 1] (module docstring): a list of
+  [N, p] and [N, pool^2] arrays. Periods above half the image are left out.
+  """
+  n, h, w, _ = unit.shape
+  periods = tuple(p for p in STAGE_PERIODS if 2 * p <= min(h, w))
+  energy = spectrum_lib.lattice_energy(unit, periods, HIGHPASS_SIGMA)
+  maps = spectrum_lib.log_channel_spectrum(unit, HIGHPASS_SIGMA)
+  if h % pool or w % pool:
+    raise ValueError(f'a {h}x{w} spectrum has no lattice of {pool}x{pool} '
+                     'frequencies: model.spectrum_pool must divide the '
+                     'image size')
+  lattice = maps[:, ::h // pool, ::w // pool]
+  return [jnp.log(energy + 1e-8), lattice.reshape(n, -1)]
+
+
 def side_vector(unit, fingerprint=None, *, spectrum: str = 'residual',
-                pool: int = 16, colour_stats: bool = True):
+                pool: int = 16, colour_stats: bool = True,
+                stage_stats: bool = False):
   """The side features of images in [0, 1], before any standardisation:
   [N, H, W, c] -> [N, d] float32, or None when nothing is asked for.
 
@@ -102,6 +124,8 @@ def side_vector(unit, fingerprint=None, *, spectrum: str = 'residual',
               spectrum_lib.radial_profile(maps)]
   if colour_stats:
     parts.append(colour_statistics(unit))
+  if stage_stats:
+    parts += stage_statistics(unit, pool)
   return jnp.concatenate(parts, axis=-1) if parts else None
 
 
@@ -116,6 +140,7 @@ class SideFeatures(nn.Module):
   spectrum: str = ''
   pool: int = 16
   colour_stats: bool = False
+  stage_stats: bool = False
   mean: float = 0.0
   std: float = 1.0
   axis_name: str | None = None
@@ -127,7 +152,8 @@ class SideFeatures(nn.Module):
     unit = jax.lax.stop_gradient(
         images.astype(jnp.float32) * self.std + self.mean)
     features = side_vector(unit, fingerprint, spectrum=self.spectrum,
-                           pool=self.pool, colour_stats=self.colour_stats)
+                           pool=self.pool, colour_stats=self.colour_stats,
+                           stage_stats=self.stage_stats)
     if features is None:
       return None
     return nn.BatchNorm(use_running_average=not train, momentum=0.9,
@@ -139,7 +165,7 @@ def fingerprint_and_side(m: nn.Module, images, *, train: bool):
   `m`'s compact `__call__` so that its submodules are `m`'s own ('fen',
   'side'; the parameter names checkpoints hold). `m` has the fields
   use_fen, fen_depth, fen_width, spectrum, spectrum_pool, colour_stats,
-  dtype and axis_name.
+  stage_stats, dtype and axis_name.
 
   Returns (fingerprint: the FEN's output, or the image without a FEN;
   side: `SideFeatures` of both, or None).
@@ -151,7 +177,7 @@ def fingerprint_and_side(m: nn.Module, images, *, train: bool):
   else:
     fingerprint = images
   side = SideFeatures(
-      m.spectrum, m.spectrum_pool, m.colour_stats,
+      m.spectrum, m.spectrum_pool, m.colour_stats, m.stage_stats,
       mean=normalization.MEAN, std=normalization.STD,
       axis_name=m.axis_name, name='side')(images, fingerprint, train=train)
   return fingerprint, side
