@@ -85,6 +85,9 @@ def test_stage_statistics_count_upsampling_stages():
     share = np.exp(np.asarray(energy))
     assert share[:, :stages].max() < 1e-6, stages
     assert share[:, stages].min() > 1e-3, stages
+  # An 80-pixel image: 32 does not divide it, so four periods are read.
+  energy, _ = parsing_network.stage_statistics(jnp.ones((1, 80, 80, 3)), 16)
+  assert energy.shape == (1, 4)
 
 
 def test_radial_profile_of_a_constant_and_a_ring():

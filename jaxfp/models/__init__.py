@@ -26,8 +26,9 @@ class FingerprintParser(nn.Module):
   """FEN followed by the PN: image [N, H, W, 3] -> fingerprint and logits.
 
   With `use_fen=False` (the "no FEN" ablation) the PN reads the image itself,
-  which is then also what is returned as the fingerprint. `spectrum` and
-  `colour_stats` and `stage_stats` add the PN's side features (parsing_network.SideFeatures).
+  which is then also what is returned as the fingerprint. `spectrum`,
+  `colour_stats` and `stage_stats` add the PN's side features
+  (parsing_network.SideFeatures).
   """
   schema: schema_lib.Schema
   fen_depth: int = 17

@@ -87,10 +87,12 @@ def colour_statistics(unit):
 
 def stage_statistics(unit, pool: int):
   """The stage statistics of images in [0, 1] (module docstring): a list of
-  [N, p] and [N, pool^2] arrays. Periods above half the image are left out.
+  [N, p] and [N, pool^2] arrays. Periods above half the image, or that do
+  not divide it, are left out.
   """
   n, h, w, _ = unit.shape
-  periods = tuple(p for p in STAGE_PERIODS if 2 * p <= min(h, w))
+  periods = tuple(p for p in STAGE_PERIODS
+                  if 2 * p <= min(h, w) and not h % p and not w % p)
   energy = spectrum_lib.lattice_energy(unit, periods, HIGHPASS_SIGMA)
   maps = spectrum_lib.log_channel_spectrum(unit, HIGHPASS_SIGMA)
   if h % pool or w % pool:
