@@ -85,16 +85,18 @@ def colour_statistics(unit):
   return jnp.concatenate(parts, axis=-1)
 
 
-def stage_statistics(unit, pool: int):
+def stage_statistics(unit, pool: int, residual_maps=None):
   """The stage statistics of images in [0, 1] (module docstring): a list of
   [N, p] and [N, pool^2] arrays. Periods above half the image, or that do
-  not divide it, are left out.
+  not divide it, are left out. `residual_maps`: the residual's log spectrum
+  where the caller has it already.
   """
   n, h, w, _ = unit.shape
   periods = tuple(p for p in STAGE_PERIODS
                   if 2 * p <= min(h, w) and not h % p and not w % p)
   energy = spectrum_lib.lattice_energy(unit, periods, HIGHPASS_SIGMA)
-  maps = spectrum_lib.log_channel_spectrum(unit, HIGHPASS_SIGMA)
+  maps = (spectrum_lib.log_channel_spectrum(unit, HIGHPASS_SIGMA)
+          if residual_maps is None else residual_maps)
   if h % pool or w % pool:
     raise ValueError(f'a {h}x{w} spectrum has no lattice of {pool}x{pool} '
                      'frequencies: model.spectrum_pool must divide the '
@@ -118,16 +120,17 @@ def side_vector(unit, fingerprint=None, *, spectrum: str = 'residual',
     raise ValueError(f'model.spectrum {spectrum!r}: use one of '
                      f'{SPECTRUM_SOURCES}')
   parts = []
+  residual = (spectrum_lib.log_channel_spectrum(unit, HIGHPASS_SIGMA)
+              if spectrum == 'residual' or stage_stats else None)
   if spectrum:
     maps = (spectrum_lib.log_channel_spectrum(fingerprint)
-            if spectrum == 'fingerprint' else
-            spectrum_lib.log_channel_spectrum(unit, HIGHPASS_SIGMA))
+            if spectrum == 'fingerprint' else residual)
     parts += [average_pool_to(maps, pool).reshape(maps.shape[0], -1),
               spectrum_lib.radial_profile(maps)]
   if colour_stats:
     parts.append(colour_statistics(unit))
   if stage_stats:
-    parts += stage_statistics(unit, pool)
+    parts += stage_statistics(unit, pool, residual)
   return jnp.concatenate(parts, axis=-1) if parts else None
 
 
