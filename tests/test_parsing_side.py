@@ -62,8 +62,8 @@ def test_lattice_energy_of_a_checkerboard_and_of_white_noise():
   share = np.asarray(spectrum_lib.lattice_energy(
       jnp.asarray(board, jnp.float32), (2, 4, 16), 1.0))[0]
   np.testing.assert_allclose(share, 1.0, rtol=1e-5)
-  # White noise: each lattice gets its count of frequencies, p^2 of 32^2,
-  # weighted by the high-pass gain (blur of sigma 0 keeps them all equal).
+  # White noise, no high-pass (sigma 0): each lattice gets its count of
+  # frequencies, p^2 of 32^2.
   noise = np.random.default_rng(0).normal(size=(64, 32, 32, 3))
   share = np.asarray(spectrum_lib.lattice_energy(
       jnp.asarray(noise, jnp.float32), (2, 4, 8), 0.0)).mean(axis=0)
