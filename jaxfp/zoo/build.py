@@ -28,6 +28,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
+from jaxfp.core import console
 from jaxfp.core import schema as schema_lib
 from jaxfp.zoo import architecture as arch_lib
 from jaxfp.zoo import config as config_lib
@@ -42,8 +43,8 @@ from jaxfp.zoo import programs as programs_lib
 
 ZOO_JSON = 'zoo.json'
 IMAGES_DIR = 'images'
-# Seconds between progress lines.
-_LOG_EVERY = 15.0
+# Seconds between progress lines away from a terminal (on one: a bar).
+_LOG_EVERY = 60.0
 
 
 def _num_workers() -> int:
@@ -224,22 +225,17 @@ def build(config: ml_collections.ConfigDict, directory: str) -> None:
                config_lib.crop_size(config), directory)
 
   results = [None] * n
-  with concurrent.futures.ThreadPoolExecutor(_num_workers()) as pool:
+  with (concurrent.futures.ThreadPoolExecutor(_num_workers()) as pool,
+        console.Progress(n, what='zoo', unit='generators',
+                         every_s=_LOG_EVERY) as progress):
     futures = {pool.submit(_build_gm, config, i, specs[i], photos,
                            programs[specs[i].architecture.program],
                            directory): i for i in _work_order(specs)}
     try:
-      last_log = start
       for done, future in enumerate(
           concurrent.futures.as_completed(futures), start=1):
         results[futures[future]] = future.result()
-        now = time.perf_counter()
-        if now - last_log >= _LOG_EVERY or done == n:
-          last_log = now
-          elapsed = now - start
-          logging.info('zoo: %d/%d generators done; elapsed %.0fs, ETA '
-                       '%.0fs', done, n, elapsed,
-                       elapsed / done * (n - done))
+        progress.update(done)
     except BaseException:
       for future in futures:
         future.cancel()
