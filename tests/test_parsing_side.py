@@ -158,3 +158,58 @@ def test_a_trunkless_pn_needs_side_features():
                                    pn_channels=())
   with pytest.raises(ValueError, match='side features'):
     model.init(jax.random.key(1), jnp.zeros((1, 16, 16, 3)), train=False)
+
+
+def test_an_ensemble_of_pns_is_the_mean_of_its_members():
+  model = models.FingerprintParser(schema_lib.ZOO, use_fen=False,
+                                   pn_channels=(), spectrum='residual',
+                                   colour_stats=True, pn_hidden=(8,),
+                                   dropout_rate=0.0, pn_members=3)
+  images = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+  variables = model.init(jax.random.key(1), images, train=False)
+  assert {'pn_0', 'pn_1', 'pn_2'} <= set(variables['params'])
+  out, _ = model.apply(variables, images, train=True, mutable=['batch_stats'])
+  members = out['members']
+  assert members['continuous'].shape == (3, 2, len(schema_lib.ZOO.continuous))
+  np.testing.assert_allclose(out['continuous'], members['continuous'].mean(0),
+                             rtol=1e-6)
+  np.testing.assert_allclose(out['fine'], members['fine'].mean(0), rtol=1e-6)
+  # Each member starts from its own initialisation.
+  assert not np.allclose(members['continuous'][0], members['continuous'][1])
+  assert 'members' not in model.apply(variables, images, train=False)
+  assert fields.parser(schema_lib.ZOO, fields.fields_of(model)) == model
+
+
+def test_an_ensemble_trains_each_member_on_its_own_loss():
+  import ml_collections
+  from jaxfp.tasks import common
+  from jaxfp.tasks import parsing as parsing_task
+  schema = schema_lib.ZOO
+  n = 4
+  rng = np.random.default_rng(0)
+  def outputs():
+    return {'continuous': rng.normal(size=(n, len(schema.continuous))),
+            'discrete': tuple(rng.normal(size=(n, p.num_classes))
+                              for p in schema.discrete),
+            'coarse': rng.normal(size=(n, len(schema.coarse), 2)),
+            'fine': rng.normal(size=(n, len(schema.fine), 2))}
+  first, second = outputs(), outputs()
+  labels = {'continuous': rng.uniform(size=(n, len(schema.continuous))),
+            'discrete': np.stack([rng.integers(0, p.num_classes, n)
+                                  for p in schema.discrete], axis=1),
+            'coarse': rng.integers(0, 2, (n, len(schema.coarse))),
+            'fine': rng.integers(0, 2, (n, len(schema.fine)))}
+  task = parsing_task.ParsingTask.__new__(parsing_task.ParsingTask)
+  task.config = ml_collections.ConfigDict({'loss': {
+      'head_weight': 10.0, 'hierarchical': True,
+      'published_sigmoid_ce': False, 'continuous': 'l1'}})
+  task.class_weights, task.schema = None, schema
+  stacked = jax.tree_util.tree_map(lambda *x: np.stack(x), first, second)
+
+  def loss(outputs):
+    return task._parsing_loss(outputs, labels)[0]
+  on_device = lambda f, x: jax.pmap(f, axis_name=common.AXIS)(
+      jax.tree_util.tree_map(lambda a: jnp.asarray(a)[None], x))[0]
+  ensemble = on_device(loss, {**first, 'members': stacked})
+  each = [on_device(loss, o) for o in (first, second)]
+  assert float(ensemble) == pytest.approx(float(np.mean(each)), rel=1e-5)

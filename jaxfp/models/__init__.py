@@ -6,6 +6,7 @@
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxfp.core import schema as schema_lib
@@ -29,6 +30,11 @@ class FingerprintParser(nn.Module):
   which is then also what is returned as the fingerprint. `spectrum`,
   `colour_stats` and `stage_stats` add the PN's side features
   (parsing_network.SideFeatures).
+
+  `pn_members` > 1: that many PNs ('pn_0', ...) with their own
+  initialisation and dropout read the same features (a deep ensemble); the
+  outputs are their mean logits, and in training also each one's under
+  'members' (a leading axis), so that each is trained on its own loss.
   """
   schema: schema_lib.Schema
   fen_depth: int = 17
@@ -43,15 +49,23 @@ class FingerprintParser(nn.Module):
   spectrum_pool: int = 16
   colour_stats: bool = False
   stage_stats: bool = False
+  pn_members: int = 1
 
   @nn.compact
   def __call__(self, images, *, train: bool):
     fingerprint, side = parsing_network.fingerprint_and_side(self, images,
                                                              train=train)
-    outputs = ParsingNetwork(self.schema, self.dropout_rate, self.pn_channels,
-                             dtype=self.dtype, hidden=self.pn_hidden,
-                             name='pn')(fingerprint, train=train, side=side)
-    return {'fingerprint': fingerprint, **outputs}
+    def pn(name):
+      return ParsingNetwork(self.schema, self.dropout_rate, self.pn_channels,
+                            dtype=self.dtype, hidden=self.pn_hidden,
+                            name=name)(fingerprint, train=train, side=side)
+    if self.pn_members == 1:
+      return {'fingerprint': fingerprint, **pn('pn')}
+    members = [pn(f'pn_{i}') for i in range(self.pn_members)]
+    stacked = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *members)
+    mean = jax.tree_util.tree_map(lambda x: x.mean(axis=0), stacked)
+    return {'fingerprint': fingerprint, **mean,
+            **({'members': stacked} if train else {})}
 
 
 class FingerprintClassifier(nn.Module):

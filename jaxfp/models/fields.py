@@ -24,7 +24,7 @@ from jaxfp.models import published as published_lib
 RECORDED = ('task', 'num_classes', 'fen_depth', 'fen_width', 'use_fen',
             'dropout_rate', 'pn_channels', 'head_channels', 'head_hidden',
             'pn_hidden', 'spectrum', 'spectrum_pool', 'colour_stats',
-            'stage_stats',
+            'stage_stats', 'pn_members',
             'embed_dim', 'hidden', 'num_sources', 'trace_stats')
 
 

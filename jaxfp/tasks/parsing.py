@@ -116,11 +116,18 @@ class ParsingTask(common.GmFolderTask):
 
   def _parsing_loss(self, outputs, batch):
     loss = self.config.loss
-    return parsing_losses.parsing_loss(
-        outputs, batch, self.class_weights, self.schema,
-        head_weight=loss.head_weight, hierarchical=loss.hierarchical,
-        published_sigmoid_ce=loss.published_sigmoid_ce, axis_name=common.AXIS,
-        continuous=loss.continuous)
+    def one(outputs):
+      return parsing_losses.parsing_loss(
+          outputs, batch, self.class_weights, self.schema,
+          head_weight=loss.head_weight, hierarchical=loss.hierarchical,
+          published_sigmoid_ce=loss.published_sigmoid_ce,
+          axis_name=common.AXIS, continuous=loss.continuous)
+    if 'members' not in outputs:
+      return one(outputs)
+    # An ensemble in training: each member on its own loss, so that they
+    # stay apart; the mean over members keeps the loss's scale.
+    return jax.tree_util.tree_map(lambda x: x.mean(axis=0),
+                                  jax.vmap(one)(outputs['members']))
 
   def loss(self, outputs, batch):
     """Total loss and its named terms for one device's share of the batch."""
