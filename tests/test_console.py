@@ -92,3 +92,36 @@ def test_a_bug_is_not_a_user_error():
 
   with pytest.raises(KeyError):
     main(['cmd'])
+
+
+def test_the_first_step_which_compiles_is_left_out_of_the_rate(
+    caplog, monkeypatch):
+  """Step 1 takes 10 s (the compile), then 99 steps take 5 s: the rate is
+  19.8 steps/s, not 100 / 15."""
+  now = [0.0]
+  monkeypatch.setattr(console.time, 'monotonic', lambda: now[0])
+  monkeypatch.setattr(console.sys.stderr, 'isatty', lambda: False)
+  caplog.set_level(logging.INFO)
+  with console.Progress(300, what='train', every_s=600) as progress:
+    now[0] = 10.0
+    progress.update(1)
+    now[0] = 15.0
+    progress.update(100)
+  lines = [r.getMessage() for r in caplog.records]
+  assert lines == ['train: 100/300 steps (33%), 19.8 steps/s, ETA 10s'], lines
+
+
+def test_a_first_step_that_is_a_third_still_shows(caplog, monkeypatch):
+  now = [0.0]
+  monkeypatch.setattr(console.time, 'monotonic', lambda: now[0])
+  monkeypatch.setattr(console.sys.stderr, 'isatty', lambda: False)
+  caplog.set_level(logging.INFO)
+  with console.Progress(3, what='zoo', unit='generators') as progress:
+    for step in (1, 2, 3):
+      now[0] += 2.0
+      progress.update(step)
+  lines = [r.getMessage() for r in caplog.records]
+  assert [line.split(',')[0] for line in lines] == [
+      'zoo: 1/3 generators (33%)', 'zoo: 2/3 generators (67%)',
+      'zoo: 3/3 generators (100%)']
+  assert '0.5 generators/s' in lines[1]

@@ -128,8 +128,8 @@ class Progress:
   On a terminal: a tqdm bar on stderr, redrawn in place. Otherwise (a log
   file, a pipe): an INFO line at each third of the run, and at least every
   `every_s` seconds in between for long runs. The rate is measured since the
-  previous line (over at least MIN_RATE_WINDOW_S), so a first step that
-  compiles does not drag it down for long.
+  previous line (over at least MIN_RATE_WINDOW_S), and never over the
+  first step, which compiles.
   """
 
   def __init__(self, total: int, *, initial: int = 0, what: str = 'train',
@@ -142,6 +142,7 @@ class Progress:
     self.postfix = {}
     self.rate = float('nan')
     self._last = (time.monotonic(), initial)
+    self._first = initial + 1
     self._bar = None
     if enabled and sys.stderr.isatty():
       self._bar = tqdm.tqdm(total=total, initial=initial, desc=what,
@@ -161,14 +162,19 @@ class Progress:
       self.rate = self._bar.format_dict.get('rate') or self.rate
       return
     now = time.monotonic()
+    if n == self._first and previous == self._first - 1:
+      # The first step compiles: the rate starts after it (else a run of a
+      # minute or two showed 0.060 s/step for steps of 0.036).
+      self._last = (now, n)
     last_time, last_n = self._last
     third = int(3 * n / max(self.total, 1)) > int(
         3 * previous / max(self.total, 1))
-    if n > last_n and (third or now - last_time >= self.every_s):
+    if n > previous and (third or now - last_time >= self.every_s):
       # A third that comes seconds after a timed line would give a rate of
       # a few steps (one stall read as 0.26 steps/s, ETA 1h for 10 min):
       # such a line keeps the rate of the longer window before it.
-      if now - last_time >= MIN_RATE_WINDOW_S or self.rate != self.rate:
+      if n > last_n and (now - last_time >= MIN_RATE_WINDOW_S or
+                         self.rate != self.rate):
         self.rate = (n - last_n) / max(now - last_time, 1e-9)
         self._last = (now, n)
       logging.info('%s', self.line())
