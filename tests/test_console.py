@@ -8,6 +8,16 @@ import pytest
 from jaxfp.core import console
 
 
+@pytest.fixture
+def clock(caplog, monkeypatch):
+  """A settable clock ([seconds]) for Progress in a log (no terminal)."""
+  now = [0.0]
+  monkeypatch.setattr(console.time, 'monotonic', lambda: now[0])
+  monkeypatch.setattr(console.sys.stderr, 'isatty', lambda: False)
+  caplog.set_level(logging.INFO)
+  return now
+
+
 def test_progress_in_a_log_is_a_line_at_each_third(caplog, monkeypatch):
   clock = iter(range(100))
   monkeypatch.setattr(console.time, 'monotonic', lambda: float(next(clock)))
@@ -25,13 +35,10 @@ def test_progress_in_a_log_is_a_line_at_each_third(caplog, monkeypatch):
 
 
 def test_a_line_seconds_after_another_keeps_the_longer_windows_rate(
-    caplog, monkeypatch):
+    caplog, clock):
   """A timed line at step 1995, then the two-thirds line at step 2000 after
   a 19 s stall: the rate is not 5 steps / 19 s."""
-  now = [0.0]
-  monkeypatch.setattr(console.time, 'monotonic', lambda: now[0])
-  monkeypatch.setattr(console.sys.stderr, 'isatty', lambda: False)
-  caplog.set_level(logging.INFO)
+  now = clock
   with console.Progress(3000, what='train', every_s=600) as progress:
     for step, t in ((1995, 600.0), (2000, 619.0)):
       now[0] = t
@@ -42,13 +49,10 @@ def test_a_line_seconds_after_another_keeps_the_longer_windows_rate(
   assert '3.33 steps/s' in lines[0] and '3.33 steps/s' in lines[1]
 
 
-def test_time_spent_paused_is_left_out_of_the_rate(caplog, monkeypatch):
+def test_time_spent_paused_is_left_out_of_the_rate(caplog, clock):
   """An evaluation of 600 s, then 14 steps in 70 s: 0.2 steps/s, not
   14 / 670 (the ETA of hours that a run minutes from its end showed)."""
-  now = [0.0]
-  monkeypatch.setattr(console.time, 'monotonic', lambda: now[0])
-  monkeypatch.setattr(console.sys.stderr, 'isatty', lambda: False)
-  caplog.set_level(logging.INFO)
+  now = clock
   with console.Progress(240, what='train', every_s=60) as progress:
     now[0] = 100.0
     progress.update(60)  # A timed line, the rate over 100 s.
@@ -95,13 +99,10 @@ def test_a_bug_is_not_a_user_error():
 
 
 def test_the_first_step_which_compiles_is_left_out_of_the_rate(
-    caplog, monkeypatch):
+    caplog, clock):
   """Step 1 takes 10 s (the compile), then 99 steps take 5 s: the rate is
   19.8 steps/s, not 100 / 15."""
-  now = [0.0]
-  monkeypatch.setattr(console.time, 'monotonic', lambda: now[0])
-  monkeypatch.setattr(console.sys.stderr, 'isatty', lambda: False)
-  caplog.set_level(logging.INFO)
+  now = clock
   with console.Progress(300, what='train', every_s=600) as progress:
     now[0] = 10.0
     progress.update(1)
@@ -111,11 +112,8 @@ def test_the_first_step_which_compiles_is_left_out_of_the_rate(
   assert lines == ['train: 100/300 steps (33%), 19.8 steps/s, ETA 10s'], lines
 
 
-def test_a_first_step_that_is_a_third_still_shows(caplog, monkeypatch):
-  now = [0.0]
-  monkeypatch.setattr(console.time, 'monotonic', lambda: now[0])
-  monkeypatch.setattr(console.sys.stderr, 'isatty', lambda: False)
-  caplog.set_level(logging.INFO)
+def test_a_first_step_that_is_a_third_still_shows(caplog, clock):
+  now = clock
   with console.Progress(3, what='zoo', unit='generators') as progress:
     for step in (1, 2, 3):
       now[0] += 2.0
