@@ -286,3 +286,27 @@ def test_a_parsing_run_fits_its_answer_and_shows_it(parsing_run):
   for r in records:
     assert isinstance(r['p_generated'], float)
     assert (r['parse'] is None) == (r['abstain_reason'] is not None)
+
+
+def test_the_answers_report_of_a_run_on_a_zoo(parsing_run, tmp_path):
+  """`jaxfp.answers` end to end on the run's own (tiny) zoo: detection in
+  every condition, the reference beside it, abstentions and calibration."""
+  from jaxfp.tools import answers  # pylint: disable=g-import-not-at-top
+  _, workdir, _, _, _ = parsing_run
+  tree = answers.zoo_tree(network.load(workdir))
+  result = answers.run(workdir, tree, str(tmp_path / 'report'),
+                       num_photographs=12)
+  conditions = [name for name, _ in answers.CONDITIONS]
+  assert list(result['detection']) == list(result['reference']) == conditions
+  for scored in (*result['detection'].values(),
+                 *result['reference'].values()):
+    assert 0.0 <= scored['auc'] <= 1.0
+    assert 0.0 <= scored['false_positive_rate'] <= 1.0
+    assert set(scored['families']) <= {'gan', 'image_to_image', 'vae'}
+  assert result['num_photograph_crops'] == 12
+  assert 0.0 <= result['answer']['photographs_abstained'] <= 1.0
+  assert set(result['answer']['outside_by_family']) >= {'photograph'}
+  assert {'discrete_raw', 'loss_raw'} <= set(result['calibration'])
+  written = json.loads((tmp_path / 'report' / 'answers.json').read_text())
+  assert written['detection'] == result['detection']
+  assert '**Detection**' in (tmp_path / 'report' / 'answers.md').read_text()

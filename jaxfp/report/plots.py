@@ -212,7 +212,8 @@ def reliability(path: str, panels) -> None:
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel='confidence',
            ylabel='accuracy')
     ax.set_title(f'{title}\nECE {ece:.3f}', fontsize=9)
-  axes[0][0].legend(fontsize=7, loc='upper left')
+  if panels:  # None when no probability was identifiable: an empty frame.
+    axes[0][0].legend(fontsize=7, loc='upper left')
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

@@ -214,11 +214,12 @@ def zoo_tree(loaded: network.Loaded, seed: int | None = None) -> str:
   return trees.zoo_tree(zoo, os.path.join(cache, 'zoo'))
 
 
-def _training_data(loaded: network.Loaded, size: int):
-  """The run's training generators' images and as many training-photograph
-  crops (the reference's and the study's training set)."""
+def _training_data(loaded: network.Loaded, tree: str, size: int):
+  """The run's training generators' images (of `tree`, the run's zoo) and
+  as many training-photograph crops (the reference's and the study's
+  training set)."""
   config = loaded.meta['config']
-  images, rows, gt = read_tree(zoo_tree(loaded), size)
+  images, rows, gt = read_tree(tree, size)
   train = set(loaded.meta.get('train_gms', ()))
   keep = np.array([gt.gm_names[r] in train for r in rows])
   generated = images[keep]
@@ -285,6 +286,9 @@ def run(checkpoint: str, tree: str, workdir: str, *, num_photographs: int =
             'photographs': list(photos_lib.PHOTO_SETS['test']),
             'threshold': answerer.threshold, 'ood_alpha': answerer.ood_alpha}
 
+  # The reference trains on the run's own images. Its zoo is found (or
+  # built, minutes, with a display of its own) before the quiet part below.
+  train_tree = zoo_tree(loaded)
   with console.quietly('Scoring the detector and the reference'):
     test_x = {name: answer_lib.detector_features(perturbed(everything, c))
               for name, c in CONDITIONS}
@@ -292,7 +296,8 @@ def run(checkpoint: str, tree: str, workdir: str, *, num_photographs: int =
         name: detection_scores(labels, answer_lib.p_generated(
             answerer, test_x[name]), family, answerer.threshold)
         for name in test_x}
-    train_gen, train_real, train_family = _training_data(loaded, size)
+    train_gen, train_real, train_family = _training_data(loaded, train_tree,
+                                                         size)
     reference = answer_lib.fit_on_images(train_gen, train_real, seed=seed)
     result['reference'] = {
         name: detection_scores(labels, answer_lib.probability(
