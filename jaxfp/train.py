@@ -89,6 +89,10 @@ def validate(config, local_device_count: int):
   if unknown:
     raise ValueError(f'config.loss.fingerprint_weights has unknown keys '
                      f'{sorted(unknown)}; known: {list(terms)}')
+  members = config.model.get('pn_members', 1)
+  if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+    raise ValueError(f'config.model.pn_members={members} must be a whole '
+                     'number, 1 or more (1: one PN)')
   jnp.dtype(config.model.dtype)  # Raises on an unknown dtype name.
   if config.get('task', 'parsing') not in tasks.names():
     raise ValueError(f'config.task={config.task!r}: use one of '

@@ -243,6 +243,17 @@ def test_bad_batch_size_is_a_clear_error_before_any_work(tiny_config):
     train.validate(config, 4)
 
 
+@pytest.mark.parametrize('members', [0, -2, True])
+def test_a_bad_ensemble_size_is_a_clear_error_before_any_work(tiny_config,
+                                                              members):
+  config = tiny_config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model.pn_members = members
+  with pytest.raises(ValueError, match=r'config.model.pn_members=.* must be '
+                     'a whole number, 1 or more'):
+    train.validate(config, 4)
+
+
 def _error_of(config, workdir):
   """The error that stops train_and_evaluate, None if it finishes; what the
   run left behind is checked before its error, so that a run that saves
