@@ -344,12 +344,10 @@ def _reliability(report: dict, path: str) -> None:
 
 
 def _detection_rows(scored: dict, families: list[str]) -> list[list[str]]:
-  rows = []
-  for condition, s in scored.items():
-    rows.append([condition, f'{s["auc"]:.4f}', f'{s["ap"]:.4f}'] +
-                [f'{s["families"][f]["auc"]:.4f}' for f in families] +
-                [f'{s["false_positive_rate"]:.1%}'])
-  return rows
+  return [[condition, f'{s["auc"]:.4f}', f'{s["ap"]:.4f}'] +
+          [f'{s["families"][f]["auc"]:.4f}' for f in families] +
+          [f'{s["false_positive_rate"]:.1%}']
+          for condition, s in scored.items()]
 
 
 def markdown(result: dict) -> str:
@@ -394,13 +392,12 @@ def markdown(result: dict) -> str:
   else:
     parts.append('**Continuous intervals**: none identifiable.')
   if result.get('study'):
-    rows = []
-    for r in result['study']:
-      rows.append([r['detector']] + [
-          f'{r[cond]["auc"]:.4f}' for cond, _ in CONDITIONS] + [
-              ' / '.join(f'{r["clean"]["families"][f]["auc"]:.3f}'
-                         for f in families),
-              f'{r["clean"]["false_positive_rate"]:.1%}'])
+    rows = [[r['detector']] +
+            [f'{r[cond]["auc"]:.4f}' for cond, _ in CONDITIONS] +
+            [' / '.join(f'{r["clean"]["families"][f]["auc"]:.3f}'
+                        for f in families),
+             f'{r["clean"]["false_positive_rate"]:.1%}']
+            for r in result['study']]
     parts.append('**Detection study** (fitted on the run\'s training '
                  'data)\n\n' + tables.markdown(
                      ['detector'] + [f'AUC {c}' for c, _ in CONDITIONS] +
