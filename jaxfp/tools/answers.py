@@ -306,13 +306,12 @@ def run(checkpoint: str, tree: str, workdir: str, *, num_photographs: int =
     raw = _outputs(loaded, everything)
     records = _answers(loaded, answerer, raw, everything)
   parsed = np.array([r['parse'] is not None for r in records])
+  inside = np.array([r['in_distribution'] for r in records])
   result['answer'] = {
       'photographs_abstained': float(np.mean(~parsed[~labels])),
       'parsed_by_family': {f: float(np.mean(parsed[family == f]))
                            for f in sorted(set(family[labels]))},
-      'outside_by_family': {f: float(np.mean(
-          [not records[i]['in_distribution']
-           for i in np.flatnonzero(family == f)]))
+      'outside_by_family': {f: float(np.mean(~inside[family == f]))
                             for f in sorted(set(family))}}
   train_truth = loaded.ground_truth
   if train_truth is not None and loaded.meta.get('train_gms'):

@@ -392,15 +392,11 @@ def _parsed_count(results: dict) -> str:
 
 def comparison(parser: dict, reference: dict) -> str:
   """One row per hyperparameter, by its deciding metric (`metrics.DECIDING`):
-  the parser and the reference, each with its z-score against its own
-  random-GT shuffles (the baselines differ: each shuffles the ground truth
-  under its own predictions), bold at z >= 2, which is better, and which
-  parses it (z >= 2 and better than its train prior: results' 'parsed').
-
-  Both are results in the form of results.json; a metric either leaves
-  undefined is a dash and counts for neither. The header gives the parsed
-  counts first, the random-GT counts beside them.
-  """
+  the parser and the reference (results in the form of results.json), each
+  with its z-score against its own random-GT shuffles (the baselines differ:
+  each shuffles the ground truth under its own predictions), which is
+  better, and which parses it (results' 'parsed'). A metric either leaves
+  undefined is a dash and counts for neither."""
   deciding = tuple(f'{metric}/' for _, metric in metrics_lib.DECIDING)
   keys = [k for k in metrics_lib.ordered_keys(reference['metrics'])
           if k.startswith(deciding) and k in parser['metrics']]
