@@ -11,6 +11,7 @@ configs/fen.py and configs/detection.py (their `:test` presets under
 --smoke). Exit status: 0, or 2 for a user error (a bad flag).
 """
 
+import dataclasses
 import json
 import os
 
@@ -81,17 +82,14 @@ def main(argv):
         fen_config.get_config('test')), indent=2))
     return
   preset = 'test' if f.smoke else ''
+  # Every Options field but the two recipes is the flag of its name.
+  values = {field.name: f[field.name].value
+            for field in dataclasses.fields(options.Options)
+            if not field.name.endswith('_config')}
   run.run(options.Options(
       parsing_config=fen_config.get_config(preset),
       detection_config=detection_config.get_config(preset),
-      rows=tuple(f.rows), parsing_batch=f.parsing_batch,
-      detection_batch=f.detection_batch, warmup=f.warmup, repeats=f.repeats,
-      min_repeat_s=f.min_repeat_s, dtype=f.dtype, torch=f.torch,
-      torch_threads=f.torch_threads, peak_flops=f.peak_flops,
-      data_gms=f.data_gms, data_images_per_gm=f.data_images_per_gm,
-      data_workers=f.data_workers, smoke=f.smoke,
-      profile_dir=f.profile_dir, profile_steps=f.profile_steps,
-      output=f.output))
+      **{**values, 'rows': tuple(f.rows)}))
 
 
 if __name__ == '__main__':

@@ -18,8 +18,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  # Called from __main__ only, not at import: tests and other tools import
-  # this module beside modules with flags of their own ('task' would clash).
+  # From __main__ only: importers have flags of their own ('task' clashes).
   flags.DEFINE_enum('task', None, convert.TASKS,
                     'Which published network the file holds.')
   flags.DEFINE_string('torch_checkpoint', None, 'Published .pth/.pt file.')

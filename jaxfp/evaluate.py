@@ -24,8 +24,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  # Called from __main__ only: tests import this module beside others
-  # that define flags of the same names ('workdir', 'config').
+  # From __main__ only: tests import commands whose flags share names.
   flags.DEFINE_string('workdir', None, 'Where the report goes; also the run '
                       'to evaluate when --checkpoint is not given.')
   flags.DEFINE_string('checkpoint', None, 'A run directory, its checkpoints '

@@ -25,8 +25,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  # Called from __main__ only: tests import this module beside others
-  # that define flags of the same names ('workdir', 'config').
+  # From __main__ only: tests import commands whose flags share names.
   flags.DEFINE_string('workdir', None, 'Where results.md / results.json go.')
   config_flags.DEFINE_config_file(
       'config', None, 'The trainer\'s config: which data, which GMs are held '

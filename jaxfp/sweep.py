@@ -20,8 +20,7 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-  # Called from __main__ only: tests import this module beside others
-  # that define flags of the same names ('workdir', 'config').
+  # From __main__ only: tests import commands whose flags share names.
   flags.DEFINE_string('workdir', None, 'Sweep directory: one folder per run, '
                       'and sweep.md / sweep.csv.')
   flags.DEFINE_list('runs', [], 'Only these runs (default: every run).')

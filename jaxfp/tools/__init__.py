@@ -1,3 +1,3 @@
-"""Tools on top of the trainer: evaluating a checkpoint (`evaluate`), sweeps
-of runs (`sweep`), robustness to perturbations (`robustness`), training
-curves of several runs (`curves`)."""
+"""Tools on top of the trainer, each behind the command of its name
+(`python -m jaxfp.<name>`; `curves` behind `plot_curves`): evaluate,
+reference, sweep, robustness, answers, embeddings, curves."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 
 from absl import logging
+import jax
 import ml_collections
 import numpy as np
 from sklearn import metrics as sk_metrics
@@ -119,11 +120,12 @@ def _outputs(loaded: network.Loaded, images: np.ndarray,
     out = run((unit - loaded.mean) / loaded.std)
     parts.append({k: out[k] for k in ('continuous', 'discrete', 'coarse',
                                       'fine')})
-  return {'continuous': np.concatenate([p['continuous'] for p in parts]),
-          'discrete': [np.concatenate([p['discrete'][j] for p in parts])
-                       for j in range(len(parts[0]['discrete']))],
-          'coarse': np.concatenate([p['coarse'] for p in parts]),
-          'fine': np.concatenate([p['fine'] for p in parts])}
+  return jax.tree.map(lambda *batches: np.concatenate(batches), *parts)
+
+
+def _rows(raw: dict, start: int, stop: int) -> dict:
+  """Images start..stop-1 of the outputs `raw`."""
+  return jax.tree.map(lambda a: a[start:stop], raw)
 
 
 def calibration_report(answerer: answer_lib.Answerer, schema, raw: dict,
@@ -167,21 +169,18 @@ def calibration_report(answerer: answer_lib.Answerer, schema, raw: dict,
   coverage = {}
   if train_truth is not None:
     truth = gt.denormalize(gt.continuous[rows])
+    # Half-widths in normalised units; NaN where a column has none.
+    q = np.array([answerer.half_widths.get(n, np.nan)
+                  for n in schema.continuous])
+    x = np.asarray(raw['continuous'])
+    lo = train_truth.denormalize(np.clip(x - q, 0, 1))
+    hi = train_truth.denormalize(np.clip(x + q, 0, 1))
     for j, name in enumerate(schema.continuous):
-      q = answerer.half_widths.get(name, np.nan)
-      if name not in known or not np.isfinite(q):
-        continue
-      x = np.asarray(raw['continuous'])[:, j]
-      bounds = np.zeros((2, len(x), len(schema.continuous)))
-      bounds[0, :, j] = np.clip(x - q, 0, 1)
-      bounds[1, :, j] = np.clip(x + q, 0, 1)
-      lo = train_truth.denormalize(bounds[0])[:, j]
-      hi = train_truth.denormalize(bounds[1])[:, j]
-      t = truth[:, j]
-      keep = np.isfinite(t)
-      if keep.any():
-        coverage[name] = float(np.mean((t[keep] >= lo[keep] - 1e-6) &
-                                       (t[keep] <= hi[keep] + 1e-6)))
+      keep = np.isfinite(truth[:, j])
+      if name in known and np.isfinite(q[j]) and keep.any():
+        t = truth[keep, j]
+        coverage[name] = float(np.mean((t >= lo[keep, j] - 1e-6) &
+                                       (t <= hi[keep, j] + 1e-6)))
   out['coverage'] = coverage
   out['nominal_coverage'] = answerer.coverage
   return out
@@ -191,10 +190,9 @@ def _answers(loaded, answerer, raw: dict, images: np.ndarray) -> list[dict]:
   """`predict.answered` for uint8 images and their outputs `raw`."""
   records = []
   for start in range(0, len(images), 1024):
-    part = {k: (v[start:start + 1024] if not isinstance(v, list) else
-                [d[start:start + 1024] for d in v]) for k, v in raw.items()}
     unit = images[start:start + 1024].astype(np.float32) / 255.0
-    records += predict.answered(loaded, answerer, part, unit)
+    records += predict.answered(loaded, answerer,
+                                _rows(raw, start, start + 1024), unit)
   return records
 
 
@@ -308,21 +306,19 @@ def run(checkpoint: str, tree: str, workdir: str, *, num_photographs: int =
     raw = _outputs(loaded, everything)
     records = _answers(loaded, answerer, raw, everything)
   parsed = np.array([r['parse'] is not None for r in records])
+  inside = np.array([r['in_distribution'] for r in records])
   result['answer'] = {
       'photographs_abstained': float(np.mean(~parsed[~labels])),
       'parsed_by_family': {f: float(np.mean(parsed[family == f]))
                            for f in sorted(set(family[labels]))},
-      'outside_by_family': {f: float(np.mean(
-          [not records[i]['in_distribution']
-           for i in np.flatnonzero(family == f)]))
+      'outside_by_family': {f: float(np.mean(~inside[family == f]))
                             for f in sorted(set(family))}}
   train_truth = loaded.ground_truth
   if train_truth is not None and loaded.meta.get('train_gms'):
     train_truth = train_truth.select(loaded.meta['train_gms'])
-  gen_raw = {k: (v[:len(gen_images)] if not isinstance(v, list) else
-                 [d[:len(gen_images)] for d in v]) for k, v in raw.items()}
   result['calibration'] = calibration_report(
-      answerer, loaded.schema, gen_raw, gt, rows, train_truth)
+      answerer, loaded.schema, _rows(raw, 0, len(gen_images)), gt, rows,
+      train_truth)
   if with_study:
     with console.quietly('The detection study'):
       result['study'] = study(train_gen, train_real, train_family, test_x,
@@ -347,12 +343,10 @@ def _reliability(report: dict, path: str) -> None:
 
 
 def _detection_rows(scored: dict, families: list[str]) -> list[list[str]]:
-  rows = []
-  for condition, s in scored.items():
-    rows.append([condition, f'{s["auc"]:.4f}', f'{s["ap"]:.4f}'] +
-                [f'{s["families"][f]["auc"]:.4f}' for f in families] +
-                [f'{s["false_positive_rate"]:.1%}'])
-  return rows
+  return [[condition, f'{s["auc"]:.4f}', f'{s["ap"]:.4f}'] +
+          [f'{s["families"][f]["auc"]:.4f}' for f in families] +
+          [f'{s["false_positive_rate"]:.1%}']
+          for condition, s in scored.items()]
 
 
 def markdown(result: dict) -> str:
@@ -397,13 +391,12 @@ def markdown(result: dict) -> str:
   else:
     parts.append('**Continuous intervals**: none identifiable.')
   if result.get('study'):
-    rows = []
-    for r in result['study']:
-      rows.append([r['detector']] + [
-          f'{r[cond]["auc"]:.4f}' for cond, _ in CONDITIONS] + [
-              ' / '.join(f'{r["clean"]["families"][f]["auc"]:.3f}'
-                         for f in families),
-              f'{r["clean"]["false_positive_rate"]:.1%}'])
+    rows = [[r['detector']] +
+            [f'{r[cond]["auc"]:.4f}' for cond, _ in CONDITIONS] +
+            [' / '.join(f'{r["clean"]["families"][f]["auc"]:.3f}'
+                        for f in families),
+             f'{r["clean"]["false_positive_rate"]:.1%}']
+            for r in result['study']]
     parts.append('**Detection study** (fitted on the run\'s training '
                  'data)\n\n' + tables.markdown(
                      ['detector'] + [f'AUC {c}' for c, _ in CONDITIONS] +

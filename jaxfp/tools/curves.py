@@ -76,8 +76,6 @@ def plot(runs: Sequence[tuple[str, dict]], metrics: Sequence[str],
         steps, values = scalars[metric]
         ax.plot(steps, values, label=label, linewidth=1.4, color=f'C{i}')
     ax.set_title(metric)
-    ax.set_xlabel('step')
-    ax.grid(alpha=0.3)
     # The repetitive term is a negative max; the others span decades.
     if metric != 'fingerprint_repetitive':
       positive = all(np.all(s[metric][1] > 0) for _, s in runs if metric in s)
@@ -97,9 +95,10 @@ def plot(runs: Sequence[tuple[str, dict]], metrics: Sequence[str],
               label=label, linewidth=1.4, color=f'C{i}')
     ax.axhline(0, color='gray', linewidth=0.8)
     ax.set_title(f'loss vs {base_label} (%)')
+    ax.legend(fontsize=8)
+  for ax in list(axes.flat)[:panels]:
     ax.set_xlabel('step')
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
   for ax in list(axes.flat)[panels:]:
     ax.axis('off')
   if title:

@@ -128,12 +128,10 @@ def run(checkpoint: str, tree: str, workdir: str, *, num_sources: int = 48,
     raise ValueError(f'--num_sources={num_sources} (2 or more), --subsets='
                      f'{subsets} and --gallery_images={gallery_images} (1 or '
                      'more): out of range')
-  workdir = files.check_output_folder(workdir, '--workdir',
-                                     inputs=[tree])
+  workdir = files.check_output_folder(workdir, '--workdir', inputs=[tree])
   loaded = network.load(checkpoint)
   network.require_embedding(loaded, 'embeddings')
-  calibration = sources.calibration_of(loaded.directory,
-                                         loaded.step)
+  calibration = sources.calibration_of(loaded.directory, loaded.step)
   folders = {name: paths for name, paths in
              gallery_lib.source_folders(tree).items()
              if len(paths) >= min_images}
@@ -181,17 +179,13 @@ def run(checkpoint: str, tree: str, workdir: str, *, num_sources: int = 48,
             f'set: half of each draw\'s sources known, {gallery_images} '
             'images each in the gallery.')
   header_row = ['metric', f'{num_sources} sources']
+  columns = [summary]
   if everything is not None:
     header_row.append(f'all {len(names)} sources')
-  table_rows = []
-  for key, label, better in ROWS:
-    row = [label + (f' ({better} is better)' if better else ''),
-           _cell(summary.get(key), key)]
-    if everything is not None:
-      value = everything.get(key)
-      row.append(_cell({'mean': value, 'std': 0.0, 'n': 1}, key)
-                 if value is not None and np.isfinite(value) else '–')
-    table_rows.append(row)
+    columns.append(_summary([everything]))  # One value: no ± std.
+  table_rows = [[label + (f' ({better} is better)' if better else '')] +
+                [_cell(column.get(key), key) for column in columns]
+                for key, label, better in ROWS]
   text = f'{header}\n\n{tables.markdown(header_row, table_rows)}\n'
   files.write_text(os.path.join(workdir, 'embeddings.md'), text)
   result = {'checkpoint': loaded.directory, 'step': loaded.step,

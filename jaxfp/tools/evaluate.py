@@ -1,30 +1,23 @@
 """Evaluates a checkpoint on held-out data, without training
-(`python -m jaxfp.evaluate`).
+(`python -m jaxfp.evaluate`; docs/evaluation.md, "Commands").
 
 Writes what training writes at its end (for parsing: results.md,
 results.json, fingerprints.png, baseline_bars.png) to --workdir, and prints
-the table.
+the table. The checkpoint is a `jaxfp.checkpoints` directory, as the trainer
+or `jaxfp.convert_torch` writes it; only its parameters and BatchNorm
+statistics are read, never the optimizer state.
 
-The checkpoint is a `jaxfp.checkpoints` directory, as the trainer writes
-(`<workdir>/checkpoints/<step>/`) or as `jaxfp.convert_torch` writes for
-published weights; it may be named by the run, its `checkpoints` folder or
-one step's folder. Only the parameters
-and BatchNorm statistics are read, never the optimizer state.
-
-Which config: the network (config.model, and config.loss.hierarchical, which
-decides how fine loss types are scored) always comes from the checkpoint.
-The rest (data, batch size, baseline shuffles) comes from --config when it
-is given, else from the config saved with the checkpoint. The held-out GMs
-are the checkpoint's own (meta 'test_gms'), so a run is scored on exactly
-the GMs it never saw, unless --split=config. So is the closed set (the
-images of training GMs the run held back, `config.data.closed_set_fraction`
-of the checkpoint's config; none for a checkpoint without one).
-
-`all_held_out` holds out every GM of the dataset: a checkpoint scored on
-data it never saw (a zoo of another seed, `--config.data.zoo.seed=123`).
-The training prior then comes from the checkpoint's meta (the ground
-truth of the GMs it trained on); a checkpoint without it (converted
-weights) is scored without that baseline, and the table says so.
+Which config (`config_for`): the network (config.model, and
+config.loss.hierarchical, which decides how fine loss types are scored)
+always comes from the checkpoint; the rest (data, batch size, baseline
+shuffles) from --config when it is given, else from the config saved with
+the checkpoint. The held-out GMs (meta 'test_gms') and the closed set
+(`config.data.closed_set_fraction` of the checkpoint's config) are the
+checkpoint's own, so a run is scored on exactly the images it never saw,
+unless --split=config. `all_held_out` holds out every GM of the dataset (a
+zoo of another seed); the training prior then comes from the checkpoint's
+meta, and a checkpoint without it (converted weights) is scored without
+that baseline, which the table says.
 """
 
 from __future__ import annotations

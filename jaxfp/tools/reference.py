@@ -1,36 +1,29 @@
 """A non-deep reference parser: spectra and colour statistics into linear
-models, fitted and scored on the trainer's split (`python -m jaxfp.reference`).
+models, fitted and scored on the trainer's split (`python -m jaxfp.reference`;
+measured in docs/parsing.md).
 
 It answers one question: is a hyperparameter's trace in the images at all?
 If this reference beats the random-ground-truth baseline on unseen generators
 and the deep parser does not, the parser loses the signal; if neither does,
 the data lacks it.
 
-Features of one image: `jaxfp.core.image_features` (the residual's log
-spectrum pooled and its radial profile, colour statistics).
+Features of one image: `jaxfp.core.image_features`. Model (`Reference`):
+features standardised, PCA to `pca_dim` components, then one model per
+hyperparameter: ridge regression for each continuous column (with `kernel`,
+an RBF kernel ridge, its penalty and width cross-validated), logistic
+regression for each discrete column and each loss type. With
+`per_generator` every GM is one example (`by_generator`) and each of its
+images gets the GM's prediction: can all of a generator's images tell what
+one cannot (the architecture counts, docs/parsing.md)? `Reference.predict`
+returns the parsing task's prediction dict, so
+`jaxfp.report.metrics.parsing_metrics` and `random_baseline` score both
+alike.
 
-Model (`Reference`): features standardised, PCA to `pca_dim` components;
-then one model per hyperparameter: ridge regression for each continuous
-column (or, with `kernel`, an RBF kernel ridge whose penalty and width are
-chosen by 5-fold cross-validation on the fitted examples), logistic
-regression for each discrete column and each loss type.
-
-With `per_generator` every GM is one example: the mean and the standard
-deviation over its images of each feature (`by_generator`), and each of
-its images gets the GM's prediction. Whether a hyperparameter can be read
-from all of a generator's images, rather than from one, is the question
-this answers for the architecture counts (docs/parsing.md).
-`Reference.predict` returns the dict that the parsing task's evaluation
-produces, so `jaxfp.report.metrics.parsing_metrics` and `random_baseline`
-score both alike.
-
-On a dataset (`run`): the training and held-out GMs are those the trainer's
-config selects (`jaxfp.data.gm_folders.load_info`): it is fitted on the images
-the trainer trains on and scored, as the trainer is, on the held-out GMs and
-on the closed set (`eval_iterator`: every image once, in record order, not
-augmented); results.md / results.json go to the workdir in the trainer's
-form, and with `compare` a comparison.md puts a parser run's figures and
-the reference's side by side, hyperparameter by hyperparameter.
+On a dataset (`run`): fitted on the images the trainer trains on (its
+config's GMs, `jaxfp.data.gm_folders.load_info`), scored as the trainer is
+on the held-out GMs and the closed set (every image once, not augmented);
+results.md / results.json in the trainer's form, and with `compare`
+comparison.md: a parser run's figures and the reference's side by side.
 """
 
 from __future__ import annotations
@@ -57,7 +50,6 @@ from jaxfp.report import metrics as metrics_lib
 from jaxfp.report import results as results_lib
 from jaxfp.report import tables
 from jaxfp.tasks import common
-
 
 
 # -------------------------------------------------------------------- model
@@ -119,12 +111,9 @@ class Reference:
       ok = ~np.isnan(y)
       self._continuous.append(self._regressor(z[ok], y[ok])
                               if ok.any() else None)
-    self._discrete = [self._classifier(z, labels.discrete[:, j])
-                      for j in range(len(self.schema.discrete))]
-    self._coarse = [self._classifier(z, labels.coarse[:, j])
-                    for j in range(len(self.schema.coarse))]
-    self._fine = [self._classifier(z, labels.fine[:, j])
-                  for j in range(len(self.schema.fine))]
+    self._discrete, self._coarse, self._fine = (
+        [self._classifier(z, y[:, j]) for j in range(y.shape[1])]
+        for y in (labels.discrete, labels.coarse, labels.fine))
     return self
 
   def _classifier(self, z, y):
@@ -263,28 +252,27 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     if per_generator:
       train_feats, train_rows, _ = by_generator(train_feats, train_rows)
 
-  def predict(feats, rows):
-    if not per_generator:
-      return model.predict(feats)
-    pooled, _, index = by_generator(feats, rows)
-    return each_image(model.predict(pooled), index)
-
   with console.quietly('Fitting the reference'):
     model = fit(train_feats, metrics_lib.Labels.of(gt, train_rows),
                 gt.schema, pca_dim=pca_dim, ridge_alpha=ridge_alpha,
                 logistic_c=logistic_c, kernel=kernel, seed=config.seed)
   train_truth = gt.select(info.train_gms)
-  result = score(predict(test_feats, test_rows), gt, test_rows,
-                 num_shuffles=config.num_baseline_shuffles, seed=config.seed,
+
+  def scored(feats, rows):
+    if per_generator:
+      pooled, _, index = by_generator(feats, rows)
+      predictions = each_image(model.predict(pooled), index)
+    else:
+      predictions = model.predict(feats)
+    return score(predictions, gt, rows, seed=config.seed,
+                 num_shuffles=config.num_baseline_shuffles,
                  train_truth=train_truth)
+
+  result = scored(test_feats, test_rows)
   # The closed set, as the parser's: held-back images of the fitted GMs.
-  result['closed_set'] = None
-  if len(closed_rows):
-    result['closed_set'] = score(
-        predict(image_features.features(closed_images), closed_rows),
-        gt, closed_rows,
-        num_shuffles=config.num_baseline_shuffles, seed=config.seed,
-        train_truth=train_truth)
+  result['closed_set'] = (
+      scored(image_features.features(closed_images), closed_rows)
+      if len(closed_rows) else None)
   result['per_generator'] = per_generator
   result['text'] = _report(result, workdir, config, info, model)
   if parser_results is not None:
@@ -404,15 +392,11 @@ def _parsed_count(results: dict) -> str:
 
 def comparison(parser: dict, reference: dict) -> str:
   """One row per hyperparameter, by its deciding metric (`metrics.DECIDING`):
-  the parser and the reference, each with its z-score against its own
-  random-GT shuffles (the baselines differ: each shuffles the ground truth
-  under its own predictions), bold at z >= 2, which is better, and which
-  parses it (z >= 2 and better than its train prior: results' 'parsed').
-
-  Both are results in the form of results.json; a metric either leaves
-  undefined is a dash and counts for neither. The header gives the parsed
-  counts first, the random-GT counts beside them.
-  """
+  the parser and the reference (results in the form of results.json), each
+  with its z-score against its own random-GT shuffles (the baselines differ:
+  each shuffles the ground truth under its own predictions), which is
+  better, and which parses it (results' 'parsed'). A metric either leaves
+  undefined is a dash and counts for neither."""
   deciding = tuple(f'{metric}/' for _, metric in metrics_lib.DECIDING)
   keys = [k for k in metrics_lib.ordered_keys(reference['metrics'])
           if k.startswith(deciding) and k in parser['metrics']]

@@ -1,5 +1,5 @@
 """Runs the named variations of a config one after another, and tables them
-(`python -m jaxfp.sweep`).
+(`python -m jaxfp.sweep`; docs/sweeps.md).
 
 A sweep file is a config file (big_vision style) with two functions:
 
@@ -7,30 +7,22 @@ A sweep file is a config file (big_vision style) with two functions:
                         command line changes it for every run
   get_sweep(arg=None)   [(run name, {'dotted.field': value, ...}), ...]
 
-and optionally `AVERAGE_RUNS = True` (cross-validation folds): the tables
-then also give the mean ± std of every metric over the runs, and, once
-every run has finished, one pooled table: the runs' held-out per-image
-predictions (each run's predictions.npz) concatenated and scored once,
-every GM tested once, with z-scores against shuffles of the pooled ground
-truth (<workdir>/pooled.md and pooled.json; only when the runs' held-out
-GMs are disjoint, as folds are). The text after ':' in
---config=file.py:arg goes to both functions.
+The text after ':' in --config=file.py:arg goes to both. With
+`AVERAGE_RUNS = True` (cross-validation folds) the tables also give the
+mean ± std of every metric over the runs and, once every run has finished,
+the pooled table (`pooled`; <workdir>/pooled.md and pooled.json).
 
 Bold in every table: better than the random-GT baseline at z >= 2 (z =
 (model - shuffle mean) / shuffle std, signed so that positive is better),
 never merely above its mean. The counts of each run (sweep.md, sweep.csv)
-and of the pooled table put the parsed hyperparameters first (at z >= 2
-and better than the training prior: `metrics.parsed_hyperparameters`),
-those at random-GT z >= 2 beside them.
+and of the pooled table put the parsed hyperparameters first
+(`metrics.parsed_hyperparameters`), those at random-GT z >= 2 beside them.
 
-Run `name` trains and evaluates in <workdir>/<name> (`train_and_evaluate`).
-A run is finished, and not run again, when its results.json parses, is of
-the config's last step and its sweep record (sweep_run.json) exists; an
-interrupted one (or one whose results are unreadable) resumes from its
-latest checkpoint. A finished run whose
-config differs from what the sweep now asks for is an error (delete the run
-or use another workdir), so a table never mixes settings silently. At the
-end, and whenever the sweep is launched, the finished runs are gathered into
+Run `name` trains and evaluates in <workdir>/<name> (`train_and_evaluate`)
+unless it is `finished`; an unfinished one resumes from its latest
+checkpoint. A finished run whose config differs from what the sweep now
+asks for is an error, so a table never mixes settings silently. At the end,
+and whenever the sweep is launched, the finished runs are gathered into
 <workdir>/sweep.md and sweep.csv.
 """
 
@@ -123,13 +115,21 @@ def _flat_config(config: ml_collections.ConfigDict) -> dict:
       json.loads(config.to_json_best_effort(sort_keys=True)), sep='.')
 
 
-def _check_same_config(run_dir: str, name: str,
-                       config: ml_collections.ConfigDict) -> None:
+def _record(run_dir: str) -> dict | None:
+  """The run's sweep record (RUN_FILE), or None where it has none."""
   path = os.path.join(run_dir, RUN_FILE)
   if not os.path.exists(path):
-    return
+    return None
   with open(path) as f:
-    saved = json.load(f).get('config', {})
+    return json.load(f)
+
+
+def _check_same_config(run_dir: str, name: str,
+                       config: ml_collections.ConfigDict) -> None:
+  record = _record(run_dir)
+  if record is None:
+    return
+  saved = record.get('config', {})
   wanted = _flat_config(config)
   # Fields that exist on one side only come from code changes, not from the
   # sweep: they are worth a warning, not a refusal.
@@ -149,8 +149,11 @@ def _check_same_config(run_dir: str, name: str,
 
 
 def _read_results(path: str) -> dict | None:
-  """A run's results.json, or None (with a warning) if it does not parse as
-  results (a file left empty or cut short by a crash or a full disk)."""
+  """A run's results.json, or None: where there is none, and (with a
+  warning) where it does not parse as results (a file left empty or cut
+  short by a crash or a full disk)."""
+  if not os.path.exists(path):
+    return None
   try:
     with open(path) as f:
       results = json.load(f)
@@ -172,20 +175,17 @@ def finished(run_dir: str, config: ml_collections.ConfigDict) -> bool:
   steps its config.num_epochs resolved to, in its sweep record), and its
   sweep record exists (its config is compared by `_check_same_config`)."""
   path = os.path.join(run_dir, RESULTS)
-  if not os.path.exists(path):
-    return False
   results = _read_results(path)
   if results is None:
     return False
-  record_path = os.path.join(run_dir, RUN_FILE)
-  if not os.path.exists(record_path):
+  record = _record(run_dir)
+  if record is None:
     logging.warning('%s has no %s: not a run of this sweep; it counts as '
                     'unfinished.', run_dir, RUN_FILE)
     return False
   last = config.num_train_steps
   if last <= 0:  # Epochs: resolved by the launch that finished the run.
-    with open(record_path) as f:
-      last = json.load(f).get('num_train_steps')
+    last = record.get('num_train_steps')
   if results.get('step') != last:
     logging.warning('%s is of step %s, not of the last step %s; the run '
                     'counts as unfinished.', path, results.get('step'), last)
@@ -259,15 +259,10 @@ def gather(workdir: str, runs: Sequence[Run]) -> list[dict]:
   """The results of the runs that have readable ones, in sweep order."""
   rows = []
   for name, overrides in runs:
-    path = os.path.join(workdir, name, RESULTS)
-    results = _read_results(path) if os.path.exists(path) else None
+    results = _read_results(os.path.join(workdir, name, RESULTS))
     if results is None:
       continue
-    record = {}
-    run_file = os.path.join(workdir, name, RUN_FILE)
-    if os.path.exists(run_file):
-      with open(run_file) as f:
-        record = json.load(f)
+    record = _record(os.path.join(workdir, name)) or {}
     closed = results.get('closed_set') or {}
     rows.append({'run': name, 'overrides': overrides,
                  'step': results.get('step'), 'wall_s': record.get('wall_s'),
@@ -314,24 +309,19 @@ def _cell(row, key) -> str:
   return text
 
 
-def _count(counted) -> str:
-  if not counted:
-    return '–'
-  return f'{counted["significant"]} of {counted["defined"]}'
-
-
-def _parsed(parsed) -> str:
-  if not parsed:  # No train prior, or results of before the count.
-    return '–'
-  return f'{parsed["parsed"]} of {parsed["defined"]}'
+def _of(counted, key: str) -> str:
+  """'<counted[key]> of <defined>'; '–' without the count (no train prior,
+  or results of before it)."""
+  return f'{counted[key]} of {counted["defined"]}' if counted else '–'
 
 
 def _counts(row) -> list:
   """parsed, at z >= 2 (held out), then the same of the closed set: the
   stricter count first."""
-  return [_parsed(row.get('parsed')), _count(row.get('significance')),
-          _parsed(row.get('closed_parsed')),
-          _count(row.get('closed_significance'))]
+  return [_of(row.get('parsed'), 'parsed'),
+          _of(row.get('significance'), 'significant'),
+          _of(row.get('closed_parsed'), 'parsed'),
+          _of(row.get('closed_significance'), 'significant')]
 
 
 def _spread(values) -> tuple[float, float]:
@@ -398,10 +388,8 @@ def markdown(rows: Sequence[dict], num_runs: int, average: bool) -> str:
   if not average:
     return f'{intro}\n\n{tables.markdown(header, table)}'
   stats = average_rows(rows)
-  def fmt(key):
-    s = stats.get(key)
-    if s is None:
-      return '–'
+  def fmt(key):  # Every key of `rows` is in `stats`.
+    s = stats[key]
     text = '{:.3f} ± {:.3f}'.format(*s['model'])
     if 'baseline' in s:
       text += ' [{:.3f} ± {:.3f}]'.format(*s['baseline'])
@@ -503,16 +491,6 @@ def pooled(workdir: str, runs: Sequence[Run],
                   'the run that held it out')
 
 
-def pooled_markdown(scored: dict, note: str, num_shuffles: int) -> str:
-  """The pooled table: the summary, the deciding metric of every
-  hyperparameter, then every metric."""
-  schema = scored['schema']
-  return '\n\n'.join([
-      f'Pooled held-out table: {note}.',
-      results_lib.report([('pooled held out', scored, '')], schema,
-                         num_shuffles)])
-
-
 def write_tables(workdir: str, runs: Sequence[Run], *,
                  average: bool = False, num_runs: int | None = None,
                  config: ml_collections.ConfigDict | None = None) -> str:
@@ -532,17 +510,18 @@ def write_tables(workdir: str, runs: Sequence[Run], *,
     else:
       note = (f'not pooled yet: {len(rows)} of {total} runs have '
               'finished')
-    text += '\n\n' + (pooled_markdown(scored, note,
-                                       config.num_baseline_shuffles)
-                       if scored is not None else f'Pooled held-out table: '
-                       f'{note}.')
+    pooled_text = f'Pooled held-out table: {note}.'
+    if scored is not None:  # The summary, then the results tables.
+      pooled_text += '\n\n' + results_lib.report(
+          [('pooled held out', scored, '')], scored['schema'],
+          config.num_baseline_shuffles)
+    text += '\n\n' + pooled_text
   if jax.process_index() == 0:
     files.write_text(os.path.join(workdir, 'sweep.md'), text + '\n')
     write_csv(os.path.join(workdir, 'sweep.csv'), rows, average)
     if scored is not None:
       files.write_text(os.path.join(workdir, f'{POOLED}.md'),
-                       pooled_markdown(scored, note,
-                                       config.num_baseline_shuffles) + '\n')
+                       pooled_text + '\n')
       files.write_json(os.path.join(workdir, f'{POOLED}.json'), {
           'runs': scored['runs'], 'gms': scored['gms'],
           'num_baseline_shuffles': config.num_baseline_shuffles,
