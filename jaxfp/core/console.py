@@ -1,19 +1,12 @@
 """What a command shows on the terminal: verbosity, progress, errors.
 
-Every command (`python -m jaxfp.<command>`) runs its main through `run`:
-
-  verbosity  absl's --verbosity (-v). 0, the default: jaxfp's own INFO lines
-             (what is being built, evaluation lines, results) and everyone's
-             warnings; the libraries' INFO lines (Orbax, TFDS, clu), their
-             progress bars and TensorFlow's C++ log are off. 1 and more:
-             all of them, and tracebacks with errors. -1: warnings only.
-  progress   `Progress`: one display with steps/s and ETA, a bar redrawn in
-             place on a terminal, a line at each third otherwise.
-  errors     a user error (a bad flag, config field, value, file or
-             checkpoint: app.UsageError, ValueError, OSError) is one line
-             `error: ...` on stderr and exit status 2; the traceback only at
-             --verbosity=1 and more, and so are the 'Event loop is closed'
-             reports of Orbax's threads (`hush_event_loop_noise`).
+Every command (`python -m jaxfp.<command>`) runs its main through `run`.
+absl's --verbosity 0, the default, shows jaxfp's own INFO lines and
+everyone's warnings; 1 and more the libraries' INFO lines, progress bars
+and tracebacks too; -1 warnings only. `Progress` is the one progress
+display. A user error (app.UsageError, ValueError, OSError) is one line
+`error: ...` on stderr and exit status 2. What a user sees:
+docs/console.md.
 
 The state lives where absl and `logging` keep theirs (the verbosity flag,
 the handler's filters), not in this module.
@@ -276,19 +269,16 @@ def hush_event_loop_noise() -> None:
   """
   if verbose() or getattr(threading.excepthook, 'hushes_event_loop', False):
     return
-  thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
 
-  def on_thread_error(args):
-    if not _is_event_loop_noise(args.exc_value):
-      thread_hook(args)
+  def without_noise(hook):
+    def on_error(args):
+      if not _is_event_loop_noise(args.exc_value):
+        hook(args)
+    on_error.hushes_event_loop = True
+    return on_error
 
-  def on_unraisable(args):
-    if not _is_event_loop_noise(args.exc_value):
-      unraisable_hook(args)
-
-  on_thread_error.hushes_event_loop = True
-  threading.excepthook = on_thread_error
-  sys.unraisablehook = on_unraisable
+  threading.excepthook = without_noise(threading.excepthook)
+  sys.unraisablehook = without_noise(sys.unraisablehook)
   for handler in (logging.get_absl_handler(),
                   *std_logging.getLogger('asyncio').handlers):
     handler.addFilter(_NoEventLoopNoise())
