@@ -31,7 +31,6 @@ from jaxfp.data.builders import folder
 from jaxfp.data.builders import image_classes
 
 SOURCES = ('builtin', 'folder')
-_BUCKETS = 10_000
 
 
 def _root(c: ml_collections.ConfigDict) -> str:
@@ -56,11 +55,6 @@ def _builder(c: ml_collections.ConfigDict, root: str):
       data_dir=os.path.join(cache, 'tfds'))
 
 
-def _is_test(c: ml_collections.ConfigDict):
-  threshold = int(round(c.test_fraction * _BUCKETS))
-  return lambda file: tf.strings.to_hash_bucket_fast(file, _BUCKETS) < threshold
-
-
 def _records(c, root) -> tf.data.Dataset:
   return _builder(c, root).as_dataset(
       split='train', shuffle_files=False,
@@ -80,7 +74,7 @@ def load_info(c: ml_collections.ConfigDict) -> splits.ClassInfo:
   counts = {n: int(meta['gm_counts'].get(n, 0)) for n in names}
   trees.log_summary(f'{builder.name}/{builder.builder_config.name}', counts,
                     skipped)
-  is_test = _is_test(c)
+  is_test = batching.in_hashed_share(c.test_fraction)
   # Readable images per class and split: [training, test].
   per_split = {n: [0, 0] for n in names}
   for label, test in _records(c, root).map(
@@ -109,7 +103,7 @@ def load_info(c: ml_collections.ConfigDict) -> splits.ClassInfo:
 def _examples(c, info: splits.ClassInfo, test: bool) -> tf.data.Dataset:
   builder = _builder(c, info.root)
   image_feature = builder.info.features['image']
-  is_test = _is_test(c)
+  is_test = batching.in_hashed_share(c.test_fraction)
   ds = _records(c, info.root).filter(
       lambda ex: tf.equal(is_test(ex['file']), test))
   ds = ds.shard(jax.process_count(), jax.process_index())
