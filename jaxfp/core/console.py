@@ -39,35 +39,30 @@ def verbose() -> bool:
   return logging.level_debug()
 
 
-class _OwnInfoOnly:
+def _own_info_only(record) -> bool:
   """A logging filter: INFO lines of jaxfp's code, warnings of everyone;
   a library's report keeps its first line, not its traceback (Orbax logs
   one per background thread when a save fails, burying the error line)."""
-
-  def filter(self, record) -> bool:
-    own = record.pathname.startswith(_PACKAGE_DIR)
-    if not own and (record.exc_info or record.stack_info):
-      first = (record.getMessage().splitlines() or [''])[0]
-      record.msg, record.args = first, ()
-      record.exc_info = record.exc_text = record.stack_info = None
-    return record.levelno >= logging.converter.STANDARD_WARNING or own
+  own = record.pathname.startswith(_PACKAGE_DIR)
+  if not own and (record.exc_info or record.stack_info):
+    first = (record.getMessage().splitlines() or [''])[0]
+    record.msg, record.args = first, ()
+    record.exc_info = record.exc_text = record.stack_info = None
+  return _warnings_only(record) or own
 
 
-class _WarningsOnly:
+def _warnings_only(record) -> bool:
   """A logging filter for a noisy stretch: warnings and errors only."""
-
-  def filter(self, record) -> bool:
-    return record.levelno >= logging.converter.STANDARD_WARNING
+  return record.levelno >= logging.converter.STANDARD_WARNING
 
 
 def configure() -> None:
   """Applies --verbosity to the libraries; safe to call again."""
   handler = logging.get_absl_handler()
   quiet = not verbose()
-  for f in [f for f in handler.filters if isinstance(f, _OwnInfoOnly)]:
-    handler.removeFilter(f)
+  handler.removeFilter(_own_info_only)
   if quiet:
-    handler.addFilter(_OwnInfoOnly())
+    handler.addFilter(_own_info_only)
   # Read by TensorFlow's C++ runtime when it loads, which happens later:
   # jaxfp imports TensorFlow only when it reads or writes data.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2' if quiet else '0')
@@ -86,7 +81,7 @@ def quietly(what: str) -> Iterator[None]:
   logging.info('%s...', what)
   start = time.monotonic()
   handler = logging.get_absl_handler()
-  hush = None if verbose() else _WarningsOnly()
+  hush = None if verbose() else _warnings_only
   if hush:
     handler.addFilter(hush)
   try:
@@ -246,14 +241,12 @@ def _is_event_loop_noise(error: BaseException | None) -> bool:
   return isinstance(error, RuntimeError) and _EVENT_LOOP_CLOSED in str(error)
 
 
-class _NoEventLoopNoise:
+def _no_event_loop_noise(record) -> bool:
   """A logging filter: drops 'Event loop is closed' reports (see
   `hush_event_loop_noise`)."""
-
-  def filter(self, record) -> bool:
-    error = record.exc_info[1] if record.exc_info else None
-    return not (_is_event_loop_noise(error) or
-                _EVENT_LOOP_CLOSED in record.getMessage())
+  error = record.exc_info[1] if record.exc_info else None
+  return not (_is_event_loop_noise(error) or
+              _EVENT_LOOP_CLOSED in record.getMessage())
 
 
 def hush_event_loop_noise() -> None:
@@ -281,8 +274,8 @@ def hush_event_loop_noise() -> None:
   sys.unraisablehook = without_noise(sys.unraisablehook)
   for handler in (logging.get_absl_handler(),
                   *std_logging.getLogger('asyncio').handlers):
-    handler.addFilter(_NoEventLoopNoise())
-  std_logging.getLogger('asyncio').addFilter(_NoEventLoopNoise())
+    handler.addFilter(_no_event_loop_noise)
+  std_logging.getLogger('asyncio').addFilter(_no_event_loop_noise)
 
 
 def command(main: Callable[[list[str]], int | None]
