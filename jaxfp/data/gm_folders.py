@@ -149,14 +149,6 @@ def load_info(data_config: ml_collections.ConfigDict, *,
       closed_set_fraction=fraction)
 
 
-def _records(builder) -> tf.data.Dataset:
-  """Every record in its stored (fixed) order, nothing decoded."""
-  return builder.as_dataset(
-      split='train', shuffle_files=False,
-      decoders={'image': tfds.decode.SkipDecoding(),
-                'file': tfds.decode.SkipDecoding()})
-
-
 def _closed_counts(builder, fraction: float,
                    train_gms: Sequence[str]) -> dict[str, int]:
   """Closed-set images per training GM: one pass over the records' GM
@@ -167,7 +159,7 @@ def _closed_counts(builder, fraction: float,
   # A file is in the closed set if its GM is a training GM that keeps one.
   is_closed = batching.in_hashed_share(fraction)
   counts = np.zeros(len(names), np.int64)
-  labels = _records(builder).map(
+  labels = folder.records(builder).map(
       lambda ex: (ex['gm'], is_closed(ex['file']))).batch(4096)
   for gm, closed in labels.as_numpy_iterator():
     np.add.at(counts, gm[closed], 1)
@@ -191,7 +183,7 @@ def _examples(c: ml_collections.ConfigDict, info: splits.DataInfo,
   rows = tf.constant([info.ground_truth.index(n) if n in wanted else -1
                       for n in label_names], tf.int32)
   image_feature = builder.info.features['image']
-  ds = _records(builder)
+  ds = folder.records(builder)
   ds = ds.filter(lambda ex: tf.gather(rows, tf.cast(ex['gm'], tf.int32)) >= 0)
   if images != 'all' and info.closed_gms:
     has_closed = tf.constant([n in set(info.closed_gms)
