@@ -128,12 +128,10 @@ def eval_batches(
     global_batch_size: int, local_device_count: int, perturb=None
 ) -> Iterator[dict[str, np.ndarray]]:
   """One pass over `examples` (this process's share of `num_images`) in a
-  fixed order, the last batch padded (mask 0).
+  fixed order, padded to whole batches (`padded_pass`).
 
-  Every process yields the same number of batches, so collectives over
-  processes stay in step. `perturb`: a map over {'image' uint8, 'index'}
-  (`jaxfp.data.augment.fixed`) applied before normalisation, for robustness
-  evaluation.
+  `perturb`: a map over {'image' uint8, 'index'} (`jaxfp.data.augment.fixed`)
+  applied before normalisation, for robustness evaluation.
   """
   per_process = per_process_batch(global_batch_size, local_device_count)
   ds = examples

@@ -95,19 +95,16 @@ class ZooDataset(folder.FolderBuilder):
         zoo=zoo_config,
         description=f'zoo {zoo_json(zoo_config)}, {image_size}x{image_size}.')
 
-  def zoo_config(self) -> ml_collections.ConfigDict:
-    return self.builder_config.zoo
-
   def _description(self) -> str:
     return (f'{self.__doc__}\nConfig: {self.builder_config.description}')
 
   def _source_if_present(self, manual_dir):
     del manual_dir
-    root = trees.built_zoo_tree(self.zoo_config(), self._zoo_cache_dir)
+    root = trees.built_zoo_tree(self.builder_config.zoo, self._zoo_cache_dir)
     return None if root is None else (root, '', None)
 
   def _source(self, dl_manager):
-    zoo_config = self.zoo_config()
+    zoo_config = self.builder_config.zoo
     root = trees.zoo_tree(zoo_config, self._zoo_cache_dir)
     self.info.metadata['zoo_config'] = json.loads(zoo_json(zoo_config))
     self.info.metadata['zoo_fingerprint'] = zoo_fingerprint(zoo_config)
