@@ -22,11 +22,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Sequence
 
 import numpy as np
+
+from jaxfp.core import files
 
 MISSING = -1
 
@@ -216,19 +217,17 @@ class GroundTruth:
     return lo + continuous * (hi - lo)
 
   def to_dict(self) -> dict:
-    """A JSON-serialisable form (dataset metadata, checkpoints)."""
-    def clean(a):
-      return [[None if isinstance(v, float) and math.isnan(v) else v
-               for v in row] for row in a.tolist()]
-    return {
+    """A JSON-serialisable form (dataset metadata, checkpoints); NaN is
+    None."""
+    return files.json_safe({
         'schema': self.schema.to_dict(),
         'gm_names': list(self.gm_names),
-        'continuous': clean(self.continuous.astype(np.float64)),
+        'continuous': self.continuous.astype(np.float64).tolist(),
         'discrete': self.discrete.tolist(),
         'coarse': self.coarse.tolist(),
         'fine': self.fine.tolist(),
-        'continuous_range': clean(self.continuous_range.astype(np.float64)),
-    }
+        'continuous_range': self.continuous_range.astype(np.float64).tolist(),
+    })
 
   @classmethod
   def from_dict(cls, d: dict) -> GroundTruth:
