@@ -151,16 +151,13 @@ class Progress:
       return
     now = time.monotonic()
     if n == self._first and previous == self._first - 1:
-      # The first step compiles: the rate starts after it (else a run of a
-      # minute or two showed 0.060 s/step for steps of 0.036).
-      self._last = (now, n)
+      self._last = (now, n)  # The first step compiles: the rate starts after.
     last_time, last_n = self._last
     third = int(3 * n / max(self.total, 1)) > int(
         3 * previous / max(self.total, 1))
     if n > previous and (third or now - last_time >= self.every_s):
       # A third that comes seconds after a timed line would give a rate of
-      # a few steps (one stall read as 0.26 steps/s, ETA 1h for 10 min):
-      # such a line keeps the rate of the longer window before it.
+      # a few steps: such a line keeps the rate of the window before it.
       if n > last_n and (now - last_time >= MIN_RATE_WINDOW_S or
                          self.rate != self.rate):
         self.rate = (n - last_n) / max(now - last_time, 1e-9)
@@ -170,8 +167,7 @@ class Progress:
   @contextlib.contextmanager
   def paused(self):
     """Time spent inside (an evaluation, a checkpoint) is left out of the
-    rate: an 11-minute evaluation inside a window read as a 3-hour ETA for
-    a run 50 minutes from its end."""
+    rate."""
     start = time.monotonic()
     try:
       yield
