@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 
 from absl import logging
 from etils import epath
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jaxfp.core import console
