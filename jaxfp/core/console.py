@@ -1,19 +1,12 @@
 """What a command shows on the terminal: verbosity, progress, errors.
 
-Every command (`python -m jaxfp.<command>`) runs its main through `run`:
-
-  verbosity  absl's --verbosity (-v). 0, the default: jaxfp's own INFO lines
-             (what is being built, evaluation lines, results) and everyone's
-             warnings; the libraries' INFO lines (Orbax, TFDS, clu), their
-             progress bars and TensorFlow's C++ log are off. 1 and more:
-             all of them, and tracebacks with errors. -1: warnings only.
-  progress   `Progress`: one display with steps/s and ETA, a bar redrawn in
-             place on a terminal, a line at each third otherwise.
-  errors     a user error (a bad flag, config field, value, file or
-             checkpoint: app.UsageError, ValueError, OSError) is one line
-             `error: ...` on stderr and exit status 2; the traceback only at
-             --verbosity=1 and more, and so are the 'Event loop is closed'
-             reports of Orbax's threads (`hush_event_loop_noise`).
+Every command (`python -m jaxfp.<command>`) runs its main through `run`.
+absl's --verbosity 0, the default, shows jaxfp's own INFO lines and
+everyone's warnings; 1 and more the libraries' INFO lines, progress bars
+and tracebacks too; -1 warnings only. `Progress` is the one progress
+display. A user error (app.UsageError, ValueError, OSError) is one line
+`error: ...` on stderr and exit status 2. What a user sees:
+docs/console.md.
 
 The state lives where absl and `logging` keep theirs (the verbosity flag,
 the handler's filters), not in this module.
@@ -46,35 +39,30 @@ def verbose() -> bool:
   return logging.level_debug()
 
 
-class _OwnInfoOnly:
+def _own_info_only(record) -> bool:
   """A logging filter: INFO lines of jaxfp's code, warnings of everyone;
   a library's report keeps its first line, not its traceback (Orbax logs
   one per background thread when a save fails, burying the error line)."""
-
-  def filter(self, record) -> bool:
-    own = record.pathname.startswith(_PACKAGE_DIR)
-    if not own and (record.exc_info or record.stack_info):
-      first = (record.getMessage().splitlines() or [''])[0]
-      record.msg, record.args = first, ()
-      record.exc_info = record.exc_text = record.stack_info = None
-    return record.levelno >= logging.converter.STANDARD_WARNING or own
+  own = record.pathname.startswith(_PACKAGE_DIR)
+  if not own and (record.exc_info or record.stack_info):
+    first = (record.getMessage().splitlines() or [''])[0]
+    record.msg, record.args = first, ()
+    record.exc_info = record.exc_text = record.stack_info = None
+  return _warnings_only(record) or own
 
 
-class _WarningsOnly:
+def _warnings_only(record) -> bool:
   """A logging filter for a noisy stretch: warnings and errors only."""
-
-  def filter(self, record) -> bool:
-    return record.levelno >= logging.converter.STANDARD_WARNING
+  return record.levelno >= logging.converter.STANDARD_WARNING
 
 
 def configure() -> None:
   """Applies --verbosity to the libraries; safe to call again."""
   handler = logging.get_absl_handler()
   quiet = not verbose()
-  for f in [f for f in handler.filters if isinstance(f, _OwnInfoOnly)]:
-    handler.removeFilter(f)
+  handler.removeFilter(_own_info_only)
   if quiet:
-    handler.addFilter(_OwnInfoOnly())
+    handler.addFilter(_own_info_only)
   # Read by TensorFlow's C++ runtime when it loads, which happens later:
   # jaxfp imports TensorFlow only when it reads or writes data.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2' if quiet else '0')
@@ -93,7 +81,7 @@ def quietly(what: str) -> Iterator[None]:
   logging.info('%s...', what)
   start = time.monotonic()
   handler = logging.get_absl_handler()
-  hush = None if verbose() else _WarningsOnly()
+  hush = None if verbose() else _warnings_only
   if hush:
     handler.addFilter(hush)
   try:
@@ -163,16 +151,13 @@ class Progress:
       return
     now = time.monotonic()
     if n == self._first and previous == self._first - 1:
-      # The first step compiles: the rate starts after it (else a run of a
-      # minute or two showed 0.060 s/step for steps of 0.036).
-      self._last = (now, n)
+      self._last = (now, n)  # The first step compiles: the rate starts after.
     last_time, last_n = self._last
     third = int(3 * n / max(self.total, 1)) > int(
         3 * previous / max(self.total, 1))
     if n > previous and (third or now - last_time >= self.every_s):
       # A third that comes seconds after a timed line would give a rate of
-      # a few steps (one stall read as 0.26 steps/s, ETA 1h for 10 min):
-      # such a line keeps the rate of the longer window before it.
+      # a few steps: such a line keeps the rate of the window before it.
       if n > last_n and (now - last_time >= MIN_RATE_WINDOW_S or
                          self.rate != self.rate):
         self.rate = (n - last_n) / max(now - last_time, 1e-9)
@@ -182,8 +167,7 @@ class Progress:
   @contextlib.contextmanager
   def paused(self):
     """Time spent inside (an evaluation, a checkpoint) is left out of the
-    rate: an 11-minute evaluation inside a window read as a 3-hour ETA for
-    a run 50 minutes from its end."""
+    rate."""
     start = time.monotonic()
     try:
       yield
@@ -253,14 +237,12 @@ def _is_event_loop_noise(error: BaseException | None) -> bool:
   return isinstance(error, RuntimeError) and _EVENT_LOOP_CLOSED in str(error)
 
 
-class _NoEventLoopNoise:
+def _no_event_loop_noise(record) -> bool:
   """A logging filter: drops 'Event loop is closed' reports (see
   `hush_event_loop_noise`)."""
-
-  def filter(self, record) -> bool:
-    error = record.exc_info[1] if record.exc_info else None
-    return not (_is_event_loop_noise(error) or
-                _EVENT_LOOP_CLOSED in record.getMessage())
+  error = record.exc_info[1] if record.exc_info else None
+  return not (_is_event_loop_noise(error) or
+              _EVENT_LOOP_CLOSED in record.getMessage())
 
 
 def hush_event_loop_noise() -> None:
@@ -276,23 +258,20 @@ def hush_event_loop_noise() -> None:
   """
   if verbose() or getattr(threading.excepthook, 'hushes_event_loop', False):
     return
-  thread_hook, unraisable_hook = threading.excepthook, sys.unraisablehook
 
-  def on_thread_error(args):
-    if not _is_event_loop_noise(args.exc_value):
-      thread_hook(args)
+  def without_noise(hook):
+    def on_error(args):
+      if not _is_event_loop_noise(args.exc_value):
+        hook(args)
+    on_error.hushes_event_loop = True
+    return on_error
 
-  def on_unraisable(args):
-    if not _is_event_loop_noise(args.exc_value):
-      unraisable_hook(args)
-
-  on_thread_error.hushes_event_loop = True
-  threading.excepthook = on_thread_error
-  sys.unraisablehook = on_unraisable
+  threading.excepthook = without_noise(threading.excepthook)
+  sys.unraisablehook = without_noise(sys.unraisablehook)
   for handler in (logging.get_absl_handler(),
                   *std_logging.getLogger('asyncio').handlers):
-    handler.addFilter(_NoEventLoopNoise())
-  std_logging.getLogger('asyncio').addFilter(_NoEventLoopNoise())
+    handler.addFilter(_no_event_loop_noise)
+  std_logging.getLogger('asyncio').addFilter(_no_event_loop_noise)
 
 
 def command(main: Callable[[list[str]], int | None]

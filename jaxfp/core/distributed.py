@@ -1,25 +1,12 @@
 """Multi-process start-up: one JAX process per host (TPU pods) or per GPU.
 
 Every process runs the same program and calls `initialize` before anything
-touches a device. Where the cluster's shape comes from, first match wins:
-
-  1. explicit values: the flags --coordinator_address, --num_processes and
-     --process_id (`jaxfp.main`), else the environment variables
-     JAXFP_COORDINATOR (host:port of process 0), JAXFP_NUM_PROCESSES and
-     JAXFP_PROCESS_ID, which `launch/local.sh` sets;
-  2. the cluster itself, read by JAX's own detection: a Cloud TPU VM (pod
-     slices; GCE or GKE), a SLURM job step of several tasks (`srun`), an
-     Open MPI job of several ranks;
-  3. neither: one process, nothing to initialize.
-
-`mode` ('auto', 'on', 'off'; --distributed or JAXFP_DISTRIBUTED) forces the
-question: 'on' always initializes (and fails loudly if JAX finds no cluster),
-'off' never does.
-
-After `initialize`, pmap spans every device of every process, each process
-reads its own shard of the data (`jax.process_index()`), and a global batch
-splits as per-device batch x `jax.device_count()`; the trainer needs nothing
-else.
+touches a device. The cluster's shape comes from explicit values (flags,
+else JAXFP_COORDINATOR, JAXFP_NUM_PROCESSES, JAXFP_PROCESS_ID), else from
+the cluster JAX detects (Cloud TPU VM, SLURM step, Open MPI job), else it
+is one process; `mode` ('auto', 'on', 'off'; --distributed or
+JAXFP_DISTRIBUTED) forces the question. Launching and design:
+docs/multihost.md.
 """
 
 from __future__ import annotations
@@ -66,7 +53,9 @@ class Topology:
   source: str
 
 
-def _int(name: str, value) -> int | None:
+def _env_int(env: Mapping[str, str], name: str) -> int | None:
+  """The integer in variable `name` of `env`; None if unset or empty."""
+  value = env.get(name)
   if value is None or value == '':
     return None
   try:
@@ -97,12 +86,10 @@ def _detected_cluster(environ: Mapping[str, str]) -> str | None:
     return 'gketpu'
   slurm_step = all(k in environ for k in (
       'SLURM_JOB_ID', 'SLURM_STEP_NODELIST', 'SLURM_PROCID', 'SLURM_LOCALID'))
-  if slurm_step and (_int('SLURM_NTASKS', environ.get('SLURM_NTASKS')) or
-                     1) > 1:
+  if slurm_step and (_env_int(environ, 'SLURM_NTASKS') or 1) > 1:
     return 'slurm'
   if ('OMPI_MCA_orte_hnp_uri' in environ and
-      (_int('OMPI_COMM_WORLD_SIZE', environ.get('OMPI_COMM_WORLD_SIZE')) or
-       1) > 1):
+      (_env_int(environ, 'OMPI_COMM_WORLD_SIZE') or 1) > 1):
     return 'ompi'
   if _running_in_cloud_tpu_vm():
     return 'gcetpu'
@@ -127,9 +114,9 @@ def resolve(coordinator_address: str | None = None,
     return Plan(initialize=False, source='off')
   coordinator = coordinator_address or env.get(ENV_COORDINATOR) or None
   count = (num_processes if num_processes is not None else
-           _int(ENV_NUM_PROCESSES, env.get(ENV_NUM_PROCESSES)))
+           _env_int(env, ENV_NUM_PROCESSES))
   index = (process_id if process_id is not None else
-           _int(ENV_PROCESS_ID, env.get(ENV_PROCESS_ID)))
+           _env_int(env, ENV_PROCESS_ID))
   given = {'coordinator_address': coordinator, 'num_processes': count,
            'process_id': index}
   if any(v is not None for v in given.values()):

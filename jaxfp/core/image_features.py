@@ -61,9 +61,7 @@ def rings(size: int) -> np.ndarray:
 def radial_profile(spectrum: np.ndarray) -> np.ndarray:
   """Mean of [N, s, s] (zero frequency at s // 2) over s // 2 rings."""
   n, s, _ = spectrum.shape
-  ring = rings(s).ravel()
-  onehot = np.zeros((s * s, s // 2), np.float64)
-  onehot[np.arange(s * s), ring] = 1.0
+  onehot = np.eye(s // 2)[rings(s).ravel()]  # [s * s, s // 2]
   return spectrum.reshape(n, -1) @ onehot / onehot.sum(axis=0)
 
 

@@ -3,10 +3,12 @@
 Two trainers on one workdir would both resume from the same checkpoint and
 race on writing the next ones. `acquire(workdir)` creates
 `<workdir>/jaxfp.lock` holding the owner's host, process id and start time,
-or raises `WorkdirInUse` naming the holder. The file appears at once with
-its whole content (written beside it, then hard-linked into place, which
-fails if a lock is there), so a reader never sees half of one; where a file
-system has no hard links, an exclusive create does the same but for that.
+or raises `WorkdirInUse` naming the holder: a file, not a flock, since a
+flock does not hold across the hosts of a network file system (a pod's
+shared workdir). The file appears at once with its whole content (written
+beside it, then hard-linked into place, which fails if a lock is there), so
+a reader never sees half of one; where a file system has no hard links, an
+exclusive create does the same but for that.
 
 A lock whose holder is gone is stale: on the holder's own host a process id
 that is not running (or that now belongs to a process started later) is

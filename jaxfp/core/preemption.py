@@ -1,23 +1,14 @@
 """Stop cleanly when the machine is being taken away (SIGTERM), the user
 presses Ctrl-C (SIGINT) or the terminal closes (SIGHUP): one path for all.
 
-Spot and preemptible VMs, SLURM (`--signal`, `scancel`) and Kubernetes send
-SIGTERM some seconds before they kill a job. The trainer enters
-`StopOnSignal` around its loop and asks `requested(step)` after every step;
-when it says yes the trainer saves a checkpoint and returns, and the next
-launch resumes from that step. A second Ctrl-C stops at once
-(KeyboardInterrupt), without saving.
-
-Every process of a run must stop at the same step, since the save is a
-collective. Two ways to agree on it:
-
-  * with `jax.distributed` running, its preemption service catches SIGTERM
-    on any process and the coordinator picks the step (the largest step any
-    process has reached, plus one); between signals, asking costs no
-    communication;
-  * otherwise (one process, or the service switched off) a Python signal
-    handler records the signal, and with several processes every step
-    all-gathers the flags, so a signal to one process stops them all.
+The trainer enters `StopOnSignal` around its loop and asks
+`requested(step)` after every step; when it says yes the trainer saves a
+checkpoint and returns, and the next launch resumes from that step. A
+second Ctrl-C stops at once (KeyboardInterrupt), without saving. Every
+process of a run must stop at the same step, since the save is a
+collective: with `jax.distributed` running, JAX's preemption service picks
+it; otherwise a Python handler records the signal and, with several
+processes, every step all-gathers the flags (docs/multihost.md, "Design").
 """
 
 from __future__ import annotations

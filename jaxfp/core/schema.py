@@ -22,11 +22,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Sequence
 
 import numpy as np
+
+from jaxfp.core import files
 
 MISSING = -1
 
@@ -107,17 +108,16 @@ ARCHITECTURE_CONTINUOUS = (
 
 # The published code trains 3 coarse and 8 fine loss heads; the fine heads
 # 1-4, 5-7 and 8 are gated by coarse groups 1, 2 and 3. The paper's names for
-# them are not in the published tables, so they stay generic here.
+# them (and for the classes) are not in the published tables, so they stay
+# generic here.
+_CLASSES = tuple(f'class_{i}' for i in range(4))
 PUBLISHED = Schema(
     continuous=ARCHITECTURE_CONTINUOUS,
     discrete=(
-        DiscreteParam('normalization', ('class_0', 'class_1', 'class_2',
-                                        'class_3')),
-        DiscreteParam('block_nonlinearity', ('class_0', 'class_1', 'class_2',
-                                             'class_3')),
-        DiscreteParam('last_nonlinearity', ('class_0', 'class_1', 'class_2',
-                                            'class_3')),
-        DiscreteParam('upsampling', ('class_0', 'class_1')),
+        DiscreteParam('normalization', _CLASSES),
+        DiscreteParam('block_nonlinearity', _CLASSES),
+        DiscreteParam('last_nonlinearity', _CLASSES),
+        DiscreteParam('upsampling', _CLASSES[:2]),
         DiscreteParam('skip_connection', ('no', 'yes')),
         DiscreteParam('downsampling', ('no', 'yes')),
     ),
@@ -217,19 +217,17 @@ class GroundTruth:
     return lo + continuous * (hi - lo)
 
   def to_dict(self) -> dict:
-    """A JSON-serialisable form (dataset metadata, checkpoints)."""
-    def clean(a):
-      return [[None if isinstance(v, float) and math.isnan(v) else v
-               for v in row] for row in a.tolist()]
-    return {
+    """A JSON-serialisable form (dataset metadata, checkpoints); NaN is
+    None."""
+    return files.json_safe({
         'schema': self.schema.to_dict(),
         'gm_names': list(self.gm_names),
-        'continuous': clean(self.continuous.astype(np.float64)),
+        'continuous': self.continuous.astype(np.float64).tolist(),
         'discrete': self.discrete.tolist(),
         'coarse': self.coarse.tolist(),
         'fine': self.fine.tolist(),
-        'continuous_range': clean(self.continuous_range.astype(np.float64)),
-    }
+        'continuous_range': self.continuous_range.astype(np.float64).tolist(),
+    })
 
   @classmethod
   def from_dict(cls, d: dict) -> GroundTruth:
@@ -237,9 +235,9 @@ class GroundTruth:
       a = np.array([[np.nan if v is None else v for v in r] for r in rows],
                    dtype=np.float32)
       return a.reshape(len(rows), width)
-    schema = Schema.from_dict(d['schema'])
     def ints(rows, width):
       return np.array(rows, dtype=np.int32).reshape(len(rows), width)
+    schema = Schema.from_dict(d['schema'])
     return cls(
         schema=schema, gm_names=tuple(d['gm_names']),
         continuous=floats(d['continuous'], len(schema.continuous)),

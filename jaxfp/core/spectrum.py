@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxfp.core import image_features
+
 # ITU-R BT.601 luma weights, as published.
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 
@@ -127,9 +129,7 @@ def radial_profile(spectrum: jax.Array) -> jax.Array:
   to r; the corners beyond S // 2 join the outermost ring.
   """
   size = spectrum.shape[-1]
-  yy, xx = np.mgrid[:size, :size] - size // 2
-  ring = np.minimum(np.sqrt(xx ** 2 + yy ** 2).astype(np.int64),
-                    size // 2 - 1)
+  ring = image_features.rings(size)
   weights = np.eye(size // 2, dtype=np.float32)[ring.ravel()]
   weights /= weights.sum(axis=0, keepdims=True)
   return spectrum.reshape(spectrum.shape[0], -1) @ jnp.asarray(weights)

@@ -22,6 +22,17 @@ from jaxfp.core import schema as schema_lib
 from jaxfp.data import augment
 
 
+# Hash buckets of `in_hashed_share`: fractions to 1e-4.
+_BUCKETS = 10_000
+
+
+def in_hashed_share(fraction: float) -> Callable[[tf.Tensor], tf.Tensor]:
+  """file path -> whether it falls in a `fraction` of all paths, chosen by a
+  hash of the path: the same in every run and process."""
+  threshold = int(round(fraction * _BUCKETS))
+  return lambda file: tf.strings.to_hash_bucket_fast(file, _BUCKETS) < threshold
+
+
 def per_process_batch(global_batch_size: int, local_device_count: int) -> int:
   processes = jax.process_count()
   if global_batch_size <= 0 or local_device_count <= 0:
@@ -117,12 +128,10 @@ def eval_batches(
     global_batch_size: int, local_device_count: int, perturb=None
 ) -> Iterator[dict[str, np.ndarray]]:
   """One pass over `examples` (this process's share of `num_images`) in a
-  fixed order, the last batch padded (mask 0).
+  fixed order, padded to whole batches (`padded_pass`).
 
-  Every process yields the same number of batches, so collectives over
-  processes stay in step. `perturb`: a map over {'image' uint8, 'index'}
-  (`jaxfp.data.augment.fixed`) applied before normalisation, for robustness
-  evaluation.
+  `perturb`: a map over {'image' uint8, 'index'} (`jaxfp.data.augment.fixed`)
+  applied before normalisation, for robustness evaluation.
   """
   per_process = per_process_batch(global_batch_size, local_device_count)
   ds = examples

@@ -37,10 +37,6 @@ def _key(layout: str, zoo_config: ml_collections.ConfigDict,
   return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def _write_png(path: str, image: np.ndarray) -> None:
-  Image.fromarray(image).save(path)
-
-
 def _real_crops(num: int, image_size: int, seed: int) -> np.ndarray:
   from jaxfp.zoo import photos as photos_lib  # pylint: disable=g-import-not-at-top
   photos = photos_lib.load_photos(image_size)
@@ -55,7 +51,7 @@ def _fill(tree: str, layout: str, zoo_root: str, num_real: int,
   found = trees.scan(zoo_root)
   os.makedirs(os.path.join(tree, REAL))
   for i, crop in enumerate(_real_crops(num_real, image_size, seed)):
-    _write_png(os.path.join(tree, REAL, f'{i:05d}.png'), crop)
+    Image.fromarray(crop).save(os.path.join(tree, REAL, f'{i:05d}.png'))
   for gm in found.gm_names:
     target = (os.path.join(tree, FAKE, gm) if layout == 'detection'
               else os.path.join(tree, gm))

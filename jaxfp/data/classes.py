@@ -21,7 +21,6 @@ import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from jaxfp.data import batching
 from jaxfp.data import builtin_classes
@@ -31,7 +30,6 @@ from jaxfp.data.builders import folder
 from jaxfp.data.builders import image_classes
 
 SOURCES = ('builtin', 'folder')
-_BUCKETS = 10_000
 
 
 def _root(c: ml_collections.ConfigDict) -> str:
@@ -56,17 +54,6 @@ def _builder(c: ml_collections.ConfigDict, root: str):
       data_dir=os.path.join(cache, 'tfds'))
 
 
-def _is_test(c: ml_collections.ConfigDict):
-  threshold = int(round(c.test_fraction * _BUCKETS))
-  return lambda file: tf.strings.to_hash_bucket_fast(file, _BUCKETS) < threshold
-
-
-def _records(c, root) -> tf.data.Dataset:
-  return _builder(c, root).as_dataset(
-      split='train', shuffle_files=False,
-      decoders={'image': tfds.decode.SkipDecoding()})
-
-
 def load_info(c: ml_collections.ConfigDict) -> splits.ClassInfo:
   """Builds the images and records if needed; returns classes and split."""
   if not 0 < c.test_fraction < 1:
@@ -80,10 +67,10 @@ def load_info(c: ml_collections.ConfigDict) -> splits.ClassInfo:
   counts = {n: int(meta['gm_counts'].get(n, 0)) for n in names}
   trees.log_summary(f'{builder.name}/{builder.builder_config.name}', counts,
                     skipped)
-  is_test = _is_test(c)
+  is_test = batching.in_hashed_share(c.test_fraction)
   # Readable images per class and split: [training, test].
   per_split = {n: [0, 0] for n in names}
-  for label, test in _records(c, root).map(
+  for label, test in folder.records(builder).map(
       lambda ex: (ex['gm'], is_test(ex['file']))).as_numpy_iterator():
     per_split[names[label]][int(test)] += 1
   for name, (num_train, num_test) in per_split.items():
@@ -109,8 +96,8 @@ def load_info(c: ml_collections.ConfigDict) -> splits.ClassInfo:
 def _examples(c, info: splits.ClassInfo, test: bool) -> tf.data.Dataset:
   builder = _builder(c, info.root)
   image_feature = builder.info.features['image']
-  is_test = _is_test(c)
-  ds = _records(c, info.root).filter(
+  is_test = batching.in_hashed_share(c.test_fraction)
+  ds = folder.records(builder).filter(
       lambda ex: tf.equal(is_test(ex['file']), test))
   ds = ds.shard(jax.process_count(), jax.process_index())
   return ds.map(lambda ex: {'image': image_feature.decode_example(ex['image']),

@@ -48,8 +48,6 @@ from jaxfp.data.builders import zoo as zoo_builder
 LABEL_KEYS = ('continuous', 'discrete', 'coarse', 'fine')
 DATASETS = ('zoo', 'model_parsing')
 SPLITS = ('test', 'closed_set', 'train')
-# Hash buckets of the closed-set choice: fractions to 1e-4.
-_BUCKETS = 10_000
 
 
 def _cache_dir(c: ml_collections.ConfigDict) -> str:
@@ -151,21 +149,6 @@ def load_info(data_config: ml_collections.ConfigDict, *,
       closed_set_fraction=fraction)
 
 
-def _is_closed(fraction: float):
-  """file path -> whether its image belongs to the closed set (if its GM
-  is a training GM that keeps one): a hash, the same in every process."""
-  threshold = int(round(fraction * _BUCKETS))
-  return lambda file: tf.strings.to_hash_bucket_fast(file, _BUCKETS) < threshold
-
-
-def _records(builder) -> tf.data.Dataset:
-  """Every record in its stored (fixed) order, nothing decoded."""
-  return builder.as_dataset(
-      split='train', shuffle_files=False,
-      decoders={'image': tfds.decode.SkipDecoding(),
-                'file': tfds.decode.SkipDecoding()})
-
-
 def _closed_counts(builder, fraction: float,
                    train_gms: Sequence[str]) -> dict[str, int]:
   """Closed-set images per training GM: one pass over the records' GM
@@ -173,9 +156,10 @@ def _closed_counts(builder, fraction: float,
   if fraction <= 0 or not train_gms:
     return {}
   names = builder.info.features['gm'].names
-  is_closed = _is_closed(fraction)
+  # A file is in the closed set if its GM is a training GM that keeps one.
+  is_closed = batching.in_hashed_share(fraction)
   counts = np.zeros(len(names), np.int64)
-  labels = _records(builder).map(
+  labels = folder.records(builder).map(
       lambda ex: (ex['gm'], is_closed(ex['file']))).batch(4096)
   for gm, closed in labels.as_numpy_iterator():
     np.add.at(counts, gm[closed], 1)
@@ -199,12 +183,12 @@ def _examples(c: ml_collections.ConfigDict, info: splits.DataInfo,
   rows = tf.constant([info.ground_truth.index(n) if n in wanted else -1
                       for n in label_names], tf.int32)
   image_feature = builder.info.features['image']
-  ds = _records(builder)
+  ds = folder.records(builder)
   ds = ds.filter(lambda ex: tf.gather(rows, tf.cast(ex['gm'], tf.int32)) >= 0)
   if images != 'all' and info.closed_gms:
     has_closed = tf.constant([n in set(info.closed_gms)
                               for n in label_names])
-    is_closed = _is_closed(info.closed_set_fraction)
+    is_closed = batching.in_hashed_share(info.closed_set_fraction)
     keep_closed = images == 'closed'
     ds = ds.filter(lambda ex: tf.equal(
         tf.logical_and(tf.gather(has_closed, tf.cast(ex['gm'], tf.int32)),
@@ -254,17 +238,13 @@ def eval_iterator(
   """One padded pass in a fixed order (`batching.eval_batches`) over the
   test GMs' images; split='closed_set': over the closed set; 'train': over
   the images training reads (the closed set left out), once, unshuffled."""
-  if split == 'test':
-    examples, total = (_examples(data_config, info, info.test_gms),
-                       info.num_test_images)
-  elif split == 'closed_set':
-    examples, total = (_examples(data_config, info, info.closed_gms,
-                                 'closed'), info.num_closed_images)
-  elif split == 'train':
-    examples, total = (_examples(data_config, info, info.train_gms, 'kept'),
-                       info.num_train_images)
-  else:
+  passes = {'test': (info.test_gms, 'all', info.num_test_images),
+            'closed_set': (info.closed_gms, 'closed', info.num_closed_images),
+            'train': (info.train_gms, 'kept', info.num_train_images)}
+  if split not in passes:
     raise ValueError(f'split {split!r}: use one of {SPLITS}')
+  gms, images, total = passes[split]
   return batching.eval_batches(
-      examples, total, _to_element(info), global_batch_size=global_batch_size,
+      _examples(data_config, info, gms, images), total, _to_element(info),
+      global_batch_size=global_batch_size,
       local_device_count=local_device_count, perturb=perturb)

@@ -1,10 +1,9 @@
 """TFDS builders over image trees (`jaxfp.data.trees`); subclasses say
-where the tree is.
+where the tree is, `prepare` builds (or rebuilds) the records.
 
-Images are decoded, checked and resized once, at build time, by the one
-image loader (`jaxfp.data.images.load_image`). A file that cannot be decoded
-is skipped and reported, never fatal: one bad file in 116K must not lose a
-build.
+Images are read by the one image loader (`jaxfp.data.images.load_image`).
+A file that cannot be decoded is skipped and reported, never fatal: one bad
+file in 116K must not lose a build.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from collections.abc import Callable, Iterator
 
 from absl import logging
 from etils import epath
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jaxfp.core import console
@@ -48,16 +48,12 @@ def generate_examples(
       yield rel, {'image': image, 'gm': gm, 'file': rel}
 
 
-class _NotCustomConfig(std_logging.Filter):
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    return not record.getMessage().startswith('Using custom data configuration')
-
-
 @contextlib.contextmanager
 def _custom_configs_unannounced():
+  def quiet(record: std_logging.LogRecord) -> bool:
+    return not record.getMessage().startswith('Using custom data configuration')
+
   logger = std_logging.getLogger('absl')
-  quiet = _NotCustomConfig()
   logger.addFilter(quiet)
   try:
     yield
@@ -158,18 +154,24 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     found = trees.scan(root)
     table, source = trees.read_ground_truth(found, ground_truth_dir,
                                             npy_files)
+    return self._build(
+        found, 'GMs', self._content(found, ground_truth_dir, npy_files),
+        ground_truth=table.to_dict(), ground_truth_source=source)
+
+  def _build(self, found: trees.Scan, what: str, content: str, **metadata):
+    """The 'train' split of every readable image of `found`, one folder per
+    `what` ('GMs', 'classes'); the records' metadata gets `metadata`, then
+    'source', 'gm_counts', 'skipped_files' and 'content'."""
     self.info.features['gm'].names = list(found.gm_names)
     counts = dict.fromkeys(found.gm_names, 0)
     skipped = []
     # Filled while the generator runs; TFDS writes the metadata after it.
     self.info.metadata.update({
-        'ground_truth': table.to_dict(), 'ground_truth_source': source,
-        'source': os.path.abspath(found.images_root), 'gm_counts': counts,
-        'skipped_files': skipped,
-        'content': self._content(found, ground_truth_dir, npy_files),
+        **metadata, 'source': os.path.abspath(found.images_root),
+        'gm_counts': counts, 'skipped_files': skipped, 'content': content,
     })
-    logging.info('Building %s from %d files of %d GMs in %s.', self.name,
-                 found.num_files, len(found.gm_names), found.images_root)
+    logging.info('Building %s from %d files of %d %s in %s.', self.name,
+                 found.num_files, len(found.gm_names), what, found.images_root)
     return {'train': self._generate_examples(found, skipped, counts)}
 
   def _generate_examples(self, found, skipped, counts):
@@ -177,6 +179,15 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     for key, example in generate_examples(found, size, skipped):
       counts[example['gm']] += 1
       yield key, example
+
+
+def records(builder: tfds.core.DatasetBuilder) -> tf.data.Dataset:
+  """Every record in its stored (fixed) order, nothing decoded: pipelines
+  filter on the labels and file names first, then decode what they keep."""
+  return builder.as_dataset(
+      split='train', shuffle_files=False,
+      decoders={'image': tfds.decode.SkipDecoding(),
+                'file': tfds.decode.SkipDecoding()})
 
 
 def _is_built(builder: tfds.core.DatasetBuilder) -> bool:
@@ -234,11 +245,12 @@ def _build_lock(data_dir: str) -> Iterator[bool]:
 def _prepare_locked(builder, make, manual_dir: str, **kwargs):
   """`prepare` under the records' lock."""
   if _is_built(builder):
-    built = read_metadata(builder).get('content')
+    meta = read_metadata(builder)
+    built = meta.get('content')
     now = builder.current_content(manual_dir)
     if now is None or now == built:
       return builder
-    source = read_metadata(builder).get('source', '?')
+    source = meta.get('source', '?')
     if _read_only(builder.data_dir):
       logging.warning('The %s records in %s were built from another state '
                       'of %s, but that folder is read-only: they are used '

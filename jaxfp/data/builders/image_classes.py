@@ -2,11 +2,12 @@
 
 For detection and attribution: `root/<class>/**/*.png` (or any extension of
 `jaxfp.data.images.IMAGE_EXTENSIONS`), class names are the folder names in
-sorted order, so `real/` + `fake/` gives real = 0, fake = 1. Unreadable files are skipped,
-counted and named at build time, as for the parsing datasets. Each (root,
-image size) pair gets its own builder config, named after a hash of both;
-records remember the tree's content key (`jaxfp.data.trees.content_key`),
-and `folder.prepare` rebuilds them when the tree has changed since.
+sorted order, so `real/` + `fake/` gives real = 0, fake = 1. Unreadable
+files are skipped, counted and named at build time, as for the parsing
+datasets. Each (root, image size) pair gets its own builder config, named
+after a hash of both; records remember the tree's content key
+(`jaxfp.data.trees.content_key`), and `folder.prepare` rebuilds them when
+the tree has changed since.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import hashlib
 import os
 import re
 
-from absl import logging
 import tensorflow_datasets as tfds
 
 from jaxfp.data import trees
@@ -63,13 +63,4 @@ class ImageClasses(folder.FolderBuilder):
       raise ValueError(f'{found.images_root} has {len(found.gm_names)} class '
                        f'folder(s) with images ({list(found.gm_names)}); a '
                        'classifier needs at least two')
-    self.info.features['gm'].names = list(found.gm_names)
-    counts = dict.fromkeys(found.gm_names, 0)
-    skipped = []
-    self.info.metadata.update({
-        'source': os.path.abspath(found.images_root), 'gm_counts': counts,
-        'skipped_files': skipped, 'content': self._content(found, '', None),
-    })
-    logging.info('Building %s from %d files of %d classes in %s.', self.name,
-                 found.num_files, len(found.gm_names), found.images_root)
-    return {'train': self._generate_examples(found, skipped, counts)}
+    return self._build(found, 'classes', self._content(found, '', None))

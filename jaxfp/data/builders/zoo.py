@@ -83,31 +83,22 @@ class ZooDataset(folder.FolderBuilder):
                        'read (configs/zoo.py holds the default zoo)')
     self._zoo_cache_dir = zoo_cache_dir or os.path.join(
         trees.default_cache_dir(), 'zoo')
-    super().__init__(config=self.config_for(zoo_config, image_size),
-                     **kwargs)
-
-  @classmethod
-  def config_for(cls, zoo_config: ml_collections.ConfigDict,
-                 image_size: int) -> ZooConfig:
-    """The builder config of a zoo at an image size (a hashed name)."""
-    return ZooConfig(
+    config = ZooConfig(
         name=config_name(zoo_config, image_size), image_size=image_size,
         zoo=zoo_config,
         description=f'zoo {zoo_json(zoo_config)}, {image_size}x{image_size}.')
-
-  def zoo_config(self) -> ml_collections.ConfigDict:
-    return self.builder_config.zoo
+    super().__init__(config=config, **kwargs)
 
   def _description(self) -> str:
-    return (f'{self.__doc__}\nConfig: {self.builder_config.description}')
+    return f'{self.__doc__}\nConfig: {self.builder_config.description}'
 
   def _source_if_present(self, manual_dir):
     del manual_dir
-    root = trees.built_zoo_tree(self.zoo_config(), self._zoo_cache_dir)
+    root = trees.built_zoo_tree(self.builder_config.zoo, self._zoo_cache_dir)
     return None if root is None else (root, '', None)
 
   def _source(self, dl_manager):
-    zoo_config = self.zoo_config()
+    zoo_config = self.builder_config.zoo
     root = trees.zoo_tree(zoo_config, self._zoo_cache_dir)
     self.info.metadata['zoo_config'] = json.loads(zoo_json(zoo_config))
     self.info.metadata['zoo_fingerprint'] = zoo_fingerprint(zoo_config)
