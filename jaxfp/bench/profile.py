@@ -17,6 +17,7 @@ import jax
 
 from jaxfp.bench import workloads
 
+
 def _hlo_section(hlo: str, title: str, pattern: str) -> list[tuple]:
   """Rows of one of the tables (FileNames, StackFrames...) after the HLO."""
   block = re.search(rf'^{title}\n(.*?)(?:\n\n|\Z)', hlo, re.S | re.M)
@@ -184,16 +185,13 @@ def profile_workload(w: workloads.Workload, logdir: str,
   device = [e for e in events
             if '/device:' in process.get(e.get('pid'), '')]
   totals = dict.fromkeys(PROFILE_CATEGORIES, 0.0)
-  unattributed = 0.0
   for e in device or events:
     seconds = e.get('dur', 0.0) / 1e6 / steps  # us -> s per step.
     instruction = _event_instruction(e, instructions)
-    if instruction is None:
-      if device:  # Host events that are no HLO op are not op time.
-        unattributed += seconds
-      continue
-    totals[categorize(instruction, computations)] += seconds
-  totals['other'] += unattributed
+    if instruction is not None:
+      totals[categorize(instruction, computations)] += seconds
+    elif device:  # On the host, events that run no HLO op are not op time.
+      totals['other'] += seconds
   op_total = sum(totals.values())
   return {
       'wall_s_per_step': wall,
