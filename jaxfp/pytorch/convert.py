@@ -11,7 +11,6 @@ import os
 import re
 import warnings
 from collections.abc import Mapping
-from typing import Any
 
 from absl import logging
 from flax import traverse_util
@@ -55,11 +54,6 @@ def class_names(task: str, num_classes: int) -> list[str]:
   if task == 'detection' and num_classes == 2:
     return ['real', 'fake']
   return ['real'] + [f'gan_{i}' for i in range(1, num_classes)]
-
-
-def preprocessing(task: str) -> dict[str, Any]:
-  return {'image_size': IMAGE_SIZE[task], 'mean': normalization.MEAN,
-          'std': normalization.STD}
 
 
 # ------------------------------------------------------------ reading ------
@@ -152,22 +146,20 @@ def _fen_entries(depth: int):
   yield f'layers.{depth - 1}', ('fen', f'conv_{depth - 1}'), 'conv'
 
 
-def _head_entries(task: str, num_blocks: int,
-                  schema: schema_lib.Schema | None):
-  scope = 'pn' if task == 'parsing' else 'head'
-  for i in range(num_blocks):
+def _head_entries(task: str, module: nn.Module):
+  parsing = task == 'parsing'
+  scope = 'pn' if parsing else 'head'
+  for i in range(len(module.pn_channels if parsing else module.head_channels)):
     yield f'layer{i + 1}.0', (scope, f'conv_{i}'), 'conv'
-  if task != 'parsing':
-    yield 'fc1', (scope, 'fc_0'), 'dense'
-    yield 'fc2', (scope, 'fc_1'), 'dense'
-    return
-  for i in range(len(parsing_network.HIDDEN)):
+  # The classifiers' fc1, fc2; the parsing network's shared fc1..fc3.
+  for i in range(len(parsing_network.HIDDEN) if parsing else 2):
     yield f'fc{i + 1}', (scope, f'fc_{i}'), 'dense'
-  heads = (('continuous',) + schema.discrete_names, schema.coarse,
-           schema.fine)
-  for group, names in zip(('fc8', 'fc9', 'fc10'), heads):
-    for i, name in enumerate(names):
-      yield f'{group}_{i + 1}', (scope, f'head_{name}'), 'dense'
+  if parsing:
+    s = module.schema
+    heads = (('continuous',) + s.discrete_names, s.coarse, s.fine)
+    for group, names in zip(('fc8', 'fc9', 'fc10'), heads):
+      for i, name in enumerate(names):
+        yield f'{group}_{i + 1}', (scope, f'head_{name}'), 'dense'
 
 
 SUFFIXES = {'conv': ('weight', 'bias'), 'dense': ('weight', 'bias'),
@@ -293,12 +285,8 @@ def convert_state_dicts(task: str, cnn: dict, head: dict
   expected = traverse_util.flatten_dict(jax.eval_shape(
       lambda: module.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
                           train=False)))
-  if task == 'parsing':
-    head_entries = _head_entries(task, len(module.pn_channels), module.schema)
-  else:
-    head_entries = _head_entries(task, len(module.head_channels), None)
   sources = (('state_dict_cnn', cnn, _fen_entries(module.fen_depth)),
-             ('state_dict_class', head, head_entries))
+             ('state_dict_class', head, _head_entries(task, module)))
 
   variables = {}  # (collection, *path, leaf) -> array.
   for dict_name, state, entries in sources:
@@ -366,15 +354,8 @@ def convert(path: str, task: str) -> tuple[nn.Module, dict]:
 
   `module.apply(variables, images, train=False)`, with images [N, H, W, 3]
   normalised as published ((x - 0.6490) / 0.1269, 64x64 for parsing, 128x128
-  otherwise), returns a dict of float32 arrays:
-    'fingerprint' [N, H, W, 3], 'spectrum' [N, H, W], and the published
-    outputs after their sigmoids:
-    parsing: 'continuous' [N, 9], 'discrete' (6 arrays [N, k]),
-      'coarse' [N, 3] and 'fine' [N, 8] (P(used), fine multiplied by its
-      coarse group, as published), 'coarse_pairs' [N, 3, 2] and
-      'fine_pairs' [N, 8, 2] (both units of each published 2-unit head),
-      and 'logits' (FingerprintParser's, before the sigmoids);
-    detection / attribution: 'logits' [N, k] and 'probabilities' [N, k].
+  otherwise), returns a dict of float32 arrays: the published outputs after
+  their sigmoids and the logits, as `jaxfp.models.published` lists them.
   `jaxfp.inference.network.load(..., published_outputs=True)` gives the
   same network from a converted checkpoint.
   """
@@ -402,7 +383,9 @@ def write_checkpoint(path: str, task: str, output: str) -> str:
   module, variables = convert_state_dicts(task, cnn, head)
   meta = {'task': task, 'source': os.path.abspath(path),
           'model': fields.fields_of(module),
-          'preprocessing': preprocessing(task)}
+          'preprocessing': {'image_size': IMAGE_SIZE[task],
+                            'mean': normalization.MEAN,
+                            'std': normalization.STD}}
   if task == 'parsing':
     meta['schema'] = module.schema.to_dict()
   else:
