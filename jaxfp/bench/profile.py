@@ -24,9 +24,9 @@ def _hlo_section(hlo: str, title: str, pattern: str) -> list[tuple]:
   return re.findall(pattern, block.group(1)) if block else []
 
 
-def _hlo_tables(hlo: str) -> tuple[dict[str, dict], dict[str, set[str]]]:
-  """From HLO text: instruction name -> {opcode, op_name, files, calls,
-  target}, and computation name -> the opcodes inside it.
+def _hlo_tables(hlo: str) -> tuple[dict[str, dict], dict[str, dict]]:
+  """From HLO text: instruction name -> {name, opcode, op_name, files, calls,
+  target, window}, and computation name -> {opcodes, window} inside it.
 
   `files` are the source files of the Python stack that emitted the op,
   from the module's StackFrames table.
