@@ -73,11 +73,8 @@ def input_pipeline_row(opts: options.Options,
     write_image_tree(manual, opts.data_gms, opts.data_images_per_gm,
                      source_size=2 * PARSING_SIZE)
     c = opts.parsing_config.data.copy_and_resolve_references()
-    c.name = 'model_parsing'
-    c.cache_dir = os.path.join(tmp, 'cache')
-    c.manual_dir = manual
-    c.image_size = PARSING_SIZE
-    c.test_gms = ('gm_000',)
+    c.update(name='model_parsing', cache_dir=os.path.join(tmp, 'cache'),
+             manual_dir=manual, image_size=PARSING_SIZE, test_gms=('gm_000',))
     start = time.perf_counter()
     info = gm_folders.load_info(c)
     build_s = time.perf_counter() - start
