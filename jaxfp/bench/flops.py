@@ -3,20 +3,8 @@
 FLOPs are read off a function's jaxpr, so the count follows the model's code
 (including the backward pass of a train step) instead of a hand-kept table
 of layers that could drift from it. Only the matrix work is counted, one
-multiply-add = 2 FLOPs:
-
-  conv_general_dilated  2 x output elements x kernel input features x
-                        kernel window size
-  dot_general           2 x output elements x contracted size
-
-Elementwise ops, pooling, BatchNorm and the FFTs of the fingerprint losses are
-left out; for the published networks they are well under 1% of the total
-(a 64x64 FFT is ~0.25 MFLOP, FEN-17's convolutions ~4.6 GFLOP per image).
-
-A stride-1 convolution's input gradient and kernel gradient are again
-convolutions of the same size, so a train step counts about 3x the forward
-FLOPs, minus the input gradient of the first layer (nothing asks for the
-gradient of the image, and XLA drops it).
+multiply-add = 2 FLOPs; what is left out and the per-row checks:
+docs/performance.md, "Method".
 """
 
 from __future__ import annotations
@@ -27,7 +15,6 @@ from collections.abc import Callable
 
 import jax
 from jax import extend as jex
-import numpy as np
 
 
 def _conv_flops(eqn) -> int:
@@ -92,16 +79,22 @@ GPU_PEAKS = (
 )
 
 
+def _cpuinfo(field: str) -> str:
+  """The first core's `field` in /proc/cpuinfo; '' when there is none."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      line = next((line for line in f if line.startswith(field)), '')
+  except OSError:
+    line = ''
+  return line.partition(':')[2].strip()
+
+
 def _cpu_ghz() -> float:
   """Current clock of the first core from /proc/cpuinfo, else 2.5 GHz."""
   try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('cpu MHz'):
-          return float(line.split(':')[1]) / 1000
-  except (OSError, ValueError):
-    pass
-  return 2.5
+    return float(_cpuinfo('cpu MHz')) / 1000
+  except ValueError:
+    return 2.5
 
 
 def _cpu_flops_per_cycle() -> int:
@@ -111,12 +104,7 @@ def _cpu_flops_per_cycle() -> int:
   AVX2 + FMA 2 x 8 x 2 = 32, else SSE 2 x 4 x 2 = 16. bfloat16 has no
   faster path on most x86 cores, so it gets the same peak.
   """
-  try:
-    with open('/proc/cpuinfo') as f:
-      flags = next((line for line in f if line.startswith('flags')), '')
-  except OSError:
-    flags = ''
-  flags = set(flags.split())
+  flags = set(_cpuinfo('flags').split())
   if 'avx512f' in flags:
     return 64
   if {'avx2', 'fma'} <= flags:
@@ -150,4 +138,4 @@ def utilisation(flops: float, seconds: float, peak: float | None
                 ) -> tuple[float, float]:
   """(achieved FLOP/s, fraction of peak or NaN)."""
   achieved = flops / seconds if seconds > 0 else float('nan')
-  return achieved, (achieved / peak if peak else float(np.nan))
+  return achieved, (achieved / peak if peak else math.nan)

@@ -60,16 +60,21 @@ def input_pipeline_row(opts: options.Options,
   with console.native_output_hushed():
     from jaxfp.data import gm_folders  # pylint: disable=g-import-not-at-top
   batch = opts.parsing_batch
+
+  def images_per_s(batches) -> float:
+    """Steady-state images/s of drawing batches from an iterator."""
+    median, _ = timing.measure(lambda: next(batches), lambda: None,
+                               warmup=opts.warmup, repeats=opts.repeats,
+                               min_repeat_s=opts.min_repeat_s)
+    return batch / median
+
   with tempfile.TemporaryDirectory(prefix='jaxfp-bench-data-') as tmp:
     manual = os.path.join(tmp, 'manual')
     write_image_tree(manual, opts.data_gms, opts.data_images_per_gm,
                      source_size=2 * PARSING_SIZE)
     c = opts.parsing_config.data.copy_and_resolve_references()
-    c.name = 'model_parsing'
-    c.cache_dir = os.path.join(tmp, 'cache')
-    c.manual_dir = manual
-    c.image_size = PARSING_SIZE
-    c.test_gms = ('gm_000',)
+    c.update(name='model_parsing', cache_dir=os.path.join(tmp, 'cache'),
+             manual_dir=manual, image_size=PARSING_SIZE, test_gms=('gm_000',))
     start = time.perf_counter()
     info = gm_folders.load_info(c)
     build_s = time.perf_counter() - start
@@ -83,16 +88,12 @@ def input_pipeline_row(opts: options.Options,
     for _ in range(per_pass):
       next(it)
     first_pass = per_pass * batch / (time.perf_counter() - start)
-    box = {}
-    median, _ = timing.measure(lambda: box.update(b=next(it)), lambda: None,
-                               warmup=opts.warmup, repeats=opts.repeats,
-                               min_repeat_s=opts.min_repeat_s)
     row = {
         'name': 'input_pipeline', 'batch': batch, 'image_size': PARSING_SIZE,
         'description': (f'{info.num_train_images} PNGs of '
                         f'{2 * PARSING_SIZE}px in {opts.data_gms - 1} GM '
                         f'folders -> {PARSING_SIZE}x{PARSING_SIZE} batches'),
-        'jaxfp_images_per_s': batch / median,
+        'jaxfp_images_per_s': images_per_s(it),
         'jaxfp_first_pass_images_per_s': first_pass,
         'jaxfp_record_build_s': build_s,
     }
@@ -100,10 +101,6 @@ def input_pipeline_row(opts: options.Options,
       loader = torch_peer.image_loader(
           os.path.join(manual, 'images'), PARSING_SIZE, batch,
           opts.data_workers, normalization.MEAN, normalization.STD)
-      t_median, _ = timing.measure(
-          lambda: box.update(b=next(loader)), lambda: None,
-          warmup=opts.warmup, repeats=opts.repeats,
-          min_repeat_s=opts.min_repeat_s)
-      row['torch_images_per_s'] = batch / t_median
+      row['torch_images_per_s'] = images_per_s(loader)
       row['torch_workers'] = opts.data_workers
   return row

@@ -17,15 +17,16 @@ import jax
 
 from jaxfp.bench import workloads
 
+
 def _hlo_section(hlo: str, title: str, pattern: str) -> list[tuple]:
   """Rows of one of the tables (FileNames, StackFrames...) after the HLO."""
   block = re.search(rf'^{title}\n(.*?)(?:\n\n|\Z)', hlo, re.S | re.M)
   return re.findall(pattern, block.group(1)) if block else []
 
 
-def _hlo_tables(hlo: str) -> tuple[dict[str, dict], dict[str, set[str]]]:
-  """From HLO text: instruction name -> {opcode, op_name, files, calls,
-  target}, and computation name -> the opcodes inside it.
+def _hlo_tables(hlo: str) -> tuple[dict[str, dict], dict[str, dict]]:
+  """From HLO text: instruction name -> {name, opcode, op_name, files, calls,
+  target, window}, and computation name -> {opcodes, window} inside it.
 
   `files` are the source files of the Python stack that emitted the op,
   from the module's StackFrames table.
@@ -184,16 +185,13 @@ def profile_workload(w: workloads.Workload, logdir: str,
   device = [e for e in events
             if '/device:' in process.get(e.get('pid'), '')]
   totals = dict.fromkeys(PROFILE_CATEGORIES, 0.0)
-  unattributed = 0.0
   for e in device or events:
     seconds = e.get('dur', 0.0) / 1e6 / steps  # us -> s per step.
     instruction = _event_instruction(e, instructions)
-    if instruction is None:
-      if device:  # Host events that are no HLO op are not op time.
-        unattributed += seconds
-      continue
-    totals[categorize(instruction, computations)] += seconds
-  totals['other'] += unattributed
+    if instruction is not None:
+      totals[categorize(instruction, computations)] += seconds
+    elif device:  # On the host, events that run no HLO op are not op time.
+      totals['other'] += seconds
   op_total = sum(totals.values())
   return {
       'wall_s_per_step': wall,

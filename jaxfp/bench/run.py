@@ -1,24 +1,9 @@
 """Throughput of jaxfp against the published PyTorch recipe, on one device
-(`python -m jaxfp.benchmark`).
-
-Rows (images/s, median of `repeats` timed repeats after `warmup` untimed
-calls; each repeat runs enough steps to last `min_repeat_s`):
-  parsing_train    FEN-17 + PN, 64x64, batch 16: jaxfp.train's own pmapped
-                   train_step (1 device) against the same model, losses and
-                   batch in PyTorch eager float32 (Adam 1e-4).
-  parsing_infer    the same model's forward pass in inference mode.
-  detection_train  FEN-31 + detection head, 128x128, batch 32, published
-                   detection weights (fingerprint constraints + 20 x CE).
-  detection_infer  its forward pass.
-  input_pipeline   jaxfp's tf.data train iterator reading TFDS records built
-                   from an image folder in the published layout, against a
-                   PyTorch DataLoader decoding that folder's PNGs.
-
-Compile time is jaxfp's lower + compile of each step. Achieved FLOP/s count
-the conv and dense FLOPs of the step (`jaxfp.bench.flops`) against the peak
-(default: per device, see `flops.default_peak`). The PyTorch column needs
-torch (an optional requirement) and is skipped without it; the model rows
-need neither torch nor TensorFlow.
+(`python -m jaxfp.benchmark`): each row's images/s, compile time and
+achieved FLOP/s, in one table. The rows and how they are measured:
+docs/performance.md, "Method". The PyTorch column needs torch (an optional
+requirement) and is skipped without it; the model rows need neither torch
+nor TensorFlow.
 """
 
 from __future__ import annotations
@@ -41,52 +26,48 @@ from jaxfp.bench import timing
 from jaxfp.bench import workloads
 from jaxfp.report import tables
 
+
+def _timed(side: str, step, sync, w: workloads.Workload,
+           opts: options.Options, peak: float | None) -> dict[str, Any]:
+  """`side`'s (jaxfp or torch) images/s, step ms and FLOP/s on `w`."""
+  median, times = timing.measure(step, sync, warmup=opts.warmup,
+                                 repeats=opts.repeats,
+                                 min_repeat_s=opts.min_repeat_s)
+  # Both sides run the same convolutions and matrix products: same FLOPs.
+  achieved, fraction = flops.utilisation(w.flops_per_step, median, peak)
+  return {f'{side}_images_per_s': w.batch / median,
+          f'{side}_step_ms': 1e3 * median,
+          f'{side}_step_ms_repeats': [1e3 * t for t in times],
+          f'{side}_tflop_per_s': achieved / 1e12,
+          f'{side}_fraction_of_peak': fraction}
+
+
 def time_workload(w: workloads.Workload, opts: options.Options,
                   peak: float | None, torch_peer=None,
                   torch_platform: str = 'cpu') -> dict[str, Any]:
   """One row: jaxfp's timing, and PyTorch's when `torch_peer` is given."""
   with timing.CompileCounter() as counter:
-    median, times = timing.measure(w.step, w.sync, warmup=opts.warmup,
-                                   repeats=opts.repeats,
-                                   min_repeat_s=opts.min_repeat_s)
-  achieved, fraction = flops.utilisation(w.flops_per_step, median, peak)
+    timed = _timed('jaxfp', w.step, w.sync, w, opts, peak)
   row = {
       'name': w.name, 'description': w.description, 'batch': w.batch,
-      'image_size': w.image_size,
-      'jaxfp_images_per_s': w.batch / median,
-      'jaxfp_step_ms': 1e3 * median,
-      'jaxfp_step_ms_repeats': [1e3 * t for t in times],
+      'image_size': w.image_size, **timed,
       'jaxfp_lower_s': w.lower_s, 'jaxfp_compile_s': w.compile_s,
       # Anything compiled while timing would be a recompilation.
       'compiles_during_timing': len(counter.names),
       'gflop_per_image': w.flops_per_step / w.batch / 1e9,
       'xla_gflop_per_image': (w.xla_flops_per_step / w.batch / 1e9
                               if w.xla_flops_per_step else None),
-      'jaxfp_tflop_per_s': achieved / 1e12,
-      'jaxfp_fraction_of_peak': fraction,
   }
   if torch_peer is not None:
     step, sync = torch_peer.make_step(
         w.torch_spec, torch_platform, train=w.name.endswith('_train'),
         threads=opts.torch_threads)
-    t_median, t_times = timing.measure(step, sync, warmup=opts.warmup,
-                                       repeats=opts.repeats,
-                                       min_repeat_s=opts.min_repeat_s)
-    # The same convolutions and matrix products, so the same FLOPs.
-    t_achieved, t_fraction = flops.utilisation(w.flops_per_step, t_median,
-                                               peak)
-    row.update({
-        'torch_images_per_s': w.batch / t_median,
-        'torch_step_ms': 1e3 * t_median,
-        'torch_step_ms_repeats': [1e3 * t for t in t_times],
-        'torch_tflop_per_s': t_achieved / 1e12,
-        'torch_fraction_of_peak': t_fraction,
-    })
+    row.update(_timed('torch', step, sync, w, opts, peak))
   return row
 
 
 def _environment(device, opts: options.Options, peak, peak_source,
-                 torch_version) -> dict[str, Any]:
+                 torch_version, load_start) -> dict[str, Any]:
   return {
       'device': f'{device.platform}: {device.device_kind}',
       'host_cpus': os.cpu_count(), 'python': platform.python_version(),
@@ -95,6 +76,9 @@ def _environment(device, opts: options.Options, peak, peak_source,
       'warmup': opts.warmup, 'repeats': opts.repeats,
       'min_repeat_s': opts.min_repeat_s, 'smoke': opts.smoke,
       'date': time.strftime('%Y-%m-%d %H:%M:%S'),
+      'load_average_start': load_start,
+      'load_average_end': (os.getloadavg() if hasattr(os, 'getloadavg')
+                           else None),
   }
 
 
@@ -152,11 +136,9 @@ def run(opts: options.Options) -> dict[str, Any]:
   for r in rows.values():
     ours, theirs = r.get('jaxfp_images_per_s'), r.get('torch_images_per_s')
     r['jaxfp_over_torch'] = ours / theirs if ours and theirs else None
-  env = _environment(device, opts, peak, peak_source, torch_version)
-  env['load_average_start'] = load_start
-  env['load_average_end'] = (os.getloadavg() if hasattr(os, 'getloadavg')
-                             else None)
-  result = {'environment': env, 'rows': rows}
+  result = {'environment': _environment(device, opts, peak, peak_source,
+                                        torch_version, load_start),
+            'rows': rows}
   print(format_table(result))
   if opts.output:
     os.makedirs(os.path.dirname(os.path.abspath(opts.output)), exist_ok=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 import jax
 
+
 def measure(step: Callable[[], None], sync: Callable[[], None], *,
             warmup: int, repeats: int, min_repeat_s: float
             ) -> tuple[float, list[float]]:
@@ -68,6 +69,7 @@ class CompileCounter(contextlib.AbstractContextManager):
   def __exit__(self, *exc):
     jax.monitoring.unregister_event_duration_listener(self._listen)
     return False
+
 
 def aot(fn, *args) -> tuple[Any, float, float]:
   """fn compiled ahead of time for `args`; (compiled, lower s, compile s)."""

@@ -24,6 +24,7 @@ from jaxfp.bench import timing
 from jaxfp.core import schema as schema_lib
 from jaxfp.data import splits
 
+
 @dataclasses.dataclass
 class Workload:
   """One jaxfp row ready to time, and what the PyTorch side needs."""
@@ -41,15 +42,18 @@ class Workload:
   torch_spec: dict[str, Any]
 
 
-def _holder_step(compiled, state, *rest):
-  """step/sync closures that feed each step's state (donated) to the next."""
-  box = {'state': state, 'out': None}
+def _holder_step(compiled, args: tuple, donated: bool):
+  """step/sync closures of `compiled(*args)` that hold its last output; a
+  donated first argument (the train state) is fed the step's new one."""
+  box = {'args': list(args), 'out': None}
 
   def step():
-    box['state'], *box['out'] = compiled(box['state'], *rest)
+    box['out'] = compiled(*box['args'])
+    if donated:
+      box['args'][0] = box['out'][0]
 
   def sync():
-    jax.block_until_ready(box['state'])
+    jax.block_until_ready(box['out'])
   return step, sync
 
 
@@ -105,6 +109,18 @@ def task_workloads(config: ml_collections.ConfigDict, device,
   description = _describe(config)
   torch_spec = dict(config=config, batch=batch, task=task)
   out = {}
+
+  def add(kind: str, fn, *args, donated: bool = False):
+    """out[<task>_<kind>]: `fn` compiled for `args`, its FLOPs counted."""
+    flop_count = flops.count_flops(fn, *args)
+    compiled, lower_s, compile_s = timing.aot(fn, *args)
+    name = f'{task_name}_{kind}'
+    out[name] = Workload(
+        name, config.batch_size, size,
+        *_holder_step(compiled, args, donated), flop_count, compile_s,
+        lower_s, timing.xla_flops(compiled), compiled.as_text(), description,
+        torch_spec)
+
   if f'{task_name}_train' in names:
     devices = [device]
     collection = steps.metrics_collection(task.train_metric_names)
@@ -122,32 +138,15 @@ def task_workloads(config: ml_collections.ConfigDict, device,
     # One device: replicating the batch is sharding it.
     r_batch = replicate(batch)
     r_keys = replicate(jax.device_get(dropout_key))
-    flop_count = flops.count_flops(p_train_step, r_state, r_batch, r_keys)
-    compiled, lower_s, compile_s = timing.aot(p_train_step, r_state, r_batch,
-                                        r_keys)
-    step, sync = _holder_step(compiled, r_state, r_batch, r_keys)
-    out[f'{task_name}_train'] = Workload(
-        f'{task_name}_train', config.batch_size, size, step, sync, flop_count,
-        compile_s, lower_s, timing.xla_flops(compiled), compiled.as_text(),
-        description, torch_spec)
+    add('train', p_train_step, r_state, r_batch, r_keys, donated=True)
   if f'{task_name}_infer' in names:
     # Without the pmap axis: inference needs no cross-device mean.
     model = task.model.clone(axis_name=None)
     variables = jax.device_put(
         {'params': state.params, 'batch_stats': state.batch_stats}, device)
     images = jax.device_put(batch['image'], device)
-    infer = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    flop_count = flops.count_flops(infer, variables, images)
-    compiled, lower_s, compile_s = timing.aot(infer, variables, images)
-    box = {}
-
-    def infer_step():
-      box['out'] = compiled(variables, images)
-    out[f'{task_name}_infer'] = Workload(
-        f'{task_name}_infer', config.batch_size, size, infer_step,
-        lambda: jax.block_until_ready(box['out']), flop_count, compile_s,
-        lower_s, timing.xla_flops(compiled), compiled.as_text(), description,
-        torch_spec)
+    add('infer', jax.jit(lambda v, x: model.apply(v, x, train=False)),
+        variables, images)
   return out
 
 
@@ -156,9 +155,8 @@ def trainer_compilations(config: ml_collections.ConfigDict,
   """What the real trainer compiles over a few steps, an eval and a resume.
 
   Runs jaxfp.train.train_and_evaluate on `config` (configs/fen.py:test from
-  the command) with an eval
-  half way, then once more in the same workdir (a resume that only
-  re-evaluates). Returns the traced function names and backend compilations
+  the command) with an eval half way, then once more in the same workdir (a
+  resume that only re-evaluates). Returns the traced function names and backend compilations
   of each run. The pmapped train and eval steps both show as `_fun`: a first
   run should compile it twice (train, eval), a resume once (eval). The first
   call also counts the zoo's build when the zoo is not cached yet.

@@ -1,14 +1,9 @@
 """The benchmark's PyTorch column: the published recipe, eager, float32.
 
 The same networks (`jaxfp.pytorch.networks`), losses and batch as a jaxfp
-row,
-written the way the published training scripts run them: the fingerprint
-constraints on |fftshift(fft2(gray))| with ONE max over the batch for the
-repetitive term, 10 x the parsing head losses (MSE on the sigmoid continuous
-outputs, class-weighted cross-entropy on the other sigmoid outputs) or 20 x
-cross-entropy for detection, and two Adam optimisers (FEN and head) at lr
-1e-4. Only `jaxfp.bench` imports this module, and only when torch is
-installed.
+row, written the way the published training scripts run them (the recipe:
+docs/performance.md, "Method"). Only `jaxfp.bench` imports this module, and
+only when torch is installed.
 """
 
 from __future__ import annotations
@@ -40,12 +35,6 @@ def device_for(platform: str):
   return torch.device('cpu')
 
 
-def synchronizer(device) -> Callable[[], None]:
-  if device.type == 'cuda':
-    return torch.cuda.synchronize
-  return lambda: None
-
-
 def fingerprint_losses(fingerprint, weights: dict[str, float], radius: int):
   """Weighted sum of the four published constraints, [N, 3, H, W] input."""
   gray = networks.gray(fingerprint)
@@ -73,17 +62,12 @@ def parsing_loss(outputs, labels: dict[str, Any], class_weights: dict,
   as logits.
   """
   continuous, *rest = outputs
-  discrete, coarse, fine = rest[:6], rest[6:9], rest[9:]
+  groups = {'discrete': rest[:6], 'coarse': rest[6:9], 'fine': rest[9:]}
   total = F.mse_loss(continuous, labels['continuous'])
-  for d, out in enumerate(discrete):
-    total = total + F.cross_entropy(out, labels['discrete'][:, d],
-                                    weight=class_weights['discrete'][d])
-  for j, out in enumerate(coarse):
-    total = total + F.cross_entropy(out, labels['coarse'][:, j],
-                                    weight=class_weights['coarse'][j])
-  for j, out in enumerate(fine):
-    total = total + F.cross_entropy(out, labels['fine'][:, j],
-                                    weight=class_weights['fine'][j])
+  for group, group_outputs in groups.items():
+    for j, out in enumerate(group_outputs):
+      total = total + F.cross_entropy(out, labels[group][:, j],
+                                      weight=class_weights[group][j])
   return head_weight * total
 
 
@@ -112,12 +96,9 @@ def _tensors(spec: dict, device) -> dict[str, Any]:
         **{k: torch.from_numpy(batch[k].astype(np.int64)).to(device)
            for k in ('discrete', 'coarse', 'fine')}}
     weights = spec['task'].class_weights
-    as_tensor = lambda a: torch.as_tensor(  # noqa: E731
-        np.asarray(a, np.float32), device=device)
     out['class_weights'] = {
-        'discrete': [as_tensor(w) for w in weights['discrete']],
-        'coarse': [as_tensor(w) for w in weights['coarse']],
-        'fine': [as_tensor(w) for w in weights['fine']]}
+        k: [torch.as_tensor(np.asarray(w, np.float32), device=device)
+            for w in weights[k]] for k in ('discrete', 'coarse', 'fine')}
   else:
     out['labels'] = torch.from_numpy(batch['label'].astype(np.int64)).to(
         device)
@@ -143,7 +124,7 @@ def make_step(spec: dict, platform: str, *, train: bool,
   fen, head = _networks(config, device)
   t = _tensors(spec, device)
   images = t['images']
-  sync = synchronizer(device)
+  sync = torch.cuda.synchronize if device.type == 'cuda' else lambda: None
   if not train:
     fen.eval()
     head.eval()

@@ -1,26 +1,7 @@
 """Published PyTorch checkpoints -> jaxfp Flax variables and checkpoints
-(`python -m jaxfp.convert_torch`).
-
-A published checkpoint is the dict the official training scripts torch.save:
-'state_dict_cnn' (the FEN), 'state_dict_class' (the task head), and the Adam
-states 'optimizer_1', 'optimizer_2' (ignored: not needed for inference).
-Conv weights go OIHW -> HWIO and Linear weights (out, in) -> (in, out). The
-first Linear after the conv stack needs no reordering because our heads
-flatten in PyTorch's (C, H, W) order. BatchNorm running statistics become
-`batch_stats`. The FEN depth and width, the head's conv widths, hidden width
-and class count are read off the keys and shapes.
-
-The output directory holds a `jaxfp.checkpoints` directory at
-`DIR/checkpoints` (items 'state' and 'meta', like the trainer's) with one
-step, 0:
-  state  {'step': 0, 'params': ..., 'batch_stats': ...}
-  meta   {'task', 'source', 'model' (constructor fields of the Flax module),
-          'schema' (parsing) or 'class_names' (detection, attribution),
-          'preprocessing': {'image_size', 'mean', 'std'}}
-`jaxfp.inference.network.load(DIR)` rebuilds the module and its variables
-from it, without torch.
-
-torch is imported only when a PyTorch file is read.
+(`python -m jaxfp.convert_torch`); the file layout, the key mapping and the
+parity measured: docs/converter.md. torch is imported only when a PyTorch
+file is read.
 """
 
 from __future__ import annotations
@@ -30,9 +11,9 @@ import os
 import re
 import warnings
 from collections.abc import Mapping
-from typing import Any
 
 from absl import logging
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -66,22 +47,13 @@ class ConversionError(ValueError):
 def class_names(task: str, num_classes: int) -> list[str]:
   """Names of the classifier's outputs, in index order.
 
-  The published scripts take labels from torchvision's ImageFolder (sorted
-  folder names) and never name them. Detection is taken as (real, fake)
-  because the published AUC scores output 1 as the positive class; were the
-  folders literally named 'fake' and 'real', sorting would give the reverse,
-  so check on images of known origin. Attribution is real plus the four GANs
-  of GANFingerprints (ProGAN, SNGAN, CramerGAN, MMDGAN), in an order that is
-  not published, hence generic names.
+  They are not published: (real, fake) for detection and `gan_1..` for
+  attribution are read off the published scripts (docs/converter.md, "Facts
+  read in the published code").
   """
   if task == 'detection' and num_classes == 2:
     return ['real', 'fake']
   return ['real'] + [f'gan_{i}' for i in range(1, num_classes)]
-
-
-def preprocessing(task: str) -> dict[str, Any]:
-  return {'image_size': IMAGE_SIZE[task], 'mean': normalization.MEAN,
-          'std': normalization.STD}
 
 
 # ------------------------------------------------------------ reading ------
@@ -174,22 +146,20 @@ def _fen_entries(depth: int):
   yield f'layers.{depth - 1}', ('fen', f'conv_{depth - 1}'), 'conv'
 
 
-def _head_entries(task: str, num_blocks: int,
-                  schema: schema_lib.Schema | None):
-  scope = 'pn' if task == 'parsing' else 'head'
-  for i in range(num_blocks):
+def _head_entries(task: str, module: nn.Module):
+  parsing = task == 'parsing'
+  scope = 'pn' if parsing else 'head'
+  for i in range(len(module.pn_channels if parsing else module.head_channels)):
     yield f'layer{i + 1}.0', (scope, f'conv_{i}'), 'conv'
-  if task != 'parsing':
-    yield 'fc1', (scope, 'fc_0'), 'dense'
-    yield 'fc2', (scope, 'fc_1'), 'dense'
-    return
-  for i in range(len(parsing_network.HIDDEN)):
+  # The classifiers' fc1, fc2; the parsing network's shared fc1..fc3.
+  for i in range(len(parsing_network.HIDDEN) if parsing else 2):
     yield f'fc{i + 1}', (scope, f'fc_{i}'), 'dense'
-  heads = (('continuous',) + schema.discrete_names, schema.coarse,
-           schema.fine)
-  for group, names in zip(('fc8', 'fc9', 'fc10'), heads):
-    for i, name in enumerate(names):
-      yield f'{group}_{i + 1}', (scope, f'head_{name}'), 'dense'
+  if parsing:
+    s = module.schema
+    heads = (('continuous',) + s.discrete_names, s.coarse, s.fine)
+    for group, names in zip(('fc8', 'fc9', 'fc10'), heads):
+      for i, name in enumerate(names):
+        yield f'{group}_{i + 1}', (scope, f'head_{name}'), 'dense'
 
 
 SUFFIXES = {'conv': ('weight', 'bias'), 'dense': ('weight', 'bias'),
@@ -198,26 +168,27 @@ SUFFIXES = {'conv': ('weight', 'bias'), 'dense': ('weight', 'bias'),
 OPTIONAL_SUFFIXES = {'norm': ('num_batches_tracked',)}
 
 
+# A kernel's torch axes in Flax's order: OIHW -> HWIO, (out, in) -> (in, out).
+KERNEL_AXES = {'conv': (2, 3, 1, 0), 'dense': (1, 0)}
+# (collection, leaf name) of each BatchNorm tensor.
+NORM_LEAVES = {'weight': ('params', 'scale'), 'bias': ('params', 'bias'),
+               'running_mean': ('batch_stats', 'mean'),
+               'running_var': ('batch_stats', 'var')}
+
+
 def _to_flax(kind: str, suffix: str, array: np.ndarray):
   """(collection, leaf name, array in Flax layout) of one torch tensor."""
-  if suffix == 'weight' and kind == 'conv':
-    return 'params', 'kernel', array.transpose(2, 3, 1, 0)
-  if suffix == 'weight' and kind == 'dense':
-    return 'params', 'kernel', array.T
-  if suffix == 'weight':
-    return 'params', 'scale', array
+  if kind == 'norm':
+    return (*NORM_LEAVES[suffix], array)
   if suffix == 'bias':
     return 'params', 'bias', array
-  return 'batch_stats', {'running_mean': 'mean', 'running_var': 'var'}[
-      suffix], array
+  return 'params', 'kernel', array.transpose(KERNEL_AXES[kind])
 
 
 def _torch_shape(kind: str, suffix: str, flax_shape: tuple[int, ...]):
-  if suffix == 'weight' and kind == 'conv':
-    h, w, i, o = flax_shape
-    return (o, i, h, w)
-  if suffix == 'weight' and kind == 'dense':
-    return tuple(reversed(flax_shape))
+  if suffix == 'weight' and kind in KERNEL_AXES:
+    # argsort of a permutation is its inverse.
+    return tuple(flax_shape[a] for a in np.argsort(KERNEL_AXES[kind]))
   return tuple(flax_shape)
 
 
@@ -245,24 +216,22 @@ def _check_task(task: str, cnn: dict, head: dict) -> None:
         f'found {tuple(cnn[first].shape)}')
 
 
-def _voted(votes: list[tuple[dict, str, int]]) -> int:
-  """The size most of the (state dict, key, axis) tensors present agree on;
+def _voted(state: dict, votes: list[tuple[str, int]]) -> int:
+  """The size most of the (key, axis) tensors present in `state` agree on;
   a tie goes to the first. One tensor of a wrong shape then does not set
   the size for all the others, and the shape check names it."""
-  sizes = [int(state[key].shape[axis]) for state, key, axis in votes
+  sizes = [int(state[key].shape[axis]) for key, axis in votes
            if key in state and state[key].ndim > axis]
   return collections.Counter(sizes).most_common(1)[0][0]
 
 
 def _fen_width(cnn: dict, depth: int) -> int:
-  votes = [(cnn, 'layers.0.0.weight', 0), (cnn, f'layers.{depth - 1}.weight',
-                                           1)]
+  votes = [('layers.0.0.weight', 0), (f'layers.{depth - 1}.weight', 1)]
   for i in range(1, depth - 1):
-    votes += [(cnn, f'layers.{i}.0.weight', 0), (cnn, f'layers.{i}.0.weight',
-                                                  1),
-              (cnn, f'layers.{i}.0.bias', 0)]
-    votes += [(cnn, f'layers.{i}.1.{s}', 0) for s in SUFFIXES['norm']]
-  return _voted(votes)
+    votes += [(f'layers.{i}.0.weight', 0), (f'layers.{i}.0.weight', 1),
+              (f'layers.{i}.0.bias', 0)]
+    votes += [(f'layers.{i}.1.{s}', 0) for s in SUFFIXES['norm']]
+  return _voted(cnn, votes)
 
 
 def _build_module(task: str, cnn: dict, head: dict) -> nn.Module:
@@ -276,9 +245,9 @@ def _build_module(task: str, cnn: dict, head: dict) -> nn.Module:
     raise ConversionError(
         'state_dict_class needs conv blocks layer1.0.weight, layer2.0.weight, '
         f'... in sequence; found blocks {blocks}')
-  channels = tuple(_voted([(head, f'layer{i}.0.weight', 0),
-                           (head, f'layer{i + 1}.0.weight', 1),
-                           (head, f'layer{i}.0.bias', 0)]) for i in blocks)
+  channels = tuple(_voted(head, [(f'layer{i}.0.weight', 0),
+                                 (f'layer{i + 1}.0.weight', 1),
+                                 (f'layer{i}.0.bias', 0)]) for i in blocks)
   common = dict(fen_depth=depths[-1] + 1,
                 fen_width=_fen_width(cnn, depths[-1] + 1))
   if task == 'parsing':
@@ -288,17 +257,16 @@ def _build_module(task: str, cnn: dict, head: dict) -> nn.Module:
     if key not in head:
       raise ConversionError(f'state_dict_class lacks {key!r}')
   return models.FingerprintClassifier(
-      task, num_classes=_voted([(head, 'fc2.weight', 0),
-                                (head, 'fc2.bias', 0)]),
-      head_channels=channels, head_hidden=_voted([
-          (head, 'fc1.weight', 0), (head, 'fc2.weight', 1),
-          (head, 'fc1.bias', 0)]),
+      task, num_classes=_voted(head, [('fc2.weight', 0), ('fc2.bias', 0)]),
+      head_channels=channels, head_hidden=_voted(head, [
+          ('fc1.weight', 0), ('fc2.weight', 1), ('fc1.bias', 0)]),
       **common)
 
 
 def convert_state_dicts(task: str, cnn: dict, head: dict
                         ) -> tuple[nn.Module, dict]:
-  """(module with logits outputs, {'params', 'batch_stats'}) of two dicts.
+  """(module with logits outputs, {'params', 'batch_stats'}) of two dicts;
+  a FEN without BatchNorm (depth 2) gives no 'batch_stats'.
 
   Args:
     task: 'parsing', 'detection' or 'attribution'.
@@ -314,17 +282,13 @@ def convert_state_dicts(task: str, cnn: dict, head: dict
   _check_task(task, cnn, head)
   module = _build_module(task, cnn, head)
   size = IMAGE_SIZE[task]
-  expected = jax.eval_shape(
+  expected = traverse_util.flatten_dict(jax.eval_shape(
       lambda: module.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
-                          train=False))
-  if task == 'parsing':
-    head_entries = _head_entries(task, len(module.pn_channels), module.schema)
-  else:
-    head_entries = _head_entries(task, len(module.head_channels), None)
+                          train=False)))
   sources = (('state_dict_cnn', cnn, _fen_entries(module.fen_depth)),
-             ('state_dict_class', head, head_entries))
+             ('state_dict_class', head, _head_entries(task, module)))
 
-  variables = {'params': {}, 'batch_stats': {}}
+  variables = {}  # (collection, *path, leaf) -> array.
   for dict_name, state, entries in sources:
     entries = list(entries)
     wanted = {f'{p}.{s}' for p, _, kind in entries for s in SUFFIXES[kind]}
@@ -347,10 +311,7 @@ def convert_state_dicts(task: str, cnn: dict, head: dict
       for suffix in SUFFIXES[kind]:
         key = f'{prefix}.{suffix}'
         collection, leaf, array = _to_flax(kind, suffix, state[key])
-        want = expected[collection]
-        for p in path:
-          want = want[p]
-        want = want[leaf].shape
+        want = expected[(collection, *path, leaf)].shape
         if array.shape != want:
           raise ConversionError(
               f'{dict_name}[{key!r}] should have shape '
@@ -360,16 +321,11 @@ def convert_state_dicts(task: str, cnn: dict, head: dict
           raise ConversionError(
               f'{dict_name}[{key!r}] holds NaN or infinite values: the file '
               'is damaged, or was saved from a run that diverged')
-        node = variables[collection]
-        for p in path:
-          node = node.setdefault(p, {})
-        node[leaf] = jnp.asarray(array, jnp.float32)
-  if not variables['batch_stats']:
-    del variables['batch_stats']  # A FEN of depth 2 has no BatchNorm.
-  if jax.tree.structure(variables) != jax.tree.structure(expected):
+        variables[(collection, *path, leaf)] = jnp.asarray(array, jnp.float32)
+  if variables.keys() != expected.keys():
     raise RuntimeError(f'the converter does not fill every variable of '
                        f'{type(module).__name__}; update its key mapping')
-  return module, variables
+  return module, traverse_util.unflatten_dict(variables)
 
 
 def _listed(keys: list[str], limit: int = 20) -> str:
@@ -398,15 +354,8 @@ def convert(path: str, task: str) -> tuple[nn.Module, dict]:
 
   `module.apply(variables, images, train=False)`, with images [N, H, W, 3]
   normalised as published ((x - 0.6490) / 0.1269, 64x64 for parsing, 128x128
-  otherwise), returns a dict of float32 arrays:
-    'fingerprint' [N, H, W, 3], 'spectrum' [N, H, W], and the published
-    outputs after their sigmoids:
-    parsing: 'continuous' [N, 9], 'discrete' (6 arrays [N, k]),
-      'coarse' [N, 3] and 'fine' [N, 8] (P(used), fine multiplied by its
-      coarse group, as published), 'coarse_pairs' [N, 3, 2] and
-      'fine_pairs' [N, 8, 2] (both units of each published 2-unit head),
-      and 'logits' (FingerprintParser's, before the sigmoids);
-    detection / attribution: 'logits' [N, k] and 'probabilities' [N, k].
+  otherwise), returns a dict of float32 arrays: the published outputs after
+  their sigmoids and the logits, as `jaxfp.models.published` lists them.
   `jaxfp.inference.network.load(..., published_outputs=True)` gives the
   same network from a converted checkpoint.
   """
@@ -421,7 +370,11 @@ def convert(path: str, task: str) -> tuple[nn.Module, dict]:
 def write_checkpoint(path: str, task: str, output: str) -> str:
   """Converts `path` and writes a checkpoint directory under `output`.
 
-  Returns the CheckpointManager directory, `output/checkpoints`.
+  Its one step, 0, holds 'state' {'step', 'params', 'batch_stats'} and
+  'meta' {'task', 'source', 'model' (the module's constructor fields),
+  'schema' or 'class_names', 'preprocessing'}, like the trainer's;
+  `jaxfp.inference.network.load(output)` reads it without torch. Returns the
+  CheckpointManager directory, `output/checkpoints`.
   """
   # Checked before the work: an output that is the .pth itself would fail
   # half-way, after the conversion.
@@ -430,7 +383,9 @@ def write_checkpoint(path: str, task: str, output: str) -> str:
   module, variables = convert_state_dicts(task, cnn, head)
   meta = {'task': task, 'source': os.path.abspath(path),
           'model': fields.fields_of(module),
-          'preprocessing': preprocessing(task)}
+          'preprocessing': {'image_size': IMAGE_SIZE[task],
+                            'mean': normalization.MEAN,
+                            'std': normalization.STD}}
   if task == 'parsing':
     meta['schema'] = module.schema.to_dict()
   else:

@@ -1,17 +1,9 @@
 """The published PyTorch networks, as references for conversion and parity.
 
 Module attributes are laid out so that `state_dict()` keys and shapes are
-those of the published checkpoints (see docs/published.md,
-"Checkpoint layout"); forwards take NCHW float32 and return what
-the published forwards return after their sigmoids. Everything of jaxfp that
-imports torch is in `jaxfp.pytorch`.
-
-  FEN(depth, width)   layers.0.0.*, layers.{i}.0.* + layers.{i}.1.* (BatchNorm),
-                      layers.{depth-1}.*; image -> fingerprint.
-  ParsingHead()       layer1..layer5, fc1..fc7, fc8_1..7, fc9_1..3, fc10_1..8.
-  DetectionHead()     layer1..layer5, fc1, fc2.
-  AttributionHead()   layer1, layer2, fc1, fc2.
-  spectrum(f)         |fftshift(fft2(gray(f)))|, [N, 3, H, W] -> [N, H, W].
+those of the published checkpoints (docs/published.md, "Checkpoint layout");
+forwards take NCHW float32 and return what the published forwards return
+after their sigmoids.
 """
 
 from __future__ import annotations
@@ -77,34 +69,37 @@ def _conv_block(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
                        nn.MaxPool2d(2))
 
 
-def _blocks(module: nn.Module) -> nn.Sequential:
-  """layer1 ... layer{num_blocks} of a head, in order."""
-  return nn.Sequential(*(getattr(module, f'layer{i + 1}')
-                         for i in range(module.num_blocks)))
+class _Head(nn.Module):
+  """layer1..layerL conv blocks and the dropout before the dense layers."""
 
-
-def _flat_size(module: nn.Module, in_channels: int, size: int) -> int:
-  with torch.no_grad():
-    return _blocks(module)(torch.zeros(1, in_channels, size, size)).numel()
-
-
-class _Classifier(nn.Module):
-  """layer1..layerL conv blocks, dropout, fc1 + ReLU, fc2 (+ sigmoid)."""
-
-  def __init__(self, in_channels, channels, kernels, image_size, num_classes,
-               hidden):
+  def __init__(self, in_channels, channels, kernels, image_size):
     super().__init__()
     widths = (in_channels,) + tuple(channels)
     for i, k in enumerate(kernels):
       setattr(self, f'layer{i + 1}', _conv_block(widths[i], widths[i + 1], k))
     self.num_blocks = len(kernels)
     self.dropout = nn.Dropout(0.5)
-    self.fc1 = nn.Linear(_flat_size(self, in_channels, image_size),
-                         hidden)
+    with torch.no_grad():  # The width of the first dense layer's input.
+      self.flat_size = self.blocks(
+          torch.zeros(1, in_channels, image_size, image_size)).numel()
+
+  def blocks(self, x: torch.Tensor) -> torch.Tensor:
+    for i in range(self.num_blocks):
+      x = getattr(self, f'layer{i + 1}')(x)
+    return x
+
+
+class _Classifier(_Head):
+  """The conv blocks, dropout, fc1 + ReLU, fc2 (+ sigmoid)."""
+
+  def __init__(self, in_channels, channels, kernels, image_size, num_classes,
+               hidden):
+    super().__init__(in_channels, channels, kernels, image_size)
+    self.fc1 = nn.Linear(self.flat_size, hidden)
     self.fc2 = nn.Linear(hidden, num_classes)
 
   def logits(self, x: torch.Tensor) -> torch.Tensor:
-    x = _blocks(self)(x).flatten(1)
+    x = self.blocks(x).flatten(1)
     return self.fc2(torch.relu(self.fc1(self.dropout(x))))
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,7 +124,7 @@ class AttributionHead(_Classifier):
                      num_classes, hidden)
 
 
-class ParsingHead(nn.Module):
+class ParsingHead(_Head):
   """Fingerprint [N, 3, 64, 64] -> the 18 published sigmoid outputs.
 
   forward returns, in the published order: continuous [N, 9]; six discrete
@@ -139,37 +134,28 @@ class ParsingHead(nn.Module):
   """
 
   def __init__(self, channels=PARSING_CHANNELS, image_size=64):
-    super().__init__()
-    widths = (3,) + tuple(channels)
-    for i in range(len(channels)):
-      setattr(self, f'layer{i + 1}', _conv_block(widths[i], widths[i + 1], 3))
-    self.num_blocks = len(channels)
-    self.dropout = nn.Dropout(0.5)
-    self.fc1 = nn.Linear(_flat_size(self, 3, image_size), 512)
+    super().__init__(3, channels, (3,) * len(channels), image_size)
+    self.fc1 = nn.Linear(self.flat_size, 512)
     self.fc2 = nn.Linear(512, 256)
     self.fc3 = nn.Linear(256, 64)
     self.fc4 = nn.Linear(512, 256)
     self.fc5 = nn.Linear(256, 64)
     self.fc6 = nn.Linear(512, 256)
     self.fc7 = nn.Linear(256, 64)
-    for i, k in enumerate((CONTINUOUS_OUTPUTS,) + DISCRETE_OUTPUTS):
-      setattr(self, f'fc8_{i + 1}', nn.Linear(64, k))
-    for i in range(NUM_COARSE):
-      setattr(self, f'fc9_{i + 1}', nn.Linear(64, 2))
-    for i in range(NUM_FINE):
-      setattr(self, f'fc10_{i + 1}', nn.Linear(64, 2))
-
-  def head_names(self) -> list[str]:
-    return ([f'fc8_{i + 1}' for i in range(1 + len(DISCRETE_OUTPUTS))]
-            + [f'fc9_{i + 1}' for i in range(NUM_COARSE)]
-            + [f'fc10_{i + 1}' for i in range(NUM_FINE)])
+    self.head_names = []  # fc8_*, fc9_*, fc10_*, in the published order.
+    for group, sizes in (('fc8', (CONTINUOUS_OUTPUTS,) + DISCRETE_OUTPUTS),
+                         ('fc9', (2,) * NUM_COARSE),
+                         ('fc10', (2,) * NUM_FINE)):
+      for i, k in enumerate(sizes):
+        self.head_names.append(f'{group}_{i + 1}')
+        setattr(self, self.head_names[-1], nn.Linear(64, k))
 
   def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every head's output before its sigmoid, by layer name."""
-    x = self.dropout(_blocks(self)(x).flatten(1))
+    x = self.dropout(self.blocks(x).flatten(1))
     x = torch.relu(self.fc1(x))
     x = torch.relu(self.fc3(torch.relu(self.fc2(x))))
-    return {name: getattr(self, name)(x) for name in self.head_names()}
+    return {name: getattr(self, name)(x) for name in self.head_names}
 
   def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     outputs = [torch.sigmoid(z) for z in self.logits(x).values()]
