@@ -1,6 +1,6 @@
 """Tests of the zoo's shared programs against each architecture's own module.
 
-A shared program (`supernet` + `train.shared`) must compute, and train, the
+A shared program (`supernet` + `programs.shared`) must compute, and train, the
 generator that `generator.build(arch)` describes: the zoo's labels are read
 off that module, its images come from the shared program.
 """

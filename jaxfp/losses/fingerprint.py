@@ -17,11 +17,8 @@ published). The published repetitive term takes ONE max over the whole batch;
 
 Multi-device use: every term except the batch-global max is a mean over the
 local batch, so with equal per-device batch sizes the mean (pmean) over
-devices of per-device gradients already equals the global-batch gradient. The
-batch-global max gathers the per-device maxima (`lax.all_gather`), whose
-transpose sends the cotangent of every device's copy of the loss to the device
-holding the max; after the trainer's pmean of gradients that is exactly the
-single-device gradient.
+devices of per-device gradients already equals the global-batch gradient; so
+does the batch-global max's, after the trainer's pmean (`repetitive_loss`).
 """
 
 from __future__ import annotations
@@ -72,7 +69,8 @@ def repetitive_loss(spectrum: jax.Array,
   local = jnp.max(per_image)
   if axis_name is not None:
     # all_gather (not pmax) so the max stays differentiable: its transpose
-    # routes every device's cotangent to the device that holds the max.
+    # routes every device's cotangent to the device that holds the max, so
+    # the pmean of gradients is the single-device gradient.
     local = jnp.max(jax.lax.all_gather(local, axis_name))
   return -local
 

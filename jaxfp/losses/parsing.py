@@ -290,23 +290,21 @@ def parsing_loss(
                           kind=continuous)
 
   discrete_labels = jnp.asarray(labels['discrete'])
+  discrete_logits = [f32(x) for x in outputs['discrete']]
   coarse = f32(outputs['coarse'])
   fine = f32(outputs['fine'])
   if published_sigmoid_ce:
     # The published heads end in a sigmoid and torch's CrossEntropyLoss then
     # takes those outputs as logits; kept for parity only.
-    discrete_log = [jax.nn.log_softmax(jax.nn.sigmoid(f32(x)), axis=-1)
-                    for x in outputs['discrete']]
-    coarse_s, fine_s = published.sigmoid_loss_heads(
+    discrete_logits = [jax.nn.sigmoid(x) for x in discrete_logits]
+    coarse, fine = published.sigmoid_loss_heads(
         coarse, fine, schema.fine_to_coarse, gated=hierarchical)
-    coarse_log = jax.nn.log_softmax(coarse_s, axis=-1)
-    fine_log = jax.nn.log_softmax(fine_s, axis=-1)
+    fine_log = jax.nn.log_softmax(fine, axis=-1)
   else:
-    discrete_log = [jax.nn.log_softmax(f32(x), axis=-1)
-                    for x in outputs['discrete']]
-    coarse_log = jax.nn.log_softmax(coarse, axis=-1)
     fine_log = fine_log_probabilities(coarse, fine, schema.fine_to_coarse,
                                       hierarchical=hierarchical)
+  discrete_log = [jax.nn.log_softmax(x, axis=-1) for x in discrete_logits]
+  coarse_log = jax.nn.log_softmax(coarse, axis=-1)
 
   discrete = sum(
       (weighted_cross_entropy(log_p, discrete_labels[:, d],
@@ -326,9 +324,7 @@ def parsing_loss(
       'coarse': head_weight * coarse_loss,
       'fine': head_weight * fine_loss,
   }
-  total = (terms['continuous'] + terms['discrete'] + terms['coarse']
-           + terms['fine'])
-  return total, terms
+  return sum(terms.values()), terms
 
 
 def head_probabilities(outputs: dict, fine_to_coarse: Sequence[int], *,

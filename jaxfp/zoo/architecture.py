@@ -151,13 +151,27 @@ def latent_program(stages: int) -> str:
   return f'latent_{2 ** stages}'
 
 
+def latent_stages(program: str) -> int:
+  """Upsampling stages of a latent program; 0 for image-to-image ones."""
+  for stages in NOISE_BLOCKS:
+    if program == latent_program(stages):
+      return stages
+  return 0
+
+
+def program_input_shape(program: str, side: int) -> tuple[int, int, int]:
+  """[H, W, C] that a program's generators read to make side x side images."""
+  stages = latent_stages(program)
+  if stages:
+    return (side // 2 ** stages, side // 2 ** stages, LATENT_CHANNELS)
+  if program != 'full_input':
+    side //= 2
+  return (side, side, 3)
+
+
 def input_shape(arch: Architecture, image_size: int) -> tuple[int, int, int]:
   """[H, W, C] of what the generator reads to make image_size images."""
-  if arch.noise_input:
-    side = image_size // 2 ** arch.num_blocks
-    return (side, side, LATENT_CHANNELS)
-  side = image_size if arch.downsamples else image_size // 2
-  return (side, side, 3)
+  return program_input_shape(arch.program, image_size)
 
 
 def squeeze_width(channels: int) -> int:

@@ -8,10 +8,11 @@
 
 Everything a GM's ground truth holds is sampled up front from `config.seed`
 alone, so it does not depend on training. GMs are trained by the zoo's
-shared programs (`train.shared`, one per `supernet.PROGRAMS` entry, compiled
-once each), two worker threads at a time so that both cores stay busy and a
-program's compile overlaps another's training. Each GM's work depends only on
-its own seed, so the images do not depend on the order the threads take.
+shared programs (`programs.shared`, one per `supernet.PROGRAMS` entry,
+compiled once each), one worker thread per core (up to 4) so that the cores
+stay busy and a program's compile overlaps another's training. Each GM's
+work depends only on its own seed, so the images do not depend on the order
+the threads take.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import itertools
 import json
 import os
 import time
@@ -119,7 +121,7 @@ def train_gm(config, index: int, spec: GMSpec, photos: photos_lib.Photos,
              program: programs_lib.Program | None = None):
   """Trains one GM and generates its images.
 
-  With `program` (a `train.shared` program of the GM's kind) this is the
+  With `program` (a `programs.shared` program of the GM's kind) this is the
   zoo's engine; without, the GM is trained alone, by a program compiled
   around its own flax module. Both start from the same weights and data.
 
@@ -136,7 +138,7 @@ def train_gm(config, index: int, spec: GMSpec, photos: photos_lib.Photos,
   variables = host_init.init_variables(shapes, rng)
   if program is None:
     program = programs_lib.alone(arch, shapes, sizes(config),
-                              config.learning_rate)
+                                 config.learning_rate)
     params, stats = variables['params'], variables.get('batch_stats', {})
   else:
     params, stats = supernet.embed(arch, variables)
@@ -191,15 +193,11 @@ def _build_gm(config, index, spec, photos, program, directory) -> dict:
 def _work_order(specs: list[GMSpec]) -> list[int]:
   """GM indices, programs taken in turn, so that the first GMs of each
   program start early: their compiles overlap other GMs' training."""
-  queues = collections.defaultdict(collections.deque)
+  queues = collections.defaultdict(list)
   for i, spec in enumerate(specs):
     queues[spec.architecture.program].append(i)
-  order = []
-  while any(queues.values()):
-    for queue in queues.values():
-      if queue:
-        order.append(queue.popleft())
-  return order
+  return [i for turn in itertools.zip_longest(*queues.values())
+          for i in turn if i is not None]
 
 
 def build(config: ml_collections.ConfigDict, directory: str) -> None:
@@ -212,8 +210,9 @@ def build(config: ml_collections.ConfigDict, directory: str) -> None:
   n = len(specs)
   per_program = collections.Counter(s.architecture.program for s in specs)
   programs = {
-      k: programs_lib.shared(k, sizes(config), config.learning_rate,
-                          programs_lib.compiler_options(m * config.train_steps))
+      k: programs_lib.shared(
+          k, sizes(config), config.learning_rate,
+          programs_lib.compiler_options(m * config.train_steps))
       for k, m in sorted(per_program.items())}
   logging.info('zoo: building %d generators (%s) x %d images of %dx%d, %d '
                'steps of %d crops of %dx%d, into %s', n,

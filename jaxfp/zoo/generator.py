@@ -44,30 +44,19 @@ import jax.numpy as jnp
 
 from jaxfp.zoo import architecture as arch_lib
 
-_ACTIVATIONS: dict[str, Callable] = {
+# The nonlinearities of `architecture.NONLINEARITIES` and LAST_NONLINEARITIES.
+ACTIVATIONS: dict[str, Callable] = {
     'relu': nn.relu,
     'leaky_relu': functools.partial(nn.leaky_relu, negative_slope=0.2),
     'elu': nn.elu,
     'silu': nn.silu,
 }
-_LAST: dict[str, Callable] = {
+LAST: dict[str, Callable] = {
     'none': lambda x: x,
     'tanh': jnp.tanh,
     'sigmoid': nn.sigmoid,
     'hard_tanh': jax.nn.hard_tanh,
 }
-
-
-def _norm(kind: str, train: bool, name: str):
-  """A normalisation layer, or None for 'none'."""
-  if kind == 'batch':
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, name=name)
-  if kind == 'instance':
-    return nn.InstanceNorm(name=name)
-  if kind == 'layer':
-    # Over height, width and channels of each image, as image layer norm is.
-    return nn.LayerNorm(reduction_axes=(1, 2, 3), feature_axes=-1, name=name)
-  return None
 
 
 def conv_bias(normalization: str) -> bool:
@@ -81,8 +70,18 @@ def conv_bias(normalization: str) -> bool:
 
 
 def _apply_norm(kind: str, train: bool, name: str, x):
-  layer = _norm(kind, train, name)
-  return x if layer is None else layer(x)
+  """x through a normalisation layer of `kind`; x itself for 'none'."""
+  if kind == 'batch':
+    layer = nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                         name=name)
+  elif kind == 'instance':
+    layer = nn.InstanceNorm(name=name)
+  elif kind == 'layer':
+    # Over height, width and channels of each image, as image layer norm is.
+    layer = nn.LayerNorm(reduction_axes=(1, 2, 3), feature_axes=-1, name=name)
+  else:
+    return x
+  return layer(x)
 
 
 class AvgPool(nn.Module):
@@ -131,7 +130,7 @@ class SqueezeExcite(nn.Module):
   def __call__(self, x):
     channels = x.shape[-1]
     s = jnp.mean(x, axis=(1, 2))
-    s = _ACTIVATIONS[self.activation](
+    s = ACTIVATIONS[self.activation](
         nn.Dense(arch_lib.squeeze_width(channels), name='squeeze')(s))
     s = nn.sigmoid(nn.Dense(channels, name='excite')(s))
     return x * s[:, None, None, :]
@@ -153,7 +152,7 @@ class Block(nn.Module):
       h = nn.Conv(self.filters, (3, 3), use_bias=conv_bias(
           self.normalization), name=f'conv_{j}')(h)
       h = _apply_norm(self.normalization, train, f'norm_{j}', h)
-      h = _ACTIVATIONS[self.activation](h)
+      h = ACTIVATIONS[self.activation](h)
     if self.channel_attention:
       h = SqueezeExcite(self.activation, name='attention')(h)
     if self.skip_connection:
@@ -187,7 +186,7 @@ class Upsample(nn.Module):
     else:
       raise ValueError(f'unknown upsampling variant {self.variant!r}')
     x = _apply_norm(self.normalization, train, 'norm', x)
-    return _ACTIVATIONS[self.activation](x)
+    return ACTIVATIONS[self.activation](x)
 
 
 def _block(a: arch_lib.Architecture, i: int, x, train: bool):
@@ -203,7 +202,7 @@ def _upsample(a: arch_lib.Architecture, filters: int, name: str, x,
 
 
 def _to_rgb(a: arch_lib.Architecture, x):
-  return _LAST[a.last_nonlinearity](nn.Conv(3, (3, 3), name='to_rgb')(x))
+  return LAST[a.last_nonlinearity](nn.Conv(3, (3, 3), name='to_rgb')(x))
 
 
 class Generator(nn.Module):
@@ -213,7 +212,7 @@ class Generator(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     a = self.arch
-    act = _ACTIVATIONS[a.block_nonlinearity]
+    act = ACTIVATIONS[a.block_nonlinearity]
     x = act(nn.Conv(a.stem_filters, (3, 3), name='stem')(x))
     if a.downsampling == 'stride_conv':
       x = nn.Conv(a.stem_filters, (3, 3), strides=(2, 2),
@@ -233,7 +232,7 @@ class NoiseGenerator(nn.Module):
   @nn.compact
   def __call__(self, z, train: bool):
     a = self.arch
-    act = _ACTIVATIONS[a.block_nonlinearity]
+    act = ACTIVATIONS[a.block_nonlinearity]
     x = act(nn.Conv(a.stem_filters, (3, 3), name='stem')(z))
     for i, filters in enumerate(a.block_filters):
       x = _block(a, i, _upsample(a, filters, f'up_{i}', x, train), train)

@@ -42,9 +42,8 @@ MORE_PHOTOS = {
     'flower': ('sklearn', 'datasets/images/flower.jpg'),
     'grace_hopper': ('matplotlib', 'mpl-data/sample_data/grace_hopper.jpg'),
 }
-# Split by photograph and by camera: every photograph scikit-image ships
-# trains the detector's real class; those of other packages (other cameras
-# and pipelines) are never fitted on.
+# Split by photograph and by camera: other packages' photographs come from
+# other cameras and pipelines.
 PHOTO_SETS = {
     'train': PHOTO_FILES + ('camera', 'coins', 'moon', 'grass', 'gravel',
                             'brick', 'clock_motion'),

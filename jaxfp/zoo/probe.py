@@ -1,6 +1,6 @@
 """A cheap check that the loss recipe shapes training: the trace probe.
 
-Every step logs the reconstruction-type terms (`train.METRICS`) whether or
+Every step logs the reconstruction-type terms (`programs.METRICS`) whether or
 not the recipe trains on them. If a recipe leaves a trace, a term falls
 further over training in GMs whose recipe holds it than in GMs of the same
 family whose recipe does not. Per family and term:

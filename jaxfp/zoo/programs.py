@@ -15,9 +15,8 @@ Both draw a generator's initial weights the same way (the flax module's
 variables, from `host_init`) and run the same losses and optimiser, so they
 differ only in the generator function.
 
-The step runs from a Python loop rather than `lax.scan`: on the XLA CPU
-backend a scanned step compiled several times slower and ran more than ten
-times slower than the same step dispatched on its own.
+The step runs from a Python loop rather than `lax.scan`, which is slower on
+the XLA CPU backend (docs/zoo.md).
 """
 
 from __future__ import annotations
@@ -77,6 +76,15 @@ def _to_input(x):
   return 2.0 * x - 1.0
 
 
+def _size(shapes) -> int:
+  """Scalars in a tree of arrays or shape structs."""
+  return sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
+
+
+def _specs_like(tree):
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), tree)
+
+
 def _output_range(sw):
   """(lo, hi) of the generator's images, what targets are scaled to: [0, 1]
   after a sigmoid, else [-1, 1]."""
@@ -90,10 +98,8 @@ def to_uint8(images, lo, hi):
   return jnp.round(jnp.clip(unit, 0.0, 1.0) * 255.0).astype(jnp.uint8)
 
 
-# The CPU backend's optimisation of a step's many small fused loops is worth
-# it for a program that runs thousands of steps, not for a few dozen: a
-# shared step compiled in ~3 s of CPU with these options and ran ~5x slower
-# (~120 ms against ~25 ms at 32x32 crops), against ~15 s with the defaults.
+# The CPU backend's optimisation of a step's many small fused loops pays for
+# a program that runs thousands of steps, not a few dozen (docs/zoo.md).
 _FAST_COMPILE = {
     'xla_backend_optimization_level': 0,
     'xla_cpu_use_fusion_emitters': False,
@@ -126,7 +132,7 @@ class Program:
     if kind not in supernet.PROGRAMS:
       raise ValueError(f'unknown program {kind!r}')
     self.kind = kind
-    self.latent = supernet.latent_stages(kind)  # 0: image-to-image.
+    self.latent = arch_lib.latent_stages(kind)  # 0: image-to-image.
     self.network = network
     self.sizes = sizes
     self.compiler_options = compiler_options
@@ -138,31 +144,17 @@ class Program:
     self.d_tx = optax.adam(learning_rate, b1=0.5, eps=1e-6)
     self.stats_shapes = stats_shapes
     self.gen_ravel, self.gen_unravel = host_init.flattener(param_shapes)
-    self.gen_size = sum(int(np.prod(s.shape))
-                        for s in jax.tree.leaves(param_shapes))
-    crop = sizes.crop
-    self.d_shapes = jax.eval_shape(
-        lambda: self.disc.init(jax.random.key(0),
-                               jnp.zeros((1, crop, crop, 3))))['params']
+    self.gen_size = _size(param_shapes)
+    crop = jax.ShapeDtypeStruct((1, sizes.crop, sizes.crop, 3), jnp.float32)
+    self.d_shapes, self.e_shapes = (
+        jax.eval_shape(module.init, jax.random.key(0), crop)['params']
+        for module in (self.disc, self.encoder))
     self.d_ravel, self.d_unravel = host_init.flattener(self.d_shapes)
-    self.e_shapes = jax.eval_shape(
-        lambda: self.encoder.init(jax.random.key(0),
-                                  jnp.zeros((1, crop, crop, 3))))['params']
     self.e_ravel, self.e_unravel = host_init.flattener(self.e_shapes)
     self._lock = threading.Lock()
     self.compile_seconds = 0.0
     self._step = None
     self._generate = None
-
-  # ------------------------------------------------------------ shapes --
-
-  def input_shape(self, side: int) -> tuple[int, int, int]:
-    """[H, W, C] the program's generators read to make side x side images."""
-    if self.latent:
-      s = side // 2 ** self.latent
-      return (s, s, arch_lib.LATENT_CHANNELS)
-    return (side, side, 3) if self.kind == 'full_input' else (
-        side // 2, side // 2, 3)
 
   # ----------------------------------------------------------- traced --
 
@@ -298,28 +290,23 @@ class Program:
       if self._step is not None:
         return
       start = time.perf_counter()
-      spec = lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype)
-      gen_size = self.gen_size + (
-          sum(int(np.prod(s.shape)) for s in jax.tree.leaves(self.e_shapes))
-          if self.latent else 0)
+      gen_size = self.gen_size + (_size(self.e_shapes) if self.latent else 0)
       flat = jax.ShapeDtypeStruct((gen_size,), jnp.float32)
-      d_size = sum(int(np.prod(s.shape)) for s in
-                   jax.tree.leaves(self.d_shapes))
-      d_flat = jax.ShapeDtypeStruct((d_size,), jnp.float32)
-      stats = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype),
-                           self.stats_shapes)
+      d_flat = jax.ShapeDtypeStruct((_size(self.d_shapes),), jnp.float32)
+      stats = _specs_like(self.stats_shapes)
       carry = (flat, stats, jax.eval_shape(self.g_tx.init, flat), d_flat,
                jax.eval_shape(self.d_tx.init, d_flat))
-      sw = jax.tree.map(spec, sw_example)
-      rc = jax.tree.map(spec, rc_example)
+      sw, rc = _specs_like((sw_example, rc_example))
       b, c = self.sizes.batch, self.sizes.crop
       f32 = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+      input_shape = functools.partial(arch_lib.program_input_shape,
+                                      self.kind)
       step = jax.jit(self._train_step, donate_argnums=0).lower(
-          carry, sw, rc, f32((b,) + self.input_shape(c)),
+          carry, sw, rc, f32((b,) + input_shape(c)),
           f32((b, c, c, 3))).compile(self.compiler_options)
       generate = jax.jit(self._generate_batch).lower(
           flat, stats, sw, f32((self.sizes.generation_batch,)
-                               + self.input_shape(self.sizes.image))
+                               + input_shape(self.sizes.image))
       ).compile(self.compiler_options)
       self._generate = generate
       self._step = step
@@ -391,7 +378,6 @@ def alone(arch: arch_lib.Architecture, variable_shapes, sizes: Sizes,
       return out, dict(new).get('batch_stats', stats)
     return model.apply(variables, x, train=False), stats
 
-  stats = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype),
-                       dict(variable_shapes).get('batch_stats', {}))
+  stats = _specs_like(dict(variable_shapes).get('batch_stats', {}))
   return Program(arch.program, network, variable_shapes['params'], stats,
                  sizes, learning_rate, compiler_options(0))

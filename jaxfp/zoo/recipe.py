@@ -15,6 +15,7 @@ family can use:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 
@@ -81,13 +82,7 @@ class Recipe:
 
 
 def _subsets(members, sizes):
-  out = []
-  for size in sizes:
-    if size == 1:
-      out.extend((m,) for m in members)
-    elif size == 2:
-      out.extend((a, b) for i, a in enumerate(members) for b in members[i + 1:])
-  return out
+  return [c for size in sizes for c in itertools.combinations(members, size)]
 
 
 def _jittered(rng: np.random.Generator, types, unit_adversarial: bool,

@@ -1,8 +1,8 @@
 """One network per program that computes every architecture of that program.
 
-Compiling a train step per generator cost ~2 s on CPU, more than training
-it. Instead the zoo compiles one step per *program* and feeds each
-generator's architecture in as arrays (`switches`):
+The zoo compiles one train step per *program*, not per generator (why, and
+what it costs: docs/zoo.md), and feeds each generator's architecture in as
+arrays (`switches`):
 
   program      input                     what cannot be a switch
   half_input   RGB at half the size      the input's size
@@ -30,11 +30,8 @@ Everything else is chosen at run time:
 (`generator.build`) into these padded slots, so a generator is initialised
 exactly as its module would be, and `apply` then computes what the module
 computes, up to float rounding (sums over zero channels may run in another
-order). vmapping over generators was measured instead and ran 3-4x slower
-per generator on CPU: batched kernels turn convs into grouped convs and conds
-into selects that run every branch.
+order). Generators are not vmapped: on CPU that ran 3-4x slower each.
 """
-
 from __future__ import annotations
 
 import functools
@@ -54,7 +51,7 @@ SQUEEZE = arch_lib.squeeze_width(WIDTH)
 _UP_VARIANTS = tuple(arch_lib.UPSAMPLINGS)
 assert _UP_VARIANTS[-1] == 'pixel_shuffle'  # `_upsample` relies on it.
 _DOWN_VARIANTS = ('stride_conv', 'avg_pool')
-_BN_MOMENTUM = 0.9  # As generator._norm's BatchNorm.
+_BN_MOMENTUM = 0.9  # As generator._apply_norm's BatchNorm.
 _BN_EPSILON = 1e-5  # flax's defaults: BatchNorm 1e-5, Layer/InstanceNorm 1e-6.
 _LN_EPSILON = 1e-6
 
@@ -75,16 +72,8 @@ def _up_slot() -> dict:
           'norm': _norm_slot()}
 
 
-def latent_stages(program: str) -> int:
-  """Upsampling stages of a latent program; 0 for image-to-image ones."""
-  for stages in arch_lib.NOISE_BLOCKS:
-    if program == arch_lib.latent_program(stages):
-      return stages
-  return 0
-
-
 def _up_names(program: str) -> list[str]:
-  stages = latent_stages(program)
+  stages = arch_lib.latent_stages(program)
   return [f'up_{i}' for i in range(stages)] if stages else ['upsample']
 
 
@@ -93,7 +82,7 @@ def param_shapes(program: str) -> dict:
   if program not in PROGRAMS:
     raise ValueError(f'unknown program {program!r}; expected one of '
                      f'{list(PROGRAMS)}')
-  cin = arch_lib.LATENT_CHANNELS if latent_stages(program) else 3
+  cin = arch_lib.LATENT_CHANNELS if arch_lib.latent_stages(program) else 3
   shapes = {'stem': _conv_slot(cin, WIDTH), 'to_rgb': _conv_slot(WIDTH, 3)}
   if program == 'full_input':
     shapes['down_conv'] = _conv_slot(WIDTH, WIDTH)
@@ -303,9 +292,10 @@ def _conv(x, p, mask=None, stride: int = 1, bias=1.0):
   return y if mask is None else y * mask
 
 
-_ACTIVATIONS = (nn.relu, functools.partial(nn.leaky_relu, negative_slope=0.2),
-                nn.elu, nn.silu)
-_LAST = (lambda x: x, jnp.tanh, nn.sigmoid, jax.nn.hard_tanh)
+# In the order of the switches' indices.
+_ACTIVATIONS = tuple(generator_lib.ACTIVATIONS[a]
+                     for a in arch_lib.NONLINEARITIES)
+_LAST = tuple(generator_lib.LAST[a] for a in arch_lib.LAST_NONLINEARITIES)
 
 
 def _select(index, functions, x):
@@ -336,16 +326,19 @@ def _norm(sw, p, stats, x, mask, active, train: bool):
     batch_mean, batch_var = stats['mean'], stats['var']
   inst_mean, inst_var = _moments(x, (1, 2))
   layer_mean, layer_var = _moments(x, (1, 2, 3), count=h * w * active)
-  shape = (n, 1, 1, c)
   which = jnp.clip(kind - 1, 0, 2)
-  mean = jax.lax.select_n(
-      which, jnp.broadcast_to(batch_mean.reshape(1, 1, 1, c), shape),
-      jnp.broadcast_to(inst_mean.reshape(n, 1, 1, c), shape),
-      jnp.broadcast_to(layer_mean.reshape(n, 1, 1, 1), shape))
-  var = jax.lax.select_n(
-      which, jnp.broadcast_to(batch_var.reshape(1, 1, 1, c), shape),
-      jnp.broadcast_to(inst_var.reshape(n, 1, 1, c), shape),
-      jnp.broadcast_to(layer_var.reshape(n, 1, 1, 1), shape))
+
+  def pick(per_batch, per_image, per_layer):
+    """The statistic of kind sw['norm'], broadcast to [N, 1, 1, C]."""
+    shape = (n, 1, 1, c)
+    return jax.lax.select_n(
+        which,
+        jnp.broadcast_to(per_batch.reshape(1, 1, 1, c), shape),
+        jnp.broadcast_to(per_image.reshape(n, 1, 1, c), shape),
+        jnp.broadcast_to(per_layer.reshape(n, 1, 1, 1), shape))
+
+  mean = pick(batch_mean, inst_mean, layer_mean)
+  var = pick(batch_var, inst_var, layer_var)
   epsilon = jnp.where(kind == 1, _BN_EPSILON, _LN_EPSILON)
   # The order of flax's _normalize: (x - mean) * (rsqrt(var + eps) * scale).
   y = x - mean
@@ -353,13 +346,10 @@ def _norm(sw, p, stats, x, mask, active, train: bool):
   y = y * mul + p['bias'].reshape(1, 1, 1, c)
   y = jnp.where(kind == 0, x, y * mask)
   if train:
-    moving = kind == 1
-    stats = {
-        'mean': jnp.where(moving, _BN_MOMENTUM * stats['mean']
-                          + (1 - _BN_MOMENTUM) * batch_mean, stats['mean']),
-        'var': jnp.where(moving, _BN_MOMENTUM * stats['var']
-                         + (1 - _BN_MOMENTUM) * batch_var, stats['var']),
-    }
+    stats = jax.tree.map(
+        lambda old, batch: jnp.where(
+            kind == 1, _BN_MOMENTUM * old + (1 - _BN_MOMENTUM) * batch, old),
+        stats, {'mean': batch_mean, 'var': batch_var})
   return y, stats
 
 
@@ -478,7 +468,7 @@ def apply(program: str, params, stats, sw, x, train: bool):
       return nn.avg_pool(h, (2, 2), strides=(2, 2)), stats['down_norm']
 
     h, stats['down_norm'] = jax.lax.cond(sw['down'] == 0, strided, pooled, h)
-  stages = latent_stages(program)
+  stages = arch_lib.latent_stages(program)
   if stages:
     h, stats = _stages(sw, params, stats, h, stages, train)
   else:
