@@ -2,31 +2,13 @@
 inside what the parser knows, and only then the calibrated parse.
 
 Fitted at the end of training (`fit`, by the parsing task) and saved as
-`<workdir>/answer.npz` (`save`, `load`); `predict` applies it (`answer`).
-
-  detector     P(generated): logistic regression on `core.image_features`
-               (the residual's log spectrum pooled 16x16, its radial
-               profile, colour statistics), standardised, fitted on crops
-               of the training photographs against the training generators'
-               images; optionally both augmented with CNNDetection's blur +
-               JPEG and down-and-up resizing (`augment`). A logistic
-               regression: on generators and photographs never seen it beat
-               a small MLP on the same data (docs/answers.md).
-  in-distribution
-               the Mahalanobis distance (Ledoit-Wolf covariance) of the
-               parser's own side features (`models.parsing_network.side_vector`)
-               from the training generators' clean images; its
-               p-value is the share of held-out generators' images lying at
-               least as far (conformal). Below `ood_alpha` the image is
-               outside what the parser has seen.
-  calibration  temperatures and conformal half-widths fitted on the
-               held-out generators (`jaxfp.inference.calibration`).
-  identifiable the hyperparameters the run parsed on its held-out
-               generators; the others are answered 'not identifiable from
-               images', not with a number.
-
-An image judged real (P(generated) below `threshold`) or outside what the
-parser knows gets no parse and the reason why.
+`<workdir>/answer.npz` (`save`, `load`); `predict.answered` applies it. Its
+parts: the detector (`fit_on_images`, `p_generated`), the in-distribution
+p-value (`ood_p_value`), temperatures and conformal half-widths
+(`jaxfp.inference.calibration`) and the identifiable hyperparameters; what
+each is fitted on and why, and what they measured: docs/answers.md. An
+image judged real (P(generated) below `threshold`) or outside what the
+parser knows gets no parse and the reason why (`decide`).
 """
 
 from __future__ import annotations

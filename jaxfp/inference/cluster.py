@@ -1,36 +1,22 @@
 """Groups images that likely come from the same generator
-(`python -m jaxfp.cluster`).
+(`python -m jaxfp.cluster`; docs/inference.md): the published work's
+"coordinated disinformation" use, many images of one source.
 
 Each image is embedded by the checkpoint's network. --embedding=auto (the
 default) takes the source embedding when the checkpoint has one (a run of
-configs/source.py), else the parsing network's features:
+configs/source.py), grouped as `jaxfp.inference.sources` does: at the
+threshold calibrated on the run's held-out generators (--threshold
+overrides it), or by Ward linkage into --num_groups. Else the parsing
+network's 'features' (the last hidden layer the heads read) or the
+fingerprint's 'spectrum' (log magnitude, average-pooled to 16x16), each
+standardised and scaled to unit length (`normalize`), then grouped by Ward
+linkage (`group`): into --num_groups groups or, if that is 0, the number
+in [2, --max_groups] with the best silhouette; one group when no split
+scores above --min_silhouette or the images embed alike.
 
-  embedding  the source embedding (unit vectors trained to be close for
-             images of one generator). Groups: average linkage on cosine
-             distance, merging while groups are closer than the threshold
-             calibrated on the run's held-out generators
-             (`jaxfp.inference.sources`; --threshold overrides it), so the
-             number of groups follows from the data, from all images in one
-             group to every image alone; with --num_groups, Ward linkage
-             into that many.
-  features   the parsing network's last hidden layer (what the heads read);
-  spectrum   the log magnitude spectrum of the fingerprint, average-pooled
-             to 16x16. These two are standardised and scaled to unit length
-             (so distances follow cosine similarity); scikit-learn's
-             agglomerative clustering (Ward linkage) groups them, into
-             --num_groups groups or, if that is 0, into the number of groups
-             in [2, --max_groups] with the best silhouette score; one group
-             when no split scores above --min_silhouette (default 0: a split
-             no better than chance) or the images embed alike.
-
-This is the "coordinated disinformation" use of the published work: many
-images, one source.
-
-Writes to --workdir (checked before any work): groups.json (members of each
-group, the chosen number and how it was chosen), groups.md (a readable
-table) and similarity.png (the similarity matrix with images ordered by
-group). With --score_parent_folders each image's parent folder is taken as
-its true source and the adjusted Rand index against it is reported.
+Writes to --workdir (checked before any work) groups.json, groups.md and
+similarity.png (`report`); with --score_parent_folders, the adjusted Rand
+index against each image's parent folder.
 """
 
 from __future__ import annotations

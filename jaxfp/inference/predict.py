@@ -1,44 +1,16 @@
 """Runs a checkpoint on image files and folders and reports what it sees
-(`python -m jaxfp.predict`).
+(`python -m jaxfp.predict`; inputs, size policy, the answer, --summary and
+skipped files: docs/inference.md).
 
-Inputs: files and folders (searched recursively for .png .jpg .jpeg .webp
-.bmp); grayscale, palette, RGBA (alpha dropped) and 16-bit images become
-8-bit RGB. Size policy (--resize): 'resize' (default, as published) scales
-the whole image to the model's input size, ignoring its aspect ratio;
-'center_crop' first cuts the largest centred square, then scales it.
-
-Per image, by the checkpoint's task:
-  parsing      one answer (`jaxfp.inference.answer`, when the run fitted
-               one: every run trained since it exists does): P(generated);
-               whether the image lies inside what the parser has seen (a
-               p-value against held-out generators); and only when it is
-               judged generated and inside, the calibrated parse: each
-               identifiable hyperparameter by name (continuous ones with an
-               interval of stated coverage, in [0, 1] and, when the
-               ground-truth ranges are known, in their original units; the
-               discrete ones' classes; each loss type's probability), the
-               others listed as not identifiable from images. Otherwise
-               'parse' is null and 'abstain_reason' says why. A run without
-               an answer file (converted published weights, older runs)
-               gives the raw parse, marked uncalibrated;
-  detection    the probability that the image is fake;
-  attribution  the predicted source and every source's probability.
-A table goes to the terminal, JSON lines to --output, and with --panels_dir
-one PNG per image: the image, its fingerprint and its spectrum.
-
-With --summary, for a folder of images of one source: one summary of all
-of them (`summarize`), printed and, beside --output, written as
-<output>.summary.json and <output>.summary.md. Per hyperparameter: the mean
-(and spread) of the continuous values, each discrete parameter's majority
-class with its share of the votes and the mean probability of every class,
-each loss type's mean probability and the share of images that call it
-used; for detection and attribution the mean probability and the votes of
-each class. It says how many images it rests on and how many were skipped.
-
-Unreadable, truncated or empty files and folders without images get one line
-each on stderr and are skipped; every other image is still processed. Exit
-status: 0 all inputs processed, 1 some failed, 2 nothing to do or a bad
-checkpoint.
+Per image, by the checkpoint's task: a parser's answer (`answered`:
+P(generated), the in-distribution p-value, and the calibrated parse only
+when the image is judged generated and inside what the parser has seen,
+else 'abstain_reason'; a run without an answer file gives the raw parse,
+marked uncalibrated); detection's P(fake); attribution's predicted source
+and every source's probability. A table goes to the terminal, JSON lines
+to --output, and with --panels_dir one PNG per image: the image, its
+fingerprint and its spectrum. Exit status: 0 all inputs processed, 1 some
+failed, 2 nothing to do or a bad checkpoint.
 """
 
 from __future__ import annotations

@@ -2,16 +2,11 @@
 closed set, the per-image predictions file, and folds pooled into one table.
 
 A "scored split" is what `metrics.score_split` returns for one set of
-images: the model's metrics, the random-GT baseline (mean and std over
-shuffles), z-scores, the training prior's metrics, the parsed count (at
-z >= 2 and better than the prior: `metrics.parsed_hyperparameters`),
-shown first, and the random-GT count beside it. The tables mark a value in bold only when it beats the random-GT
-baseline at z >= 2 (`metrics.SIGNIFICANT_Z`); every table says so.
-
-predictions.npz (beside results.json) holds one split's per-image
-predictions, labels, GM names, the training prior's per-image predictions
-and the ground truth of its GMs, so that folds can be pooled and scored
-once (`pool`) without rerunning a network.
+images. The tables show the parsed count first and mark a value in bold
+only when it beats the random-GT baseline at z >= 2 (`caption`, in every
+table). predictions.npz (beside results.json) holds one split's per-image
+predictions, so that folds can be pooled and scored once (`pool`) without
+rerunning a network.
 """
 
 from __future__ import annotations
