@@ -85,10 +85,8 @@ def build(loaded: network.Loaded, tree: str, *, batch_size: int = 32,
   kept, unit, failures = embed_files(loaded, paths, batch_size=batch_size,
                                      policy=policy, progress=progress)
   labels = np.array([owner[p] for p in kept])
-  missing = sorted(set(folders) - set(labels.tolist()))
-  if missing:
-    failures += [(os.path.join(tree, m), 'no readable image in this source')
-                 for m in missing]
+  failures += [(os.path.join(tree, m), 'no readable image in this source')
+               for m in sorted(set(folders) - set(labels.tolist()))]
   if not kept:
     raise ValueError(f'--tree {tree!r}: no image could be read')
   names, means = sources.centroids(unit, labels)
