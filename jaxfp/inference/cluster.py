@@ -26,7 +26,6 @@ import sys
 
 from absl import logging
 import numpy as np
-from sklearn import cluster as sk_cluster
 from sklearn import metrics as sk_metrics
 
 from jaxfp.core import files
@@ -96,10 +95,6 @@ def group(unit: np.ndarray, num_groups: int = 0, max_groups: int = 20,
   """
   n = len(unit)
 
-  def fit(k):
-    return sk_cluster.AgglomerativeClustering(
-        n_clusters=k, linkage='ward').fit_predict(unit)
-
   def silhouette(labels, k):
     return (float(sk_metrics.silhouette_score(unit, labels))
             if 1 < k < n else float('nan'))
@@ -108,14 +103,14 @@ def group(unit: np.ndarray, num_groups: int = 0, max_groups: int = 20,
     if not 1 <= num_groups <= n:
       raise ValueError(f'--num_groups={num_groups} must lie in [1, {n}] for '
                        f'{n} images')
-    labels = fit(num_groups) if num_groups > 1 else np.zeros(n, int)
+    labels = sources.group_into(unit, num_groups)
     return labels, num_groups, silhouette(labels, num_groups)
   one = (np.zeros(n, int), 1, float('nan'))
   if n < 3 or np.ptp(unit, axis=0).max() <= 1e-9:
     return one
   best = None
   for k in range(2, min(max_groups, n - 1) + 1):
-    labels = fit(k)
+    labels = sources.group_into(unit, k)
     score = silhouette(labels, k)
     if best is None or score > best[2]:
       best = (labels, k, score)
