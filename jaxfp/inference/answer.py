@@ -203,7 +203,7 @@ def fit(*, schema, generated_train: np.ndarray, real_train: np.ndarray,
   for j, param in enumerate(schema.discrete):
     temperatures[param.name] = calibration.fit_temperature(
         np.asarray(p['discrete'][j]), held_out_truth.discrete[:, j])
-  names = list(schema.coarse) + list(schema.fine)
+  names = schema.coarse + schema.fine
   used = np.concatenate([np.asarray(p['coarse']), np.asarray(p['fine'])], 1)
   truth = np.concatenate([held_out_truth.coarse, held_out_truth.fine], 1)
   for j, name in enumerate(names):
@@ -288,7 +288,7 @@ def load(path: str) -> Answerer:
 def calibrated(answerer: Answerer, schema, outputs: dict) -> dict:
   """The parser's probabilities [N, ...] with the fitted temperatures."""
   t = answerer.temperatures
-  names = list(schema.coarse) + list(schema.fine)
+  names = schema.coarse + schema.fine
   used = np.concatenate([np.asarray(outputs['coarse']),
                          np.asarray(outputs['fine'])], axis=1)
   scaled = np.stack([calibration.scale_binary(used[:, j], t.get(n, 1.0))
@@ -300,6 +300,15 @@ def calibrated(answerer: Answerer, schema, outputs: dict) -> dict:
                        for p, probs in zip(schema.discrete,
                                            outputs['discrete'])],
           'coarse': scaled[:, :k], 'fine': scaled[:, k:]}
+
+
+def class_choice(param, probabilities: np.ndarray) -> dict:
+  """One image's discrete parameter: its top class, that class's
+  probability, and every class's (a summary over images averages them)."""
+  k = int(np.argmax(probabilities))
+  return {'class': param.classes[k], 'probability': float(probabilities[k]),
+          'probabilities': {c: float(v)
+                            for c, v in zip(param.classes, probabilities)}}
 
 
 def parse_of(answerer: Answerer, schema, ground_truth, probs: dict,
@@ -324,26 +333,16 @@ def parse_of(answerer: Answerer, schema, ground_truth, probs: dict,
         entry['value'], entry['interval'] = float(raw[0]), [
             float(raw[1]), float(raw[2])]
     continuous[name] = entry
-  discrete = {}
-  for param, p in zip(schema.discrete, probs['discrete']):
-    if param.name not in known:
-      continue
-    k = int(np.argmax(p[i]))
-    discrete[param.name] = {
-        'class': param.classes[k], 'probability': float(p[i, k]),
-        'probabilities': {c: float(p[i, j])
-                          for j, c in enumerate(param.classes)}}
-  loss = {}
-  for names, key in ((schema.coarse, 'coarse'), (schema.fine, 'fine')):
-    for j, name in enumerate(names):
-      if name in known:
-        loss[name] = float(probs[key][i, j])
-  every = (list(schema.continuous) + list(schema.discrete_names) +
-           list(schema.coarse) + list(schema.fine))
+  discrete = {param.name: class_choice(param, p[i])
+              for param, p in zip(schema.discrete, probs['discrete'])
+              if param.name in known}
+  used = np.concatenate([probs['coarse'][i], probs['fine'][i]])
+  loss = {n: float(v) for n, v in zip(schema.coarse + schema.fine, used)
+          if n in known}
   shown = set(continuous) | set(discrete) | set(loss)
   return {'continuous': continuous, 'discrete': discrete,
           'loss_type_probability': loss,
-          'not_identifiable': [n for n in every if n not in shown]}
+          'not_identifiable': [n for n in schema.columns if n not in shown]}
 
 
 def decide(answerer: Answerer, p_gen: float, p_in: float) -> str | None:

@@ -51,19 +51,10 @@ def describe(loaded: network.Loaded, out: dict, i: int) -> dict:
       for j, name in enumerate(s.continuous):
         if np.isfinite(raw[j]):
           continuous[name]['value'] = float(raw[j])
-    discrete = {}
-    for p, probs in zip(s.discrete, out['discrete']):
-      k = int(np.argmax(probs[i]))
-      # Every class's probability, not only the winner's: a summary over
-      # many images averages them.
-      discrete[p.name] = {'class': p.classes[k],
-                          'probability': float(probs[i, k]),
-                          'probabilities': {c: float(probs[i, j])
-                                            for j, c in enumerate(p.classes)}}
-    loss_types = {name: float(out['coarse'][i, j])
-                  for j, name in enumerate(s.coarse)}
-    loss_types.update({name: float(out['fine'][i, j])
-                       for j, name in enumerate(s.fine)})
+    discrete = {p.name: answer_lib.class_choice(p, probs[i])
+                for p, probs in zip(s.discrete, out['discrete'])}
+    used = np.concatenate([out['coarse'][i], out['fine'][i]])
+    loss_types = {n: float(v) for n, v in zip(s.coarse + s.fine, used)}
     return {'continuous': continuous, 'discrete': discrete,
             'loss_type_probability': loss_types}
   probs = out['probabilities'][i]
