@@ -30,12 +30,9 @@ from jaxfp.data import images as images_lib
 from jaxfp.inference import answer as answer_lib
 from jaxfp.inference import gallery as gallery_lib
 from jaxfp.inference import network
+from jaxfp.report import metrics
 from jaxfp.report import summaries
 from jaxfp.report import tables
-
-# A loss type counts as used in an image's vote at P(used) above this, the
-# threshold of the held-out F1 (jaxfp.report.metrics.LOSS_THRESHOLD).
-LOSS_USED = 0.5
 
 
 def describe(loaded: network.Loaded, out: dict, i: int) -> dict:
@@ -301,16 +298,13 @@ def _summarize_parses(schema: schema_lib.Schema, records: Sequence[dict],
         **_votes([p['discrete'][param.name]['class'] for p in preds], mean),
         'mean_probability': mean}
   shown = set(_common(preds, 'loss_type_probability'))
-  levels = [(n, 'coarse') for n in schema.coarse] + [
-      (n, f'fine ({schema.coarse[g]})')
-      for n, g in zip(schema.fine, schema.fine_to_coarse)]
-  for name, level in levels:
+  for name, level in metrics.loss_levels(schema):
     if name not in shown:
       continue
     used = np.array([p['loss_type_probability'][name] for p in preds])
     out['loss_types'][name] = {
         'level': level, 'mean_probability': float(used.mean()),
-        'share_used': float(np.mean(used > LOSS_USED))}
+        'share_used': float(np.mean(used > metrics.LOSS_THRESHOLD))}
   return out
 
 
@@ -398,7 +392,7 @@ def format_summary(summary: dict, inputs: Sequence[str]) -> str:
            f'{e["share_used"]:.0%}']
           for name, e in summary['loss_types'].items()]
   parts.append(f'Loss types: mean P(used), and the share of images with '
-               f'P(used) > {LOSS_USED}\n\n' + tables.markdown(
+               f'P(used) > {metrics.LOSS_THRESHOLD}\n\n' + tables.markdown(
                    ['loss type', 'level', 'mean P(used)', 'images'], loss))
   return '\n\n'.join(parts)
 

@@ -122,6 +122,13 @@ def random_baseline(predictions: dict, ground_truth: schema_lib.GroundTruth,
   return stat(np.mean), stat(np.std)
 
 
+def loss_levels(schema: schema_lib.Schema) -> list[tuple[str, str]]:
+  """(name, level) of every loss type: 'coarse', or 'fine (<its group>)'."""
+  return [(n, 'coarse') for n in schema.coarse] + [
+      (n, f'fine ({schema.coarse[g]})')
+      for n, g in zip(schema.fine, schema.fine_to_coarse)]
+
+
 def direction(metric: str) -> str:
   """'lower' or 'higher': which way `metric` (or 'metric/name') is better."""
   return dict(HEADLINE)[metric.split('/')[0]]

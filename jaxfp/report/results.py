@@ -156,11 +156,9 @@ def full_tables(scored: dict, schema: schema_lib.Schema) -> str:
   disc = [[p.name, str(p.num_classes)] +
           cells(scored, f'discrete_accuracy/{p.name}') +
           cells(scored, f'discrete_f1/{p.name}') for p in schema.discrete]
-  levels = [(n, 'coarse') for n in schema.coarse] + [
-      (n, f'fine ({schema.coarse[g]})')
-      for n, g in zip(schema.fine, schema.fine_to_coarse)]
   loss = [[n, level] + cells(scored, f'loss_auc/{n}') +
-          cells(scored, f'loss_f1/{n}') for n, level in levels]
+          cells(scored, f'loss_f1/{n}')
+          for n, level in metrics_lib.loss_levels(schema)]
   return '\n\n'.join([
       'Continuous parameters: L1 error in normalised [0, 1] units (lower is '
       'better)\n\n' + tables.markdown(['parameter', 'L1'] + beside, cont),
