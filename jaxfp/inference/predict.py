@@ -164,11 +164,6 @@ def format_record(task: str, record: dict) -> str:
   return head
 
 
-def _panel_name(path: str, index: int) -> str:
-  stem = os.path.splitext(os.path.basename(path))[0]
-  return f'{index:05d}_{stem}.png'
-
-
 def _non_finite(value) -> bool:
   """Whether a prediction (nested dicts of numbers) holds NaN or infinity."""
   if isinstance(value, dict):
@@ -187,8 +182,9 @@ def predict(loaded: network.Loaded, paths: Sequence[str], *,
   """Predictions for every readable image, and (path, reason) failures.
 
   A parser's records are its answers (`answered`, with `answerer`: the
-  run's `load_answer`, or None for the raw parse). With a `gallery`, each record also has 'source': the nearest known source
-  and the probability that the image comes from none of them.
+  run's `load_answer`, or None for the raw parse). With a `gallery`, each
+  record also has 'source': the nearest known source and the probability
+  that the image comes from none of them.
 
   An image whose outputs are not finite (NaN, infinity) is a failure: a
   prediction without meaning, and JSON has no NaN.
@@ -219,14 +215,15 @@ def predict(loaded: network.Loaded, paths: Sequence[str], *,
         if gallery is not None:
           record['source'] = gallery_lib.attribute(
               gallery, out['embedding'][i])[0]
-        if _non_finite(record) or _non_finite(record.get('source', {})):
+        if _non_finite(record):  # Its 'source' included.
           failures.append((path, 'the network gave NaN or infinite outputs'))
           continue
         if panels_dir:
           panel = summaries.fingerprint_panels(
               images[i:i + 1], out['fingerprint'][i:i + 1], loaded.mean,
               loaded.std)[0]
-          name = _panel_name(path, len(records))
+          stem = os.path.splitext(os.path.basename(path))[0]
+          name = f'{len(records):05d}_{stem}.png'
           Image.fromarray(np.uint8(np.clip(panel, 0, 1) * 255)).save(
               os.path.join(panels_dir, name))
           record['panel'] = name
@@ -241,9 +238,7 @@ def _votes(choices: Sequence[str], mean_probability: dict[str, float]
   """The majority of `choices`, its share; ties go to the higher mean
   probability, then to the first name in `mean_probability`'s order."""
   names = list(mean_probability)
-  counts = {n: 0 for n in names}
-  for c in choices:
-    counts[c] += 1
+  counts = {n: choices.count(n) for n in names}
   best = max(names, key=lambda n: (counts[n], mean_probability[n],
                                    -names.index(n)))
   return {'majority': best, 'share': counts[best] / max(len(choices), 1),
@@ -257,9 +252,8 @@ def _spread(values: Sequence[float]) -> dict:
 
 
 def _common(parses: Sequence[dict], part: str) -> list[str]:
-  """Names of `part` that every parse shows, in the first one's order."""
-  if not parses:
-    return []
+  """Names of `part` that every parse (one at least) shows, in the first
+  one's order."""
   return [n for n in parses[0][part] if all(n in p[part] for p in parses)]
 
 
