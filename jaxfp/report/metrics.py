@@ -111,11 +111,10 @@ def random_baseline(predictions: dict, ground_truth: schema_lib.GroundTruth,
   position = np.searchsorted(present, rows)
   held_out = ground_truth.select([ground_truth.gm_names[r] for r in present])
   rng = np.random.default_rng(seed)
-  runs = []
-  for _ in range(num_shuffles):
-    shuffled = held_out.shuffled(rng)
-    runs.append(parsing_metrics(predictions, Labels.of(shuffled, position),
-                                ground_truth.schema))
+  runs = [parsing_metrics(predictions,
+                          Labels.of(held_out.shuffled(rng), position),
+                          ground_truth.schema)
+          for _ in range(num_shuffles)]
   keys = sorted(set().union(*runs))
   def stat(fn):
     return {k: float(fn([r[k] for r in runs if k in r])) for k in keys}
@@ -266,11 +265,9 @@ def train_prior(train_truth: schema_lib.GroundTruth,
     majority.append(int(np.argmax(np.bincount(labels, minlength=k)))
                     if len(labels) else schema_lib.MISSING)
   def prevalence(table):
-    out = []
-    for column in table.T:
-      known = column[column != schema_lib.MISSING]
-      out.append(float(np.mean(known)) if len(known) else np.nan)
-    return np.array(out, np.float64)
+    known = table != schema_lib.MISSING
+    with np.errstate(invalid='ignore'):  # 0 / 0: a column with no label.
+      return np.where(known, table, 0).sum(0) / known.sum(0)
   return {'continuous': medians, 'discrete': np.array(majority, np.int64),
           'num_classes': tuple(train_truth.schema.num_classes),
           'coarse': prevalence(train_truth.coarse),
