@@ -469,7 +469,7 @@ def parsed_hyperparameters(predictions: dict, rows: np.ndarray,
                            prior: dict, *, num_shuffles: int,
                            seed: int) -> dict:
   """Which hyperparameters are parsed: at random-GT z >= 2 AND better than
-  the training prior (module docstring), each by its deciding metric.
+  the training prior (docs/evaluation.md), each by its deciding metric.
 
   Args: as `score_split` (per-image `predictions`, each image's GM row in
     `ground_truth`, the prior's per-image predictions, the shuffles).
