@@ -63,11 +63,8 @@ def source_folders(tree: str) -> dict[str, list[str]]:
 
 def embed_files(loaded: network.Loaded, paths, *, batch_size: int = 32,
                 policy: str = 'resize', progress: bool = False):
-  """(kept paths, unit embeddings [N, D], (path, reason) failures)."""
-  if not network.has_embedding(loaded):
-    raise network.CheckpointError(
-        f'{loaded.directory}: a {loaded.task!r} checkpoint has no source '
-        'embedding (train one with --config=configs/source.py)')
+  """(kept paths, unit embeddings [N, D], (path, reason) failures) of a
+  source-embedding checkpoint (callers check: `network.require_embedding`)."""
   return network.vectors_of_files(
       loaded, paths, lambda out: out['embedding'], batch_size=batch_size,
       policy=policy, progress=progress)
