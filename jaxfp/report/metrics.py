@@ -407,25 +407,6 @@ def l1_against_prior(model: np.ndarray, prior: np.ndarray, truth: np.ndarray,
   return test
 
 
-def _beats_prior(kind: str, key: str, column: int | None, model: dict,
-                 prior_metrics: dict, predictions: dict, prior: dict,
-                 labels: Labels, rows: np.ndarray) -> tuple[bool | None,
-                                                            dict | None]:
-  """(beats the prior, or None where the prior is undefined; the bootstrap
-  of a continuous column, else None)."""
-  if kind == 'loss':  # A constant P(used) ranks nothing: the prior's AUC.
-    return strictly_better(key, model[key], 0.5), None
-  if not np.isfinite(prior_metrics.get(key, np.nan)):
-    return None, None
-  if kind == 'discrete':
-    return strictly_better(key, model[key], prior_metrics[key]), None
-  test = l1_against_prior(predictions['continuous'][:, column],
-                          np.asarray(prior['continuous'], np.float64)[:,
-                                                                      column],
-                          labels.continuous[:, column], rows)
-  return test.pop('beats_prior'), test
-
-
 def parsed_count(model: dict[str, float], z: dict[str, float],
                  prior_metrics: dict[str, float], predictions: dict,
                  prior: dict, labels: Labels, rows: np.ndarray,
@@ -440,12 +421,19 @@ def parsed_count(model: dict[str, float], z: dict[str, float],
              'parsed': False}
     if entry['defined']:
       entry['beats_random_gt'] = is_significant(z[key], threshold)
-      column = (schema.continuous.index(name) if kind == 'continuous'
-                else None)
-      entry['beats_prior'], test = _beats_prior(
-          kind, key, column, model, prior_metrics, predictions, prior,
-          labels, rows)
-      if test is not None:
+      # Where the prior is undefined (NaN), 'beats_prior' stays None.
+      prior_value = prior_metrics.get(key, np.nan)
+      if kind == 'loss':  # A constant P(used) ranks nothing: the prior's AUC.
+        entry['beats_prior'] = strictly_better(key, model[key], 0.5)
+      elif kind == 'discrete' and np.isfinite(prior_value):
+        entry['beats_prior'] = strictly_better(key, model[key], prior_value)
+      elif kind == 'continuous' and np.isfinite(prior_value):
+        j = schema.continuous.index(name)
+        test = l1_against_prior(
+            predictions['continuous'][:, j],
+            np.asarray(prior['continuous'], np.float64)[:, j],
+            labels.continuous[:, j], rows)
+        entry['beats_prior'] = test.pop('beats_prior')
         entry['prior_test'] = test
       entry['parsed'] = bool(entry['beats_random_gt'] and
                              entry['beats_prior'])
