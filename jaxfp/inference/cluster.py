@@ -14,9 +14,10 @@ linkage (`group`): into --num_groups groups or, if that is 0, the number
 in [2, --max_groups] with the best silhouette; one group when no split
 scores above --min_silhouette or the images embed alike.
 
-Writes to --workdir (checked before any work) groups.json, groups.md and
-similarity.png (`report`); with --score_parent_folders, the adjusted Rand
-index against each image's parent folder.
+Writes to --workdir (checked before any work, `report`): groups.json (each
+group's members, the number of groups and how it was chosen), groups.md
+and similarity.png (images ordered by group); with --score_parent_folders,
+the adjusted Rand index against each image's parent folder.
 """
 
 from __future__ import annotations
