@@ -2,31 +2,13 @@
 inside what the parser knows, and only then the calibrated parse.
 
 Fitted at the end of training (`fit`, by the parsing task) and saved as
-`<workdir>/answer.npz` (`save`, `load`); `predict` applies it (`answer`).
-
-  detector     P(generated): logistic regression on `core.image_features`
-               (the residual's log spectrum pooled 16x16, its radial
-               profile, colour statistics), standardised, fitted on crops
-               of the training photographs against the training generators'
-               images; optionally both augmented with CNNDetection's blur +
-               JPEG and down-and-up resizing (`augment`). A logistic
-               regression: on generators and photographs never seen it beat
-               a small MLP on the same data (docs/answers.md).
-  in-distribution
-               the Mahalanobis distance (Ledoit-Wolf covariance) of the
-               parser's own side features (`models.parsing_network.side_vector`)
-               from the training generators' clean images; its
-               p-value is the share of held-out generators' images lying at
-               least as far (conformal). Below `ood_alpha` the image is
-               outside what the parser has seen.
-  calibration  temperatures and conformal half-widths fitted on the
-               held-out generators (`jaxfp.inference.calibration`).
-  identifiable the hyperparameters the run parsed on its held-out
-               generators; the others are answered 'not identifiable from
-               images', not with a number.
-
-An image judged real (P(generated) below `threshold`) or outside what the
-parser knows gets no parse and the reason why.
+`<workdir>/answer.npz` (`save`, `load`); `predict.answered` applies it. Its
+parts: the detector (`fit_on_images`, `p_generated`), the in-distribution
+p-value (`ood_p_value`), temperatures and conformal half-widths
+(`jaxfp.inference.calibration`) and the identifiable hyperparameters; what
+each is fitted on and why, and what they measured: docs/answers.md. An
+image judged real (P(generated) below `threshold`) or outside what the
+parser knows gets no parse and the reason why (`decide`).
 """
 
 from __future__ import annotations
@@ -221,7 +203,7 @@ def fit(*, schema, generated_train: np.ndarray, real_train: np.ndarray,
   for j, param in enumerate(schema.discrete):
     temperatures[param.name] = calibration.fit_temperature(
         np.asarray(p['discrete'][j]), held_out_truth.discrete[:, j])
-  names = list(schema.coarse) + list(schema.fine)
+  names = schema.coarse + schema.fine
   used = np.concatenate([np.asarray(p['coarse']), np.asarray(p['fine'])], 1)
   truth = np.concatenate([held_out_truth.coarse, held_out_truth.fine], 1)
   for j, name in enumerate(names):
@@ -306,7 +288,7 @@ def load(path: str) -> Answerer:
 def calibrated(answerer: Answerer, schema, outputs: dict) -> dict:
   """The parser's probabilities [N, ...] with the fitted temperatures."""
   t = answerer.temperatures
-  names = list(schema.coarse) + list(schema.fine)
+  names = schema.coarse + schema.fine
   used = np.concatenate([np.asarray(outputs['coarse']),
                          np.asarray(outputs['fine'])], axis=1)
   scaled = np.stack([calibration.scale_binary(used[:, j], t.get(n, 1.0))
@@ -318,6 +300,15 @@ def calibrated(answerer: Answerer, schema, outputs: dict) -> dict:
                        for p, probs in zip(schema.discrete,
                                            outputs['discrete'])],
           'coarse': scaled[:, :k], 'fine': scaled[:, k:]}
+
+
+def class_choice(param, probabilities: np.ndarray) -> dict:
+  """One image's discrete parameter: its top class, that class's
+  probability, and every class's (a summary over images averages them)."""
+  k = int(np.argmax(probabilities))
+  return {'class': param.classes[k], 'probability': float(probabilities[k]),
+          'probabilities': {c: float(v)
+                            for c, v in zip(param.classes, probabilities)}}
 
 
 def parse_of(answerer: Answerer, schema, ground_truth, probs: dict,
@@ -342,26 +333,16 @@ def parse_of(answerer: Answerer, schema, ground_truth, probs: dict,
         entry['value'], entry['interval'] = float(raw[0]), [
             float(raw[1]), float(raw[2])]
     continuous[name] = entry
-  discrete = {}
-  for param, p in zip(schema.discrete, probs['discrete']):
-    if param.name not in known:
-      continue
-    k = int(np.argmax(p[i]))
-    discrete[param.name] = {
-        'class': param.classes[k], 'probability': float(p[i, k]),
-        'probabilities': {c: float(p[i, j])
-                          for j, c in enumerate(param.classes)}}
-  loss = {}
-  for names, key in ((schema.coarse, 'coarse'), (schema.fine, 'fine')):
-    for j, name in enumerate(names):
-      if name in known:
-        loss[name] = float(probs[key][i, j])
-  every = (list(schema.continuous) + list(schema.discrete_names) +
-           list(schema.coarse) + list(schema.fine))
+  discrete = {param.name: class_choice(param, p[i])
+              for param, p in zip(schema.discrete, probs['discrete'])
+              if param.name in known}
+  used = np.concatenate([probs['coarse'][i], probs['fine'][i]])
+  loss = {n: float(v) for n, v in zip(schema.coarse + schema.fine, used)
+          if n in known}
   shown = set(continuous) | set(discrete) | set(loss)
   return {'continuous': continuous, 'discrete': discrete,
           'loss_type_probability': loss,
-          'not_identifiable': [n for n in every if n not in shown]}
+          'not_identifiable': [n for n in schema.columns if n not in shown]}
 
 
 def decide(answerer: Answerer, p_gen: float, p_in: float) -> str | None:

@@ -90,18 +90,10 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray,
   correct = np.asarray(correct, np.float64)
   edges = np.linspace(0.0, 1.0, num_bins + 1)
   which = np.clip(np.digitize(confidence, edges[1:-1]), 0, num_bins - 1)
-  bins = {'confidence': [], 'accuracy': [], 'count': []}
-  ece = 0.0
-  for b in range(num_bins):
-    inside = which == b
-    n = int(inside.sum())
-    bins['count'].append(n)
-    if not n:
-      bins['confidence'].append(float('nan'))
-      bins['accuracy'].append(float('nan'))
-      continue
-    conf, acc = confidence[inside].mean(), correct[inside].mean()
-    bins['confidence'].append(float(conf))
-    bins['accuracy'].append(float(acc))
-    ece += n / max(len(confidence), 1) * abs(conf - acc)
-  return float(ece), bins
+  count = np.bincount(which, minlength=num_bins)
+  with np.errstate(invalid='ignore'):  # An empty bin's means are NaN.
+    conf = np.bincount(which, confidence, num_bins) / count
+    acc = np.bincount(which, correct, num_bins) / count
+  ece = np.nansum(count * np.abs(conf - acc)) / max(len(confidence), 1)
+  return float(ece), {'confidence': conf.tolist(), 'accuracy': acc.tolist(),
+                      'count': count.tolist()}

@@ -1,36 +1,23 @@
 """Groups images that likely come from the same generator
-(`python -m jaxfp.cluster`).
+(`python -m jaxfp.cluster`; docs/inference.md): the published work's
+"coordinated disinformation" use, many images of one source.
 
 Each image is embedded by the checkpoint's network. --embedding=auto (the
 default) takes the source embedding when the checkpoint has one (a run of
-configs/source.py), else the parsing network's features:
+configs/source.py), grouped as `jaxfp.inference.sources` does: at the
+threshold calibrated on the run's held-out generators (--threshold
+overrides it), or by Ward linkage into --num_groups. Else the parsing
+network's 'features' (the last hidden layer the heads read) or the
+fingerprint's 'spectrum' (log magnitude, average-pooled to 16x16), each
+standardised and scaled to unit length (`normalize`), then grouped by Ward
+linkage (`group`): into --num_groups groups or, if that is 0, the number
+in [2, --max_groups] with the best silhouette; one group when no split
+scores above --min_silhouette or the images embed alike.
 
-  embedding  the source embedding (unit vectors trained to be close for
-             images of one generator). Groups: average linkage on cosine
-             distance, merging while groups are closer than the threshold
-             calibrated on the run's held-out generators
-             (`jaxfp.inference.sources`; --threshold overrides it), so the
-             number of groups follows from the data, from all images in one
-             group to every image alone; with --num_groups, Ward linkage
-             into that many.
-  features   the parsing network's last hidden layer (what the heads read);
-  spectrum   the log magnitude spectrum of the fingerprint, average-pooled
-             to 16x16. These two are standardised and scaled to unit length
-             (so distances follow cosine similarity); scikit-learn's
-             agglomerative clustering (Ward linkage) groups them, into
-             --num_groups groups or, if that is 0, into the number of groups
-             in [2, --max_groups] with the best silhouette score; one group
-             when no split scores above --min_silhouette (default 0: a split
-             no better than chance) or the images embed alike.
-
-This is the "coordinated disinformation" use of the published work: many
-images, one source.
-
-Writes to --workdir (checked before any work): groups.json (members of each
-group, the chosen number and how it was chosen), groups.md (a readable
-table) and similarity.png (the similarity matrix with images ordered by
-group). With --score_parent_folders each image's parent folder is taken as
-its true source and the adjusted Rand index against it is reported.
+Writes to --workdir (checked before any work, `report`): groups.json (each
+group's members, the number of groups and how it was chosen), groups.md
+and similarity.png (images ordered by group); with --score_parent_folders,
+the adjusted Rand index against each image's parent folder.
 """
 
 from __future__ import annotations
@@ -40,7 +27,6 @@ import sys
 
 from absl import logging
 import numpy as np
-from sklearn import cluster as sk_cluster
 from sklearn import metrics as sk_metrics
 
 from jaxfp.core import files
@@ -110,10 +96,6 @@ def group(unit: np.ndarray, num_groups: int = 0, max_groups: int = 20,
   """
   n = len(unit)
 
-  def fit(k):
-    return sk_cluster.AgglomerativeClustering(
-        n_clusters=k, linkage='ward').fit_predict(unit)
-
   def silhouette(labels, k):
     return (float(sk_metrics.silhouette_score(unit, labels))
             if 1 < k < n else float('nan'))
@@ -122,14 +104,14 @@ def group(unit: np.ndarray, num_groups: int = 0, max_groups: int = 20,
     if not 1 <= num_groups <= n:
       raise ValueError(f'--num_groups={num_groups} must lie in [1, {n}] for '
                        f'{n} images')
-    labels = fit(num_groups) if num_groups > 1 else np.zeros(n, int)
+    labels = sources.group_into(unit, num_groups)
     return labels, num_groups, silhouette(labels, num_groups)
   one = (np.zeros(n, int), 1, float('nan'))
   if n < 3 or np.ptp(unit, axis=0).max() <= 1e-9:
     return one
   best = None
   for k in range(2, min(max_groups, n - 1) + 1):
-    labels = fit(k)
+    labels = sources.group_into(unit, k)
     score = silhouette(labels, k)
     if best is None or score > best[2]:
       best = (labels, k, score)

@@ -63,11 +63,8 @@ def source_folders(tree: str) -> dict[str, list[str]]:
 
 def embed_files(loaded: network.Loaded, paths, *, batch_size: int = 32,
                 policy: str = 'resize', progress: bool = False):
-  """(kept paths, unit embeddings [N, D], (path, reason) failures)."""
-  if not network.has_embedding(loaded):
-    raise network.CheckpointError(
-        f'{loaded.directory}: a {loaded.task!r} checkpoint has no source '
-        'embedding (train one with --config=configs/source.py)')
+  """(kept paths, unit embeddings [N, D], (path, reason) failures) of a
+  source-embedding checkpoint (callers check: `network.require_embedding`)."""
   return network.vectors_of_files(
       loaded, paths, lambda out: out['embedding'], batch_size=batch_size,
       policy=policy, progress=progress)
@@ -85,10 +82,8 @@ def build(loaded: network.Loaded, tree: str, *, batch_size: int = 32,
   kept, unit, failures = embed_files(loaded, paths, batch_size=batch_size,
                                      policy=policy, progress=progress)
   labels = np.array([owner[p] for p in kept])
-  missing = sorted(set(folders) - set(labels.tolist()))
-  if missing:
-    failures += [(os.path.join(tree, m), 'no readable image in this source')
-                 for m in missing]
+  failures += [(os.path.join(tree, m), 'no readable image in this source')
+               for m in sorted(set(folders) - set(labels.tolist()))]
   if not kept:
     raise ValueError(f'--tree {tree!r}: no image could be read')
   names, means = sources.centroids(unit, labels)

@@ -52,15 +52,6 @@ class Loaded:
   std: float = normalization.STD
 
 
-def _schema_of(meta: dict):
-  ground_truth = None
-  if 'ground_truth' in meta:
-    ground_truth = schema_lib.GroundTruth.from_dict(meta['ground_truth'])
-  if 'schema' in meta:
-    return schema_lib.Schema.from_dict(meta['schema']), ground_truth
-  return ground_truth.schema, ground_truth
-
-
 def load(path: str, *, published_outputs: bool = False) -> Loaded:
   """The latest checkpoint under `path` (a workdir or checkpoints dir).
 
@@ -87,7 +78,10 @@ def load(path: str, *, published_outputs: bool = False) -> Loaded:
     model = fields.embedder(model_fields,
                             num_sources=int(meta.get('num_sources', 0)))
   elif 'schema' in meta or 'ground_truth' in meta:
-    schema, ground_truth = _schema_of(meta)
+    if 'ground_truth' in meta:
+      ground_truth = schema_lib.GroundTruth.from_dict(meta['ground_truth'])
+    schema = (schema_lib.Schema.from_dict(meta['schema']) if 'schema' in meta
+              else ground_truth.schema)
     model = fields.parser(schema, model_fields, published=published_outputs)
   elif task in models.HEADS:
     class_names = tuple(meta.get('class_names', ()))
@@ -121,10 +115,8 @@ def predict_fn(loaded: Loaded):
   """
   if has_embedding(loaded):
     return _embedding_fn(loaded)
-  hierarchical = True
-  if 'config' in loaded.meta:
-    hierarchical = bool(loaded.meta['config'].get('loss', {}).get(
-        'hierarchical', True))
+  hierarchical = bool(loaded.meta.get('config', {}).get('loss', {}).get(
+      'hierarchical', True))
   parser = loaded.schema is not None
   feature_layer = 'fc_2' if parser else None
 
@@ -206,9 +198,8 @@ def vectors_of_files(loaded: Loaded, paths, vector, *, batch_size: int = 32,
         mean=loaded.mean, std=loaded.std):
       out = np.asarray(vector(run_batch(images)))[:len(batch_paths)]
       finite = np.isfinite(out).all(axis=1)
-      for path, ok in zip(batch_paths, finite):
-        if not ok:
-          failures.append((path, 'the network gave NaN or infinite outputs'))
+      failures += [(p, 'the network gave NaN or infinite outputs')
+                   for p, ok in zip(batch_paths, finite) if not ok]
       kept += [p for p, ok in zip(batch_paths, finite) if ok]
       vectors.append(out[finite])
       bar.update(len(kept) + len(failures))

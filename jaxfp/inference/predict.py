@@ -1,44 +1,16 @@
 """Runs a checkpoint on image files and folders and reports what it sees
-(`python -m jaxfp.predict`).
+(`python -m jaxfp.predict`; inputs, size policy, the answer, --summary and
+skipped files: docs/inference.md).
 
-Inputs: files and folders (searched recursively for .png .jpg .jpeg .webp
-.bmp); grayscale, palette, RGBA (alpha dropped) and 16-bit images become
-8-bit RGB. Size policy (--resize): 'resize' (default, as published) scales
-the whole image to the model's input size, ignoring its aspect ratio;
-'center_crop' first cuts the largest centred square, then scales it.
-
-Per image, by the checkpoint's task:
-  parsing      one answer (`jaxfp.inference.answer`, when the run fitted
-               one: every run trained since it exists does): P(generated);
-               whether the image lies inside what the parser has seen (a
-               p-value against held-out generators); and only when it is
-               judged generated and inside, the calibrated parse: each
-               identifiable hyperparameter by name (continuous ones with an
-               interval of stated coverage, in [0, 1] and, when the
-               ground-truth ranges are known, in their original units; the
-               discrete ones' classes; each loss type's probability), the
-               others listed as not identifiable from images. Otherwise
-               'parse' is null and 'abstain_reason' says why. A run without
-               an answer file (converted published weights, older runs)
-               gives the raw parse, marked uncalibrated;
-  detection    the probability that the image is fake;
-  attribution  the predicted source and every source's probability.
-A table goes to the terminal, JSON lines to --output, and with --panels_dir
-one PNG per image: the image, its fingerprint and its spectrum.
-
-With --summary, for a folder of images of one source: one summary of all
-of them (`summarize`), printed and, beside --output, written as
-<output>.summary.json and <output>.summary.md. Per hyperparameter: the mean
-(and spread) of the continuous values, each discrete parameter's majority
-class with its share of the votes and the mean probability of every class,
-each loss type's mean probability and the share of images that call it
-used; for detection and attribution the mean probability and the votes of
-each class. It says how many images it rests on and how many were skipped.
-
-Unreadable, truncated or empty files and folders without images get one line
-each on stderr and are skipped; every other image is still processed. Exit
-status: 0 all inputs processed, 1 some failed, 2 nothing to do or a bad
-checkpoint.
+Per image, by the checkpoint's task: a parser's answer (`answered`:
+P(generated), the in-distribution p-value, and the calibrated parse only
+when the image is judged generated and inside what the parser has seen,
+else 'abstain_reason'; a run without an answer file gives the raw parse,
+marked uncalibrated); detection's P(fake); attribution's predicted source
+and every source's probability. A table goes to the terminal, JSON lines
+to --output, and with --panels_dir one PNG per image: the image, its
+fingerprint and its spectrum. Exit status: 0 all inputs processed, 1 some
+failed, 2 nothing to do or a bad checkpoint.
 """
 
 from __future__ import annotations
@@ -58,12 +30,9 @@ from jaxfp.data import images as images_lib
 from jaxfp.inference import answer as answer_lib
 from jaxfp.inference import gallery as gallery_lib
 from jaxfp.inference import network
+from jaxfp.report import metrics
 from jaxfp.report import summaries
 from jaxfp.report import tables
-
-# A loss type counts as used in an image's vote at P(used) above this, the
-# threshold of the held-out F1 (jaxfp.report.metrics.LOSS_THRESHOLD).
-LOSS_USED = 0.5
 
 
 def describe(loaded: network.Loaded, out: dict, i: int) -> dict:
@@ -79,19 +48,10 @@ def describe(loaded: network.Loaded, out: dict, i: int) -> dict:
       for j, name in enumerate(s.continuous):
         if np.isfinite(raw[j]):
           continuous[name]['value'] = float(raw[j])
-    discrete = {}
-    for p, probs in zip(s.discrete, out['discrete']):
-      k = int(np.argmax(probs[i]))
-      # Every class's probability, not only the winner's: a summary over
-      # many images averages them.
-      discrete[p.name] = {'class': p.classes[k],
-                          'probability': float(probs[i, k]),
-                          'probabilities': {c: float(probs[i, j])
-                                            for j, c in enumerate(p.classes)}}
-    loss_types = {name: float(out['coarse'][i, j])
-                  for j, name in enumerate(s.coarse)}
-    loss_types.update({name: float(out['fine'][i, j])
-                       for j, name in enumerate(s.fine)})
+    discrete = {p.name: answer_lib.class_choice(p, probs[i])
+                for p, probs in zip(s.discrete, out['discrete'])}
+    used = np.concatenate([out['coarse'][i], out['fine'][i]])
+    loss_types = {n: float(v) for n, v in zip(s.coarse + s.fine, used)}
     return {'continuous': continuous, 'discrete': discrete,
             'loss_type_probability': loss_types}
   probs = out['probabilities'][i]
@@ -204,11 +164,6 @@ def format_record(task: str, record: dict) -> str:
   return head
 
 
-def _panel_name(path: str, index: int) -> str:
-  stem = os.path.splitext(os.path.basename(path))[0]
-  return f'{index:05d}_{stem}.png'
-
-
 def _non_finite(value) -> bool:
   """Whether a prediction (nested dicts of numbers) holds NaN or infinity."""
   if isinstance(value, dict):
@@ -227,8 +182,9 @@ def predict(loaded: network.Loaded, paths: Sequence[str], *,
   """Predictions for every readable image, and (path, reason) failures.
 
   A parser's records are its answers (`answered`, with `answerer`: the
-  run's `load_answer`, or None for the raw parse). With a `gallery`, each record also has 'source': the nearest known source
-  and the probability that the image comes from none of them.
+  run's `load_answer`, or None for the raw parse). With a `gallery`, each
+  record also has 'source': the nearest known source and the probability
+  that the image comes from none of them.
 
   An image whose outputs are not finite (NaN, infinity) is a failure: a
   prediction without meaning, and JSON has no NaN.
@@ -259,14 +215,15 @@ def predict(loaded: network.Loaded, paths: Sequence[str], *,
         if gallery is not None:
           record['source'] = gallery_lib.attribute(
               gallery, out['embedding'][i])[0]
-        if _non_finite(record) or _non_finite(record.get('source', {})):
+        if _non_finite(record):  # Its 'source' included.
           failures.append((path, 'the network gave NaN or infinite outputs'))
           continue
         if panels_dir:
           panel = summaries.fingerprint_panels(
               images[i:i + 1], out['fingerprint'][i:i + 1], loaded.mean,
               loaded.std)[0]
-          name = _panel_name(path, len(records))
+          stem = os.path.splitext(os.path.basename(path))[0]
+          name = f'{len(records):05d}_{stem}.png'
           Image.fromarray(np.uint8(np.clip(panel, 0, 1) * 255)).save(
               os.path.join(panels_dir, name))
           record['panel'] = name
@@ -281,9 +238,7 @@ def _votes(choices: Sequence[str], mean_probability: dict[str, float]
   """The majority of `choices`, its share; ties go to the higher mean
   probability, then to the first name in `mean_probability`'s order."""
   names = list(mean_probability)
-  counts = {n: 0 for n in names}
-  for c in choices:
-    counts[c] += 1
+  counts = {n: choices.count(n) for n in names}
   best = max(names, key=lambda n: (counts[n], mean_probability[n],
                                    -names.index(n)))
   return {'majority': best, 'share': counts[best] / max(len(choices), 1),
@@ -297,9 +252,8 @@ def _spread(values: Sequence[float]) -> dict:
 
 
 def _common(parses: Sequence[dict], part: str) -> list[str]:
-  """Names of `part` that every parse shows, in the first one's order."""
-  if not parses:
-    return []
+  """Names of `part` that every parse (one at least) shows, in the first
+  one's order."""
   return [n for n in parses[0][part] if all(n in p[part] for p in parses)]
 
 
@@ -338,16 +292,13 @@ def _summarize_parses(schema: schema_lib.Schema, records: Sequence[dict],
         **_votes([p['discrete'][param.name]['class'] for p in preds], mean),
         'mean_probability': mean}
   shown = set(_common(preds, 'loss_type_probability'))
-  levels = [(n, 'coarse') for n in schema.coarse] + [
-      (n, f'fine ({schema.coarse[g]})')
-      for n, g in zip(schema.fine, schema.fine_to_coarse)]
-  for name, level in levels:
+  for name, level in metrics.loss_levels(schema):
     if name not in shown:
       continue
     used = np.array([p['loss_type_probability'][name] for p in preds])
     out['loss_types'][name] = {
         'level': level, 'mean_probability': float(used.mean()),
-        'share_used': float(np.mean(used > LOSS_USED))}
+        'share_used': float(np.mean(used > metrics.LOSS_THRESHOLD))}
   return out
 
 
@@ -435,7 +386,7 @@ def format_summary(summary: dict, inputs: Sequence[str]) -> str:
            f'{e["share_used"]:.0%}']
           for name, e in summary['loss_types'].items()]
   parts.append(f'Loss types: mean P(used), and the share of images with '
-               f'P(used) > {LOSS_USED}\n\n' + tables.markdown(
+               f'P(used) > {metrics.LOSS_THRESHOLD}\n\n' + tables.markdown(
                    ['loss type', 'level', 'mean P(used)', 'images'], loss))
   return '\n\n'.join(parts)
 

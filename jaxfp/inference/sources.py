@@ -2,35 +2,14 @@
 known source, and the calibration of both on labelled embeddings.
 
 Embeddings are unit vectors (`jaxfp.models.embedding`); distances are
-cosine distances, 1 - cos, in [0, 2].
-
-Grouping (`group_by_threshold`), in two steps, both scikit-learn's
-agglomerative clustering:
-  1. how many groups: average linkage on cosine distance, merging groups
-     while their mean pairwise distance is below a threshold. The count
-     follows from the data: all images in one group, every image alone,
-     anything between; and a mean distance does not depend on how many
-     images a source has;
-  2. which groups: Ward linkage into that many (on unit rows Euclidean
-     distance grows with cosine distance). Cut at a threshold, average
-     linkage splits off many small groups of outlying images and still
-     merges close sources; Ward's partition into the same count is closer
-     to the true one (docs/embeddings.md measures both).
-
-Known sources (`jaxfp.inference.gallery`): each source is the normalised
-mean of its images' embeddings (a centroid); a query's score is its cosine
-with the nearest centroid, and P(unknown) = sigmoid(a * cosine + b).
-
-Calibration (`calibrate`), on embeddings of generators the network never
-trained on whose sources are known (the training run's held-out generators):
-  * the threshold that maximises the mean adjusted Rand index of the
-    grouping over random subsets of those generators of several sizes, so
-    that it does not depend on how many sources a folder holds;
-  * a and b: a logistic regression of "unknown" on the nearest cosine, over
-    simulated galleries: half the generators known (GALLERY_IMAGES images
-    each in the gallery, the rest as queries), the other half unknown.
-The result is a JSON-able dict, kept beside the checkpoint
-(`CALIBRATION_FILE` in the run folder).
+cosine distances, 1 - cos, in [0, 2]. Grouping (`group_by_threshold`)
+counts the groups by average linkage cut at a threshold and forms them by
+Ward linkage into that many. A known source is the normalised mean of its
+images' embeddings (a centroid; `jaxfp.inference.gallery`), and a query's
+P(unknown) = sigmoid(a * cosine to the nearest centroid + b). `calibrate`
+fits the threshold and a, b on sources the network never trained on; the
+result is kept in the run folder (`CALIBRATION_FILE`). Each rule's reason
+and measurements: docs/embeddings.md.
 """
 
 from __future__ import annotations
@@ -58,8 +37,7 @@ GALLERY_IMAGES = 10
 
 def group_by_threshold(unit: np.ndarray, threshold: float) -> np.ndarray:
   """Group labels 0..k-1 of unit rows: k from average linkage on cosine
-  distance cut at `threshold`, the groups from Ward linkage into k (see the
-  module docstring)."""
+  distance cut at `threshold`, the groups from Ward linkage into k."""
   if threshold <= 0:
     raise ValueError(f'grouping threshold {threshold}: must be above 0')
   return _cuts(unit, [threshold])[0]
@@ -154,11 +132,10 @@ def simulate_galleries(unit: np.ndarray, labels: np.ndarray, *, rounds: int,
   """(nearest cosine, unknown?) of the queries of `rounds` simulated
   galleries: in each, a random half of the sources is known (up to
   `gallery_images` images each form its centroid, its other images are
-  queries) and every image of the other half is an unknown query."""
+  queries) and every image of the other half is an unknown query. Needs
+  at least 2 sources (`calibrate` checks)."""
   rng = np.random.default_rng(seed)
   sources = np.unique(labels)
-  if len(sources) < 2:
-    raise ValueError('open-set calibration needs at least 2 sources')
   cos, unknown = [], []
   for _ in range(rounds):
     order = rng.permutation(sources)
@@ -182,9 +159,11 @@ def simulate_galleries(unit: np.ndarray, labels: np.ndarray, *, rounds: int,
 
 def calibrate(unit: np.ndarray, labels: np.ndarray, *, seed: int = 0,
               subsets: int = 8, rounds: int = 20) -> dict:
-  """The grouping threshold and the open-set model, from labelled unit
-  embeddings of sources the network did not train on (see the module
-  docstring). Needs at least 2 sources."""
+  """The grouping threshold that maximises the mean ARI over subsets of
+  the sources, and the open-set model, a logistic regression of "unknown"
+  on the nearest cosine over `rounds` simulated galleries
+  (`simulate_galleries`), from labelled unit embeddings of sources the
+  network did not train on. Needs at least 2 sources."""
   labels = np.asarray(labels)
   sources = np.unique(labels)
   if len(sources) < 2:

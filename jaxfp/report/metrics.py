@@ -1,44 +1,11 @@
-"""Model-parsing metrics on held-out generators, and the random baseline.
+"""Model-parsing metrics on held-out generators, the random-GT and training
+prior baselines, z-scores and the parsed count.
 
-Everything here runs on the host in numpy over a whole evaluation pass:
-predictions are per image, ground truth per GM, joined by the GM's row index.
-
-  continuous parameters   L1 error in normalised [0, 1] units
-  discrete parameters     accuracy and macro F1 (over the classes that occur
-                          in the truth or the predictions, as sklearn does)
-  loss types (coarse and  ROC AUC of P(used), and F1 of P(used) > 0.5; both
-  fine)                   only where both classes occur among the held-out
-                          GMs (otherwise AUC is undefined, and F1 would only
-                          count false alarms)
-
-Keys are '<metric>/<hyperparameter>', plus one aggregate per metric (the mean
-over hyperparameters) named '<metric>' (`HEADLINE`).
-
-Two baselines:
-
-  random ground truth   the paper's: every column of the held-out table is
-                        permuted across GMs independently (same marginal
-                        distribution, no relation to the images), and the
-                        same predictions are scored against it, over many
-                        shuffles (mean and std)
-  training prior        predicts, for every image, what the training GMs'
-                        ground truth alone suggests: the median of each
-                        continuous parameter (L1's optimal constant), the
-                        majority class of each
-                        discrete one, and for each loss type the fraction
-                        of training GMs that used it as P(used) (a constant
-                        score: its ROC AUC is 0.5 by definition)
-
-Significance: per metric the z-score against the shuffles, (model - mean) /
-std, signed so that positive is better; a hyperparameter beats chance only
-at z >= 2 on its deciding metric (`DECIDING`).
-
-Parsed (the stricter count, reported first): a hyperparameter beats chance
-at z >= 2 AND beats the training prior: continuous, the paired bootstrap
-over GMs of |pred - truth| - |prior - truth| (each GM's mean over its
-images) has its 95% interval below 0; discrete, macro F1 above the prior's;
-loss types, AUC above 0.5 (the prior's). `parsed_hyperparameters`, or
-`score_split(...)['parsed']`.
+Host numpy over a whole evaluation pass: predictions are per image, ground
+truth per GM, joined by the GM's row index. Keys are
+'<metric>/<hyperparameter>', plus one aggregate per metric (the mean over
+hyperparameters) named '<metric>' (`HEADLINE`). What each metric, baseline
+and count means, and why: docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -114,12 +81,18 @@ def parsing_metrics(predictions: dict, labels: Labels,
     for j, name in enumerate(getattr(schema, group)):
       truth = getattr(labels, group)[:, j]
       valid = truth != schema_lib.MISSING
+      # With one class only, AUC is undefined and F1 counts false alarms.
       if len(np.unique(truth[valid])) == 2:
         scores = predictions[group][valid, j]
         out[f'loss_auc/{name}'] = float(sk_metrics.roc_auc_score(
             truth[valid], scores))
         out[f'loss_f1/{name}'] = binary_f1(
             truth[valid], (scores > LOSS_THRESHOLD).astype(np.int32))
+  return _with_aggregates(out)
+
+
+def _with_aggregates(out: dict[str, float]) -> dict[str, float]:
+  """`out` with each `HEADLINE` metric's mean over its hyperparameters."""
   for prefix, _ in HEADLINE:
     values = [v for k, v in out.items() if k.startswith(prefix + '/')]
     out[prefix] = float(np.mean(values)) if values else float('nan')
@@ -138,15 +111,21 @@ def random_baseline(predictions: dict, ground_truth: schema_lib.GroundTruth,
   position = np.searchsorted(present, rows)
   held_out = ground_truth.select([ground_truth.gm_names[r] for r in present])
   rng = np.random.default_rng(seed)
-  runs = []
-  for _ in range(num_shuffles):
-    shuffled = held_out.shuffled(rng)
-    runs.append(parsing_metrics(predictions, Labels.of(shuffled, position),
-                                ground_truth.schema))
+  runs = [parsing_metrics(predictions,
+                          Labels.of(held_out.shuffled(rng), position),
+                          ground_truth.schema)
+          for _ in range(num_shuffles)]
   keys = sorted(set().union(*runs))
   def stat(fn):
     return {k: float(fn([r[k] for r in runs if k in r])) for k in keys}
   return stat(np.mean), stat(np.std)
+
+
+def loss_levels(schema: schema_lib.Schema) -> list[tuple[str, str]]:
+  """(name, level) of every loss type: 'coarse', or 'fine (<its group>)'."""
+  return [(n, 'coarse') for n in schema.coarse] + [
+      (n, f'fine ({schema.coarse[g]})')
+      for n, g in zip(schema.fine, schema.fine_to_coarse)]
 
 
 def direction(metric: str) -> str:
@@ -170,10 +149,8 @@ DECIDING = (('continuous', 'continuous_l1'), ('discrete', 'discrete_f1'),
 # A value beats the random baseline only this many shuffle stds above its
 # mean: within 2 std, chance alone moves a figure that far often enough.
 SIGNIFICANT_Z = 2.0
-# Metrics lie in [0, 1]; a spread below this over shuffles is no yardstick.
-# Nearly constant predictions (a column the parser always predicts alike)
-# barely move under shuffling: on 400 zoo GMs an L1 differing from its
-# shuffles' mean by 1e-4 came out at z 2.5 over a std of 4e-5.
+# Metrics lie in [0, 1]; a spread below this over shuffles is no yardstick
+# (docs/evaluation.md: what smaller spreads gave).
 _NO_SPREAD = 5e-4
 
 
@@ -182,10 +159,8 @@ def z_score(metric: str, model: float, mean: float, std: float) -> float:
 
   NaN when any input is not finite or std is 0: shuffles that never move a
   metric (a column constant across these GMs) give no yardstick. Below
-  `_NO_SPREAD` the std counts as 0: shuffles that leave a metric alone can
-  still differ in float rounding (a sum in another order), and dividing by
-  that noise gave z in the millions; nearly constant predictions move a
-  little more, by amounts no one would call a result.
+  `_NO_SPREAD` the std counts as 0: float rounding (a sum in another order)
+  or nearly constant predictions move a metric that little.
   """
   if (not all(np.isfinite(v) for v in (model, mean, std)) or
       std <= _NO_SPREAD):
@@ -290,11 +265,9 @@ def train_prior(train_truth: schema_lib.GroundTruth,
     majority.append(int(np.argmax(np.bincount(labels, minlength=k)))
                     if len(labels) else schema_lib.MISSING)
   def prevalence(table):
-    out = []
-    for column in table.T:
-      known = column[column != schema_lib.MISSING]
-      out.append(float(np.mean(known)) if len(known) else np.nan)
-    return np.array(out, np.float64)
+    known = table != schema_lib.MISSING
+    with np.errstate(invalid='ignore'):  # 0 / 0: a column with no label.
+      return np.where(known, table, 0).sum(0) / known.sum(0)
   return {'continuous': medians, 'discrete': np.array(majority, np.int64),
           'num_classes': tuple(train_truth.schema.num_classes),
           'coarse': prevalence(train_truth.coarse),
@@ -360,10 +333,7 @@ def _score_prior(predictions: dict, labels: Labels,
   out = parsing_metrics(clean, labels, schema)
   for key in bad:
     out.pop(key, None)
-  for prefix, _ in HEADLINE:  # Aggregates over what is left.
-    values = [v for k, v in out.items() if k.startswith(prefix + '/')]
-    out[prefix] = float(np.mean(values)) if values else float('nan')
-  return out
+  return _with_aggregates(out)  # Over what is left.
 
 
 def prior_values(prior: dict, schema: schema_lib.Schema) -> dict:
@@ -437,25 +407,6 @@ def l1_against_prior(model: np.ndarray, prior: np.ndarray, truth: np.ndarray,
   return test
 
 
-def _beats_prior(kind: str, key: str, column: int | None, model: dict,
-                 prior_metrics: dict, predictions: dict, prior: dict,
-                 labels: Labels, rows: np.ndarray) -> tuple[bool | None,
-                                                            dict | None]:
-  """(beats the prior, or None where the prior is undefined; the bootstrap
-  of a continuous column, else None)."""
-  if kind == 'loss':  # A constant P(used) ranks nothing: the prior's AUC.
-    return strictly_better(key, model[key], 0.5), None
-  if not np.isfinite(prior_metrics.get(key, np.nan)):
-    return None, None
-  if kind == 'discrete':
-    return strictly_better(key, model[key], prior_metrics[key]), None
-  test = l1_against_prior(predictions['continuous'][:, column],
-                          np.asarray(prior['continuous'], np.float64)[:,
-                                                                      column],
-                          labels.continuous[:, column], rows)
-  return test.pop('beats_prior'), test
-
-
 def parsed_count(model: dict[str, float], z: dict[str, float],
                  prior_metrics: dict[str, float], predictions: dict,
                  prior: dict, labels: Labels, rows: np.ndarray,
@@ -470,12 +421,19 @@ def parsed_count(model: dict[str, float], z: dict[str, float],
              'parsed': False}
     if entry['defined']:
       entry['beats_random_gt'] = is_significant(z[key], threshold)
-      column = (schema.continuous.index(name) if kind == 'continuous'
-                else None)
-      entry['beats_prior'], test = _beats_prior(
-          kind, key, column, model, prior_metrics, predictions, prior,
-          labels, rows)
-      if test is not None:
+      # Where the prior is undefined (NaN), 'beats_prior' stays None.
+      prior_value = prior_metrics.get(key, np.nan)
+      if kind == 'loss':  # A constant P(used) ranks nothing: the prior's AUC.
+        entry['beats_prior'] = strictly_better(key, model[key], 0.5)
+      elif kind == 'discrete' and np.isfinite(prior_value):
+        entry['beats_prior'] = strictly_better(key, model[key], prior_value)
+      elif kind == 'continuous' and np.isfinite(prior_value):
+        j = schema.continuous.index(name)
+        test = l1_against_prior(
+            predictions['continuous'][:, j],
+            np.asarray(prior['continuous'], np.float64)[:, j],
+            labels.continuous[:, j], rows)
+        entry['beats_prior'] = test.pop('beats_prior')
         entry['prior_test'] = test
       entry['parsed'] = bool(entry['beats_random_gt'] and
                              entry['beats_prior'])
@@ -499,7 +457,7 @@ def parsed_hyperparameters(predictions: dict, rows: np.ndarray,
                            prior: dict, *, num_shuffles: int,
                            seed: int) -> dict:
   """Which hyperparameters are parsed: at random-GT z >= 2 AND better than
-  the training prior (module docstring), each by its deciding metric.
+  the training prior (docs/evaluation.md), each by its deciding metric.
 
   Args: as `score_split` (per-image `predictions`, each image's GM row in
     `ground_truth`, the prior's per-image predictions, the shuffles).

@@ -12,6 +12,13 @@ import numpy as np
 from sklearn import metrics as sk_metrics
 
 
+def _save(fig, path: str) -> None:
+  """Writes `fig` as a PNG and frees it (pyplot keeps every open figure)."""
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
 def roc_curve(path: str, labels: np.ndarray, scores: np.ndarray,
               title: str = 'ROC') -> None:
   """ROC curve of binary `labels` (1 = positive) against `scores`."""
@@ -23,9 +30,7 @@ def roc_curve(path: str, labels: np.ndarray, scores: np.ndarray,
   ax.set(xlabel='false positive rate', ylabel='true positive rate',
          xlim=(0, 1), ylim=(0, 1.01), title=title)
   ax.legend(loc='lower right')
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(fig, path)
 
 
 def confusion_matrix(path: str, matrix: np.ndarray,
@@ -43,9 +48,7 @@ def confusion_matrix(path: str, matrix: np.ndarray,
   ax.set_xticks(range(n), class_names, rotation=45, ha='right')
   ax.set_yticks(range(n), class_names)
   ax.set(xlabel='predicted', ylabel='true', title=title)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(fig, path)
 
 
 def panel_grid(path: str, panels: np.ndarray, names: Sequence[str],
@@ -82,9 +85,7 @@ def panel_grid(path: str, panels: np.ndarray, names: Sequence[str],
       ax.xaxis.tick_top()
   if title:
     fig.suptitle(title, fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(fig, path)
 
 
 def baseline_bars(path: str, groups: Sequence[tuple[str, Sequence[str]]],
@@ -161,9 +162,7 @@ def similarity(path: str, sim: np.ndarray, labels: np.ndarray) -> None:
   ax.set(title='Fingerprint similarity (images ordered by group)',
          xlabel='image', ylabel='image')
   fig.colorbar(im, ax=ax, label='cosine similarity')
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(fig, path)
 
 
 def embedding_map(path: str, xy: np.ndarray, labels: np.ndarray,
@@ -185,9 +184,7 @@ def embedding_map(path: str, xy: np.ndarray, labels: np.ndarray,
   ax.set(xticks=[], yticks=[])
   # Wrapped: a tree's path made the one-line title wider than the figure.
   ax.set_title('\n'.join(textwrap.wrap(title, 80)), fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(fig, path)
 
 
 def reliability(path: str, panels) -> None:
@@ -214,6 +211,4 @@ def reliability(path: str, panels) -> None:
     ax.set_title(f'{title}\nECE {ece:.3f}', fontsize=9)
   if panels:  # None when no probability was identifiable: an empty frame.
     axes[0][0].legend(fontsize=7, loc='upper left')
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(fig, path)

@@ -2,16 +2,11 @@
 closed set, the per-image predictions file, and folds pooled into one table.
 
 A "scored split" is what `metrics.score_split` returns for one set of
-images: the model's metrics, the random-GT baseline (mean and std over
-shuffles), z-scores, the training prior's metrics, the parsed count (at
-z >= 2 and better than the prior: `metrics.parsed_hyperparameters`),
-shown first, and the random-GT count beside it. The tables mark a value in bold only when it beats the random-GT
-baseline at z >= 2 (`metrics.SIGNIFICANT_Z`); every table says so.
-
-predictions.npz (beside results.json) holds one split's per-image
-predictions, labels, GM names, the training prior's per-image predictions
-and the ground truth of its GMs, so that folds can be pooled and scored
-once (`pool`) without rerunning a network.
+images. The tables show the parsed count first and mark a value in bold
+only when it beats the random-GT baseline at z >= 2 (`caption`, in every
+table). predictions.npz (beside results.json) holds one split's per-image
+predictions, so that folds can be pooled and scored once (`pool`) without
+rerunning a network.
 """
 
 from __future__ import annotations
@@ -20,6 +15,7 @@ import io
 import json
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 
 from jaxfp.core import files
@@ -161,11 +157,9 @@ def full_tables(scored: dict, schema: schema_lib.Schema) -> str:
   disc = [[p.name, str(p.num_classes)] +
           cells(scored, f'discrete_accuracy/{p.name}') +
           cells(scored, f'discrete_f1/{p.name}') for p in schema.discrete]
-  levels = [(n, 'coarse') for n in schema.coarse] + [
-      (n, f'fine ({schema.coarse[g]})')
-      for n, g in zip(schema.fine, schema.fine_to_coarse)]
   loss = [[n, level] + cells(scored, f'loss_auc/{n}') +
-          cells(scored, f'loss_f1/{n}') for n, level in levels]
+          cells(scored, f'loss_f1/{n}')
+          for n, level in metrics_lib.loss_levels(schema)]
   return '\n\n'.join([
       'Continuous parameters: L1 error in normalised [0, 1] units (lower is '
       'better)\n\n' + tables.markdown(['parameter', 'L1'] + beside, cont),
@@ -211,13 +205,10 @@ def json_split(scored: dict | None) -> dict | None:
 # ------------------------------------------------------ predictions file --
 
 def _arrays(prefix: str, predictions: dict) -> dict[str, np.ndarray]:
-  out = {f'{prefix}continuous': np.asarray(predictions['continuous'],
-                                           np.float32),
-         f'{prefix}coarse': np.asarray(predictions['coarse'], np.float32),
-         f'{prefix}fine': np.asarray(predictions['fine'], np.float32)}
-  for j, probs in enumerate(predictions['discrete']):
-    out[f'{prefix}discrete_{j}'] = np.asarray(probs, np.float32)
-  return out
+  heads = {k: predictions[k] for k in ('continuous', 'coarse', 'fine')}
+  heads.update({f'discrete_{j}': probs
+                for j, probs in enumerate(predictions['discrete'])})
+  return {prefix + k: np.asarray(v, np.float32) for k, v in heads.items()}
 
 
 def _predictions(prefix: str, data, num_discrete: int) -> dict:
@@ -295,22 +286,15 @@ def pool(parts: Sequence[dict]) -> tuple[dict, np.ndarray,
       seen[gm] = i
   truths = [p['ground_truth'] for p in parts]
   names = tuple(n for t in truths for n in t.gm_names)
-  first = truths[0]
   truth = schema_lib.GroundTruth(
       schema=schema, gm_names=names,
-      continuous=np.concatenate([t.continuous for t in truths]),
-      discrete=np.concatenate([t.discrete for t in truths]),
-      coarse=np.concatenate([t.coarse for t in truths]),
-      fine=np.concatenate([t.fine for t in truths]),
-      continuous_range=first.continuous_range)
+      continuous_range=truths[0].continuous_range,
+      **{k: np.concatenate([getattr(t, k) for t in truths])
+         for k in ('continuous', 'discrete', 'coarse', 'fine')})
   index = {n: i for i, n in enumerate(names)}
   rows = np.array([index[g] for p in parts for g in p['gm']], np.int64)
   def concat(preds):
-    return {'continuous': np.concatenate([p['continuous'] for p in preds]),
-            'discrete': tuple(np.concatenate(c) for c in
-                              zip(*[p['discrete'] for p in preds])),
-            'coarse': np.concatenate([p['coarse'] for p in preds]),
-            'fine': np.concatenate([p['fine'] for p in preds])}
+    return jax.tree.map(lambda *a: np.concatenate(a), *preds)
   predictions = concat([p['predictions'] for p in parts])
   priors = [p['prior'] for p in parts]
   prior = None if any(p is None for p in priors) else concat(priors)
