@@ -3,8 +3,9 @@
 Five [conv3x3 (padding 2) + ReLU + maxpool 2] blocks, 3->32->...->512
 channels (narrower in the CPU preset), flattened in PyTorch's (C, H, W) order
 (so published Linear weights load unchanged), dropout, fc1 -> 512,
-fc2 -> 256, fc3 -> 64 with ReLUs, then one linear head per predicted quantity. Heads emit logits: probabilities and the
-loss-type hierarchy are applied by `jaxfp.losses.parsing`.
+fc2 -> 256, fc3 -> 64 with ReLUs, then one linear head per predicted
+quantity. Heads emit logits: probabilities and the loss-type hierarchy are
+applied by `jaxfp.losses.parsing`.
 
 Side features (`SideFeatures`, off in the published network): fixed,
 parameter-free summaries that a stack of 3x3 convs and max-pools does not
