@@ -10,9 +10,8 @@ hold two items,
          network's constructor fields ('model') and preprocessing.
 
 Writers: the trainer (`manager`, `save`, `restore_latest`) and the converter
-(`write`). Readers (`read`): evaluation and inference, which need only the
-parameters and BatchNorm statistics, so a state is read without a target and
-whatever optimiser state it holds is ignored.
+(`write`); readers (`read`, which ignores any optimiser state): evaluation
+and inference.
 
 What cannot be used is said in one line (CheckpointError): a missing path,
 a step that cannot be read (files missing or damaged, no meta), one holding
