@@ -146,8 +146,7 @@ class ClassificationTask(common.Task):
               'probabilities': probabilities}
     if self.name == 'detection':
       fake = schema_lib.fake_index(self.class_names)
-      result['is_fake'] = labels == fake
-      result['fake_score'] = probabilities[:, fake]
+      result.update(is_fake=labels == fake, fake_score=probabilities[:, fake])
       result['metrics'] = binary_metrics(result['is_fake'],
                                          result['fake_score'])
     else:
