@@ -10,16 +10,14 @@ hold two items,
          network's constructor fields ('model') and preprocessing.
 
 Writers: the trainer (`manager`, `save`, `restore_latest`) and the converter
-(`write`). Readers (`read`): evaluation and inference, which need only the
-parameters and BatchNorm statistics, so a state is read without a target and
-whatever optimiser state it holds is ignored.
+(`write`); readers (`read`, which ignores any optimiser state): evaluation
+and inference.
 
 What cannot be used is said in one line (CheckpointError): a missing path,
 a step that cannot be read (files missing or damaged, no meta), one holding
-NaN or infinite values, a network that does not fit the config. Asked for
-the latest step, readers and the trainer fall back to the newest step that
-reads, with a warning naming the one skipped and why; `save` refuses a
-state that is not finite, so such a step is never the latest.
+NaN or infinite values, a network that does not fit the config. Readers and
+the trainer fall back to an older step (`read`, `restore_latest`); `save`
+refuses a state that is not finite, so such a step is never the latest.
 """
 
 from __future__ import annotations
@@ -70,6 +68,12 @@ def of_run(workdir: str, max_to_keep: int | None = None
                  max_to_keep=max_to_keep)
 
 
+def _is_step(folder: str) -> bool:
+  """Whether `folder` is one step's: `<step>/state`."""
+  return bool(re.fullmatch(r'\d+', os.path.basename(folder)) and
+              os.path.isdir(os.path.join(folder, 'state')))
+
+
 def find(path: str, step: int | None = None) -> tuple[str, list[int]]:
   """(CheckpointManager directory, steps) of a run, checkpoints or step dir.
 
@@ -84,18 +88,16 @@ def find(path: str, step: int | None = None) -> tuple[str, list[int]]:
   if not os.path.isdir(path):
     raise CheckpointError(f'checkpoint path {path} is a file; give a run '
                           'folder, its checkpoints folder or one step folder')
-  name = os.path.basename(path)
-  if re.fullmatch(r'\d+', name) and os.path.isdir(os.path.join(path,
-                                                                'state')):
+  if _is_step(path):
+    name = os.path.basename(path)
     if step is not None and step != int(name):
       raise CheckpointError(f'{path} is the checkpoint of step {name}, but '
                             f'--step={step}')
     return os.path.dirname(path), [int(name)]
   if os.path.isdir(os.path.join(path, DIRECTORY)):
     path = os.path.join(path, DIRECTORY)
-  steps = sorted((int(d) for d in os.listdir(path) if re.fullmatch(r'\d+', d)
-                  and os.path.isdir(os.path.join(path, d, 'state'))),
-                 reverse=True)
+  steps = sorted((int(d) for d in os.listdir(path)
+                  if _is_step(os.path.join(path, d))), reverse=True)
   if not steps:
     raise CheckpointError(f'{path} holds no checkpoint (no <step>/state '
                           'folder)')
@@ -120,14 +122,12 @@ def _reason(error: Exception) -> str:
 def _key_path(path) -> str:
   """'params/fen/conv_0/kernel' for a tree path of dicts, lists or
   attributes alike (a TrainState and its restored dict match)."""
-  return '/'.join(str(getattr(k, 'key', getattr(k, 'name',
-                                                getattr(k, 'idx', k))))
-                  for k in path)
+  return jax.tree_util.keystr(path, simple=True, separator='/')
 
 
 def _shapes(tree) -> dict[str, tuple]:
-  return {_key_path(p): tuple(np.shape(x) if not hasattr(x, 'shape')
-                              else x.shape)
+  # np.shape reads `.shape` where a leaf has one (Orbax's metadata does).
+  return {_key_path(p): tuple(np.shape(x))
           for p, x in jax.tree_util.tree_leaves_with_path(tree)}
 
 
@@ -155,30 +155,36 @@ class _Unusable(Exception):
   """A step that cannot be resumed from; the message says why."""
 
 
-def _variables_of(state: dict) -> dict:
-  if 'params' not in state:
-    raise _Unusable(f'its state holds no params; found {sorted(state)}')
-  variables = {'params': state['params'],
-               'batch_stats': state.get('batch_stats') or {}}
-  variables = jax.tree.map(np.asarray, jax.device_get(variables))
-  bad = non_finite(variables)
+def _finite(tree):
+  """`tree`, or _Unusable naming its first non-finite leaf."""
+  bad = non_finite(tree)
   if bad:
     raise _Unusable(f'it holds non-finite values ({bad})')
-  return variables
+  return tree
 
 
-def _read_step(m: ocp.CheckpointManager, step: int) -> Checkpoint:
+def _restore(m: ocp.CheckpointManager, step: int, **items):
+  """The `items` (Orbax restore args) of `step`; a failure is _Unusable."""
   try:
-    restored = m.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+    return m.restore(step, args=ocp.args.Composite(**items))
   except KeyError as e:  # Orbax's word for a missing item ('meta').
     raise _Unusable(str(e.args[0] if e.args else e)) from None
   except Exception as e:  # pylint: disable=broad-except
     # Missing or damaged files surface as many types (TensorStore's
     # ValueError, FileNotFoundError, JSON errors...); all mean "unusable".
     raise _Unusable(_reason(e)) from None
+
+
+def _read_step(m: ocp.CheckpointManager, step: int) -> Checkpoint:
+  restored = _restore(m, step, state=ocp.args.StandardRestore(),
+                      meta=ocp.args.JsonRestore())
+  state = restored.state
+  if 'params' not in state:
+    raise _Unusable(f'its state holds no params; found {sorted(state)}')
+  variables = {'params': state['params'],
+               'batch_stats': state.get('batch_stats') or {}}
   return Checkpoint(directory=str(m.directory), step=step,
-                    variables=_variables_of(restored.state),
+                    variables=_finite(jax.tree.map(np.asarray, variables)),
                     meta=dict(restored.meta or {}))
 
 
@@ -234,16 +240,8 @@ def _restore_fitting(m: ocp.CheckpointManager, step: int, target):
         f'configured model ({len(problems)} differences: '
         + '; '.join(problems[:4]) + "): resume with the run's own config "
         '(saved in its meta) or use another --workdir')
-  try:
-    restored = m.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target))).state
-  except Exception as e:  # pylint: disable=broad-except
-    # As in `_read_step`: every failure to read means "unusable".
-    raise _Unusable(_reason(e)) from None
-  bad = non_finite(restored)
-  if bad:
-    raise _Unusable(f'it holds non-finite values ({bad})')
-  return restored
+  return _finite(_restore(m, step,
+                         state=ocp.args.StandardRestore(target)).state)
 
 
 def restore_latest(m: ocp.CheckpointManager, state):

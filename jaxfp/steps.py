@@ -105,14 +105,6 @@ def create_train_state(key, config, model, image_size, learning_rate_fn):
       'xla_backend_optimization_level': 0})(key)
 
 
-def _gather_processes(tree):
-  """Concatenates per-process numpy arrays of equal shapes (axis 0)."""
-  if jax.process_count() == 1:
-    return tree
-  return jax.tree.map(np.asarray,
-                      multihost_utils.process_allgather(tree, tiled=True))
-
-
 def evaluate(p_eval_step, state, task, config, collection, perturb=None,
              split=None):
   """One pass over the held-out images: the task's score and examples.
@@ -146,8 +138,11 @@ def evaluate(p_eval_step, state, task, config, collection, perturb=None,
         examples[ids[i]] = (flat(batch['image'])[i], fingerprints[i])
   if not gathered:
     raise ValueError('the held-out split has no images')
-  predictions, keys = _gather_processes(jax.tree.map(
-      lambda *xs: np.concatenate(xs), *gathered))
+  merged = jax.tree.map(lambda *xs: np.concatenate(xs), *gathered)
+  if jax.process_count() > 1:  # Every process's rows, in process order.
+    merged = jax.tree.map(np.asarray, multihost_utils.process_allgather(
+        merged, tiled=True))
+  predictions, keys = merged
   real = keys.pop('mask') > 0
   result = task.score(jax.tree.map(lambda x: x[real], predictions),
                       {k: v[real] for k, v in keys.items()})

@@ -94,9 +94,7 @@ def validate(config, local_device_count: int):
     raise ValueError(f'config.model.pn_members={members} must be a whole '
                      'number, 1 or more (1: one PN)')
   jnp.dtype(config.model.dtype)  # Raises on an unknown dtype name.
-  if config.get('task', 'parsing') not in tasks.names():
-    raise ValueError(f'config.task={config.task!r}: use one of '
-                     f'{tasks.names()}')
+  tasks.get(config.get('task', 'parsing'))  # Raises on an unknown task.
 
 
 def num_train_steps(config: ml_collections.ConfigDict,
@@ -199,9 +197,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   Resumes from the latest checkpoint in `workdir` if there is one. A SIGTERM
   (preemption), SIGINT (Ctrl-C) or SIGHUP (closed terminal) saves a
-  checkpoint at the current step and returns early with result['preempted'] = True and result['signal'] its
-  name; the next launch resumes from it (a signal before or after the loop
-  stops at once: 'preempted' True, 'step' None).
+  checkpoint at the current step and returns early with result['preempted']
+  = True and result['signal'] its name; the next launch resumes from it (a
+  signal before or after the loop stops at once: 'preempted' True, 'step'
+  None).
   Returns the final evaluation: the task's score ('metrics', ...), 'loss',
   'examples', 'state' and 'preempted'.
   """
@@ -235,22 +234,22 @@ class NonFiniteLoss(ValueError):
   """Training produced a NaN or infinite loss term; nothing of it is saved."""
 
 
-def _check_finite(pending) -> None:
-  """Raises NonFiniteLoss naming the first step of `pending` ((step, metric
-  update on device) pairs) whose loss terms are not all finite."""
-  if not pending:
-    return
-  steps = [step for step, _ in pending]
-  updates = jax.device_get([update for _, update in pending])
-  for step, update in zip(steps, updates):
-    values = jax.tree.map(lambda x: x[0], update).compute()
-    bad = {k: float(v) for k, v in values.items() if not np.isfinite(v)}
+def _check_finite(pending) -> list:
+  """The metric updates of `pending` ((step, update on device) pairs) as
+  device 0's host copies; raises NonFiniteLoss naming the first step whose
+  loss terms are not all finite."""
+  updates = [jax.tree.map(lambda x: x[0], u)
+             for u in jax.device_get([u for _, u in pending])]
+  for (step, _), update in zip(pending, updates):
+    bad = {k: float(v) for k, v in update.compute().items()
+           if not np.isfinite(v)}
     if bad:
       terms = ', '.join(f'{k} = {v}' for k, v in bad.items())
       raise NonFiniteLoss(
           f'training stopped at step {step}: the loss went non-finite '
           f'({terms}); nothing of this step or later was checkpointed. '
           'Lower config.learning_rate, or check the data')
+  return updates
 
 
 def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
@@ -263,7 +262,7 @@ def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
   learning_rate_fn = steps.create_learning_rate_fn(config)
   init_key, dropout_key = jax.random.split(jax.random.key(config.seed))
   state = steps.create_train_state(init_key, config, task.model,
-                             config.data.image_size, learning_rate_fn)
+                                   config.data.image_size, learning_rate_fn)
   manager = checkpoints.of_run(workdir, config.keep_checkpoints)
   state = checkpoints.restore_latest(manager, state)
   # Only now, once the data and the workdir's checkpoint are accepted: a
@@ -312,11 +311,8 @@ def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
           progress.note(projected)
         last = step == num_steps
         if step % config.log_every_steps == 0 or last:
-          _check_finite(pending)
-          updates = [jax.tree.map(lambda x: x[0], u)
-                     for u in jax.device_get([u for _, u in pending])]
           scalars = functools.reduce(lambda a, b: a.merge(b),
-                                     updates).compute()
+                                     _check_finite(pending)).compute()
           scalars['learning_rate'] = float(lr[0])
           progress.update(step, loss=float(scalars['loss']))
           scalars['steps_per_sec'] = progress.rate
@@ -363,9 +359,7 @@ def _train_and_evaluate(config, workdir: str, local_devices: int) -> dict:
     finished = task.finish(result, workdir, num_steps)
     if finished:
       print('\n' + finished, flush=True)
-  result['state'] = state
-  result['preempted'] = False
-  result['num_train_steps'] = num_steps
+  result.update(state=state, preempted=False, num_train_steps=num_steps)
   return result
 
 

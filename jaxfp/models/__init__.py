@@ -102,12 +102,11 @@ class FingerprintClassifier(nn.Module):
         self.fen_depth, self.fen_width, dtype=self.dtype,
         axis_name=self.axis_name, name='fen')(images, train=train)
     spectrum = spectrum_lib.magnitude_spectrum(fingerprint)
-    head_cls = HEADS[self.task]
     kwargs = {} if self.head_channels is None else {
         'channels': tuple(self.head_channels)}
-    head = head_cls(self.num_classes, self.dropout_rate,
-                    hidden=self.head_hidden, dtype=self.dtype, name='head',
-                    **kwargs)
+    head = HEADS[self.task](self.num_classes, self.dropout_rate,
+                            hidden=self.head_hidden, dtype=self.dtype,
+                            name='head', **kwargs)
     head_input = (fingerprint if self.task == 'detection'
                   else spectrum[..., None])
     return {'fingerprint': fingerprint, 'spectrum': spectrum,

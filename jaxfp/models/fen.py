@@ -1,4 +1,4 @@
-"""Fingerprint Estimation Network: a DnCNN-style stack that outputs a fingerprint.
+"""Fingerprint Estimation Network: a DnCNN-style stack, image -> fingerprint.
 
 conv(3->width) + ReLU, then (depth - 2) x [conv(width->width) + BatchNorm +
 ReLU], then conv(width->3). The output has the image's size; no residual is

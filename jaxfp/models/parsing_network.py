@@ -3,8 +3,9 @@
 Five [conv3x3 (padding 2) + ReLU + maxpool 2] blocks, 3->32->...->512
 channels (narrower in the CPU preset), flattened in PyTorch's (C, H, W) order
 (so published Linear weights load unchanged), dropout, fc1 -> 512,
-fc2 -> 256, fc3 -> 64 with ReLUs, then one linear head per predicted quantity. Heads emit logits: probabilities and the
-loss-type hierarchy are applied by `jaxfp.losses.parsing`.
+fc2 -> 256, fc3 -> 64 with ReLUs, then one linear head per predicted
+quantity. Heads emit logits: probabilities and the loss-type hierarchy are
+applied by `jaxfp.losses.parsing`.
 
 Side features (`SideFeatures`, off in the published network): fixed,
 parameter-free summaries that a stack of 3x3 convs and max-pools does not
@@ -47,11 +48,9 @@ STAGE_PERIODS = (2, 4, 8, 16, 32)
 
 
 def max_pool_2x2(x):
-  """2x2 max pooling, stride 2, odd edges dropped (PyTorch's MaxPool2d(2)).
-
-  Written as a reshape and max: the same values as nn.max_pool, with a
-  gradient that XLA's CPU backend runs about 3x faster than select-and-scatter.
-  """
+  """2x2 max pooling, stride 2, odd edges dropped (PyTorch's MaxPool2d(2)):
+  nn.max_pool's values as a reshape and max, whose gradient is faster on a
+  CPU (docs/performance.md)."""
   n, h, w, c = x.shape
   x = x[:, :h // 2 * 2, :w // 2 * 2]
   return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
@@ -211,9 +210,8 @@ class ParsingNetwork(nn.Module):
                        '(model.spectrum or model.colour_stats)')
     x = fingerprint.astype(self.dtype)
     for i, channels in enumerate(self.channels):
-      # Padding 2 as published. Padded explicitly: XLA's CPU convolution
-      # with an asymmetric-to-kernel padding of 2 takes a generic path that
-      # measured 6-8x slower than the same pad followed by a VALID conv.
+      # Padding 2 as published, padded explicitly: XLA's CPU convolution
+      # takes a slow generic path for it (docs/performance.md).
       x = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)))
       x = nn.Conv(channels, (3, 3), padding='VALID', dtype=self.dtype,
                   name=f'conv_{i}')(x)

@@ -34,14 +34,6 @@ from jaxfp.tasks import common
 EXAMPLES_DIR = 'answer_examples'
 
 
-def identifiable(result: dict) -> list[str]:
-  """Hyperparameters parsed on the held-out GMs (`metrics.
-  parsed_hyperparameters`: random GT at z >= 2 and the training prior);
-  none without a training prior."""
-  parsed = result.get('parsed')
-  return list(parsed['names']) if parsed else []
-
-
 # Photographs are cropped at two scales, their shorter side 4x (the zoo's)
 # and 8x the image size: more kinds of real texture from few photographs.
 PHOTO_SCALES = (4, 8)
@@ -107,12 +99,15 @@ def fit(config: ml_collections.ConfigDict, info: splits.DataInfo,
   real = real_crops(size, c.num_real or len(generated), config.seed,
                     photo_dir=c.get('photo_dir', ''))
   gt = info.ground_truth
+  # Identifiable: parsed on the held-out GMs (`metrics.parsed_hyperparameters`:
+  # random GT at z >= 2 and the training prior); none without a prior.
+  parsed = result.get('parsed')
   return answer_lib.fit(
       schema=gt.schema, generated_train=generated, real_train=real,
       held_out_images=held_out,
       held_out_predictions=result['predictions'],
       held_out_truth=metrics_lib.Labels.of(gt, result['rows']),
-      identifiable=identifiable(result), image_size=size,
+      identifiable=list(parsed['names']) if parsed else [], image_size=size,
       pool=config.model.spectrum_pool, augment_prob=c.augment_prob,
       resize_prob=c.resize_prob, ood_alpha=c.ood_alpha,
       threshold=c.threshold, coverage=c.coverage, seed=config.seed)

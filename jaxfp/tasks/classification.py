@@ -29,12 +29,6 @@ from jaxfp.report import tables
 from jaxfp.tasks import common
 
 
-def create_model(config: ml_collections.ConfigDict, num_classes: int,
-                 axis_name: str | None = common.AXIS):
-  return fields.classifier(config.task, num_classes, config.model,
-                           axis_name=axis_name)
-
-
 # What an evaluation line and a robustness table show, and which way is
 # better, by task.
 HEADLINES = {
@@ -115,7 +109,8 @@ class ClassificationTask(common.Task):
       raise ValueError(f'detection needs exactly 2 class folders (real, '
                        f'fake), found {list(self.class_names)} in '
                        f'{self.info.root}')
-    self.model = create_model(config, len(self.class_names))
+    self.model = fields.classifier(self.name, len(self.class_names),
+                                   config.model, axis_name=common.AXIS)
     self.eval_metric_names = ('loss', 'classification')
     self.train_metric_names = (self.eval_metric_names +
                                common.fingerprint_metric_names(config))
@@ -151,8 +146,7 @@ class ClassificationTask(common.Task):
               'probabilities': probabilities}
     if self.name == 'detection':
       fake = schema_lib.fake_index(self.class_names)
-      result['is_fake'] = labels == fake
-      result['fake_score'] = probabilities[:, fake]
+      result.update(is_fake=labels == fake, fake_score=probabilities[:, fake])
       result['metrics'] = binary_metrics(result['is_fake'],
                                          result['fake_score'])
     else:

@@ -67,19 +67,19 @@ def read_images(data_config: ml_collections.ConfigDict,
   are mapped back to the stored uint8 values, exact up to float rounding.
   """
   images, rows = [], []
-  for batch in gm_folder_data().eval_iterator(data_config, info,
-                                     global_batch_size=batch_size,
-                                     local_device_count=1, split=split):
+  for batch in gm_folder_data().eval_iterator(
+      data_config, info, global_batch_size=batch_size, local_device_count=1,
+      split=split):
     real = batch['mask'][0] > 0
     pixels = normalization.unit_range(
         batch['image'][0][real].astype(np.float64)) * 255.0
     exact = np.rint(pixels)
     # A pipeline that changed the pixels (augmentation, resizing) would give
     # the reference other images than the trainer's; refuse rather than fit.
-    if pixels.size and np.abs(pixels - exact).max() > 0.01:
+    off = np.abs(pixels - exact).max(initial=0.0)
+    if off > 0.01:
       raise ValueError('the evaluation pipeline does not hand out the stored '
-                       'pixels (off by up to '
-                       f'{np.abs(pixels - exact).max():.3f})')
+                       f'pixels (off by up to {off:.3f})')
     images.append(np.clip(exact, 0, 255).astype(np.uint8))
     rows.append(batch['gm'][0][real].astype(np.int32))
   if not images:

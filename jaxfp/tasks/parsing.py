@@ -46,11 +46,9 @@ def masked_labels(batch):
   def hide(x, missing):
     shape = real.shape + (1,) * (x.ndim - real.ndim)
     return jnp.where(real.reshape(shape), x, missing)
-  return {**batch,
-          'continuous': hide(batch['continuous'], jnp.nan),
-          'discrete': hide(batch['discrete'], schema_lib.MISSING),
-          'coarse': hide(batch['coarse'], schema_lib.MISSING),
-          'fine': hide(batch['fine'], schema_lib.MISSING)}
+  return {**batch, 'continuous': hide(batch['continuous'], jnp.nan),
+          **{k: hide(batch[k], schema_lib.MISSING)
+             for k in ('discrete', 'coarse', 'fine')}}
 
 
 class ParsingTask(common.GmFolderTask):
@@ -291,12 +289,11 @@ class ParsingTask(common.GmFolderTask):
                [f'discrete_accuracy/{n}' for n in s.discrete_names]),
               ('discrete: macro F1',
                [f'discrete_f1/{n}' for n in s.discrete_names])]
-    levels = {n: 'coarse' for n in s.coarse}
-    levels.update({n: 'fine' for n in s.fine})
+    levels = [(n, 'coarse') for n in s.coarse] + [(n, 'fine') for n in s.fine]
     for metric, what in (('loss_auc', 'AUC'), ('loss_f1', 'F1')):
       groups.append((f'loss types: {what}',
                      [f'{metric}/{n}' for n in s.coarse + s.fine]))
-    labels = {f'{m}/{n}': f'{n} ({level})' for n, level in levels.items()
+    labels = {f'{m}/{n}': f'{n} ({level})' for n, level in levels
               for m in ('loss_auc', 'loss_f1')}
     plots.baseline_bars(
         os.path.join(workdir, 'baseline_bars.png'), groups,

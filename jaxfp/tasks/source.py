@@ -1,18 +1,14 @@
-"""Source embedding: which images come from the same generator.
+"""Source embedding: which images come from the same generator
+(docs/embeddings.md).
 
 Trained on the training GMs' images with the generator's identity as the
 label (a margin softmax over one proxy per training GM, optionally plus a
-supervised contrastive term); evaluated on the held-out GMs, which the
-network never saw: verification EER over same/different-GM pairs, grouping
-(ARI, NMI) with the number of groups given and with it estimated by the
-calibrated threshold, and open-set AUROC of simulated galleries. The same
-held-out embeddings calibrate the grouping threshold and the open-set
-probability (`jaxfp.inference.sources.calibrate`), saved beside the
-checkpoints as `source_calibration.json`, which `jaxfp.cluster`,
-`jaxfp.gallery` and `predict --gallery` read.
-
-Data: the model-parsing pipeline (`jaxfp.data.gm_folders`); labels come from
-each image's GM row.
+supervised contrastive term), read through the model-parsing pipeline.
+Scored on the held-out GMs, never seen: verification EER, grouping (ARI,
+NMI) with the number of groups given and estimated, open-set AUROC. Their
+embeddings also calibrate the grouping threshold and open-set probability
+(`jaxfp.inference.sources.calibrate`), saved as `source_calibration.json`
+beside the checkpoints for `jaxfp.cluster`, `gallery` and `predict`.
 """
 
 from __future__ import annotations
