@@ -156,10 +156,11 @@ def trainer_compilations(config: ml_collections.ConfigDict,
 
   Runs jaxfp.train.train_and_evaluate on `config` (configs/fen.py:test from
   the command) with an eval half way, then once more in the same workdir (a
-  resume that only re-evaluates). Returns the traced function names and backend compilations
-  of each run. The pmapped train and eval steps both show as `_fun`: a first
-  run should compile it twice (train, eval), a resume once (eval). The first
-  call also counts the zoo's build when the zoo is not cached yet.
+  resume that only re-evaluates). Returns the traced function names and
+  backend compilations of each run. The pmapped train and eval steps both
+  show as `_fun`: a first run should compile it twice (train, eval), a resume
+  once (eval). The first call also counts the zoo's build when the zoo is not
+  cached yet.
   """
   config = config.copy_and_resolve_references()
   config.num_train_steps = num_train_steps
